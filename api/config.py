@@ -1,0 +1,73 @@
+"""``ApiConfig``: every setting of the web API in one typed, frozen dataclass (built at the entry point)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+
+TOKEN_ENV = "SIMSEARCH_API_TOKEN"
+INDEX_ENV = "SIMSEARCH_INDEX"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Settings of one API process.
+
+    ``index_dir`` holds the index and its ``model.pt``; ``checkpoint`` overrides that model file.
+    ``api_token`` enables the write endpoints (None: writes are refused with 403); it is kept out of
+    ``repr`` so it never reaches a log line.
+    """
+
+    index_dir: str
+    checkpoint: str | None = None
+    default_k: int = 10
+    max_k: int = 100
+    max_batch: int = 16
+    max_upload_bytes: int = 16 * 2**20
+    max_pixels: int = 40_000_000
+    thumbnail_sizes: tuple[int, ...] = (64, 128, 256)
+    thumbnail_cache_items: int = 2048
+    max_random: int = 50
+    unknown_below: float | None = None
+    api_token: str | None = field(default=None, repr=False)
+    cors_origins: tuple[str, ...] = ()
+    random_seed: int | None = None
+    torch_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.index_dir:
+            raise ValueError("index_dir must name an index directory")
+        for name in ("default_k", "max_k", "max_batch", "max_upload_bytes", "max_pixels",
+                     "thumbnail_cache_items", "max_random"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        if not self.thumbnail_sizes or any(not isinstance(s, int) or not 8 <= s <= 1024
+                                           for s in self.thumbnail_sizes):
+            raise ValueError(f"thumbnail_sizes must be integers in [8, 1024], got {self.thumbnail_sizes!r}")
+        if self.unknown_below is not None and not math.isfinite(self.unknown_below):
+            raise ValueError(f"unknown_below must be finite, got {self.unknown_below!r}")
+        if self.api_token is not None and len(self.api_token) < 8:
+            raise ValueError("api_token must be at least 8 characters long")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads!r}")
+
+    @property
+    def writes_enabled(self) -> bool:
+        return bool(self.api_token)
+
+    @classmethod
+    def from_env(cls, index_dir: str | None = None, *, token_env: str = TOKEN_ENV, **overrides) -> "ApiConfig":
+        """A config whose index comes from ``index_dir`` or ``$SIMSEARCH_INDEX`` and whose token comes
+        from the environment variable ``token_env`` (empty or unset: writes disabled)."""
+        index_dir = index_dir or os.environ.get(INDEX_ENV)
+        if not index_dir:
+            raise ValueError(f"no index directory: pass one or set ${INDEX_ENV}")
+        token = os.environ.get(token_env) or None
+        return cls(index_dir=str(index_dir), api_token=token, **overrides)
+
+    def with_changes(self, **changes) -> "ApiConfig":
+        return replace(self, **changes)

@@ -1,0 +1,184 @@
+"""The OpenAPI 3.1 description of every endpoint (served at ``GET /openapi.json``).
+
+Kept next to the views by hand; ``tests/api/test_openapi.py`` checks that every route is described and
+that real answers match the documented schemas.
+"""
+
+from __future__ import annotations
+
+from api.config import ApiConfig
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _error(description: str) -> dict:
+    return _json(_ref("Error"), description)
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "Bad parameter, missing field or undecodable image", 401: "Missing or invalid bearer token",
+            403: "Writes are disabled (no token configured on the server)", 404: "Unknown id or missing file",
+            413: "Request larger than the upload limit", 415: "Unsupported content type",
+            500: "Unexpected server error"}
+    return {str(c): _error(text[c]) for c in (*codes, 500)}
+
+
+def openapi_spec(config: ApiConfig) -> dict:
+    """The spec, with the limits (``max_k``, batch size, thumbnail sizes) of ``config``."""
+    k_param = {"name": "k", "in": "query", "required": False, "description": "How many neighbours",
+               "schema": {"type": "integer", "minimum": 1, "maximum": config.max_k, "default": config.default_k}}
+    weighted_param = {"name": "weighted", "in": "query", "required": False,
+                      "description": "Weight each neighbour's vote by its score (1 + cosine) / 2",
+                      "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"],
+                                 "default": "false"}}
+    id_param = {"name": "item_id", "in": "path", "required": True, "description": "Item id (from search results)",
+                "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
+    image_body = {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+            "image": {"type": "string", "format": "binary", "description": "The image file"}}}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+    }}
+    bearer = [{"bearerAuth": []}]
+    search_ops = {"parameters": [k_param, weighted_param], "requestBody": image_body}
+    paths = {
+        "/api/search": {"post": {
+            "summary": "Nearest indexed images and the majority-vote class of an uploaded image",
+            "operationId": "search", **search_ops,
+            "responses": {"200": _json(_ref("SearchResponse"), "Neighbours, prediction and timings"),
+                          **_errors(400, 413, 415)}}},
+        "/api/classify": {"post": {
+            "summary": "Only the majority-vote class of an uploaded image", "operationId": "classify",
+            **search_ops,
+            "responses": {"200": _json(_ref("ClassifyResponse"), "Prediction and timings"),
+                          **_errors(400, 413, 415)}}},
+        "/api/search/batch": {"post": {
+            "summary": f"Search with up to {config.max_batch} images at once", "operationId": "searchBatch",
+            "parameters": [k_param, weighted_param],
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["images"], "properties": {"images": {
+                    "type": "array", "maxItems": config.max_batch,
+                    "items": {"type": "string", "format": "binary"}}}}}}},
+            "responses": {"200": _json(_ref("BatchResponse"), "One result per image, in order"),
+                          **_errors(400, 413, 415)}}},
+        "/api/images": {"post": {
+            "summary": "Add an image with its label (needs the bearer token); saved before answering",
+            "operationId": "addImage", "security": bearer,
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["image", "label"], "properties": {
+                    "image": {"type": "string", "format": "binary"},
+                    "label": {"type": "string", "minLength": 1, "maxLength": 100}}}}}},
+            "responses": {"201": _json(_ref("Item"), "The new item"), **_errors(400, 401, 403, 413, 415)}}},
+        "/api/images/random": {"get": {
+            "summary": "Random indexed images", "operationId": "randomImages",
+            "parameters": [{"name": "n", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": config.max_random,
+                                       "default": 1}}],
+            "responses": {"200": _json({"type": "object", "required": ["items"], "properties": {
+                "items": {"type": "array", "items": _ref("Item")}}}, "Up to n distinct items"),
+                **_errors(400)}}},
+        "/api/images/{item_id}": {
+            "get": {"summary": "The stored image file, or a JPEG/PNG thumbnail with ?size=",
+                    "operationId": "getImage",
+                    "parameters": [id_param,
+                                   {"name": "size", "in": "query", "required": False,
+                                    "description": "Thumbnail size in pixels (longest side)",
+                                    "schema": {"type": "integer", "enum": list(config.thumbnail_sizes)}},
+                                   {"name": "format", "in": "query", "required": False,
+                                    "description": "Thumbnail format (only with size)",
+                                    "schema": {"type": "string", "enum": ["jpeg", "png"], "default": "jpeg"}}],
+                    "responses": {"200": {"description": "Image bytes", "content": {
+                        "image/*": {"schema": {"type": "string", "format": "binary"}},
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                        **_errors(400, 404)}},
+            "delete": {"summary": "Delete an item for good (needs the bearer token)", "operationId": "deleteImage",
+                       "security": bearer, "parameters": [id_param],
+                       "responses": {"200": _json({"type": "object", "required": ["deleted"], "properties": {
+                           "deleted": {"type": "integer"}}}, "Deleted"), **_errors(401, 403, 404)}}},
+        "/api/images/{item_id}/info": {"get": {
+            "summary": "Metadata of one item", "operationId": "getImageInfo", "parameters": [id_param],
+            "responses": {"200": _json(_ref("Item"), "The item"), **_errors(404)}}},
+        "/api/images/{item_id}/similar": {"get": {
+            "summary": "Nearest other items of an indexed item (itself excluded)", "operationId": "similar",
+            "parameters": [id_param, k_param, weighted_param],
+            "responses": {"200": _json(_ref("SimilarResponse"), "The item, its neighbours and their vote"),
+                          **_errors(400, 404)}}},
+        "/api/health": {"get": {"summary": "Liveness", "operationId": "health",
+                                "responses": {"200": _json(_ref("Health"), "Serving"), **_errors()}}},
+        "/api/stats": {"get": {"summary": "Counts per class, model and index info", "operationId": "stats",
+                               "responses": {"200": _json(_ref("Stats"), "Statistics"), **_errors()}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)", "operationId": "metrics",
+                             "responses": {"200": {"description": "Metrics", "content": {
+                                 "text/plain": {"schema": {"type": "string"}}}}, **_errors()}}},
+        "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                                  "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_errors()}}},
+        "/report": {"get": {"summary": "The latest HTML report of the index, if one was generated",
+                            "operationId": "report",
+                            "responses": {"200": {"description": "HTML", "content": {
+                                "text/html": {"schema": {"type": "string"}}}}, **_errors(404)}}},
+        "/": {"get": {"summary": "The web page", "operationId": "page",
+                      "responses": {"200": {"description": "HTML", "content": {
+                          "text/html": {"schema": {"type": "string"}}}}, **_errors()}}},
+    }
+    number = {"type": "number"}
+    timings = {"type": "object", "additionalProperties": number, "description": "Milliseconds per step",
+               "properties": {name: number for name in ("decode", "embed", "search", "vote", "total")}}
+    neighbor = {"type": "object", "required": ["rank", "id", "label", "similarity", "score", "image_url",
+                                               "thumbnail_url"], "properties": {
+        "rank": {"type": "integer", "minimum": 1}, "id": {"type": "integer"}, "label": {"type": "string"},
+        "similarity": {"type": "number", "minimum": -1, "maximum": 1,
+                       "description": "Cosine similarity of the embeddings"},
+        "score": {"type": "number", "minimum": 0, "maximum": 1, "description": "(1 + similarity) / 2"},
+        "image_url": {"type": "string"}, "thumbnail_url": {"type": "string"}}}
+    prediction = {"type": "object", "required": ["label", "confidence", "votes", "weighted", "is_unknown"],
+                  "properties": {
+                      "label": {"type": ["string", "null"], "description": "null only for an empty index"},
+                      "confidence": {"type": "number", "minimum": 0, "maximum": 1,
+                                     "description": "The winner's share of the votes"},
+                      "votes": {"type": "object", "additionalProperties": number,
+                                "description": "Votes per class (counts, or summed scores when weighted)"},
+                      "weighted": {"type": "boolean"}, "is_unknown": {"type": "boolean"}}}
+    search = {"type": "object", "required": ["k", "neighbors", "prediction"], "properties": {
+        "k": {"type": "integer"}, "neighbors": {"type": "array", "items": _ref("Neighbor")},
+        "prediction": _ref("Prediction"), "timings_ms": _ref("Timings")}}
+    item = {"type": "object", "required": ["id", "label", "image_url", "thumbnail_url"], "properties": {
+        "id": {"type": "integer"}, "label": {"type": "string"},
+        "added_at": {"type": "number", "description": "Unix time"},
+        "image_url": {"type": "string"}, "thumbnail_url": {"type": "string"}}}
+    schemas = {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "Timings": timings, "Neighbor": neighbor, "Prediction": prediction, "SearchResponse": search,
+        "Item": item,
+        "ClassifyResponse": {"type": "object", "required": ["k", "prediction"], "properties": {
+            "k": {"type": "integer"}, "prediction": _ref("Prediction"), "timings_ms": _ref("Timings")}},
+        "BatchResponse": {"type": "object", "required": ["k", "results"], "properties": {
+            "k": {"type": "integer"}, "results": {"type": "array", "items": _ref("SearchResponse")},
+            "timings_ms": _ref("Timings")}},
+        "SimilarResponse": {"type": "object", "required": ["query", "k", "neighbors", "prediction"],
+                            "properties": {"query": _ref("Item"), **search["properties"]}},
+        "Health": {"type": "object", "required": ["status", "items"], "properties": {
+            "status": {"type": "string", "enum": ["ok"]}, "items": {"type": "integer"},
+            "generation": {"type": "integer"}, "uptime_s": number, "pid": {"type": "integer"}}},
+        "Stats": {"type": "object", "required": ["items", "label_counts", "model", "index"], "properties": {
+            "items": {"type": "integer"},
+            "label_counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "model": {"type": "object"}, "index": {"type": "object"}, "writes_enabled": {"type": "boolean"},
+            "limits": {"type": "object"}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "simsearch", "version": "1.0.0",
+                 "description": "Image similarity search: upload an image, get the nearest indexed images and "
+                                "a majority-vote class. Every error is JSON {\"error\": message}."},
+        "paths": paths,
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+    }

@@ -1,0 +1,92 @@
+"""Reading and checking request parameters and uploads; every bad value becomes an ``InvalidRequest``."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Request
+
+from api.config import ApiConfig
+from api.errors import InvalidRequest, UnsupportedMediaType
+
+_DIGITS = re.compile(r"^[0-9]{1,9}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+RAW_BODY_TYPES = ("application/octet-stream",)
+
+
+def positive_int(args, name: str, *, default: int, maximum: int) -> int:
+    """Query parameter ``name`` as an integer in ``[1, maximum]``."""
+    raw = args.get(name)
+    if raw is None:
+        return default
+    raw = raw.strip()
+    if not _DIGITS.match(raw) or not 1 <= int(raw) <= maximum:
+        raise InvalidRequest(f"{name} must be an integer from 1 to {maximum}, got {raw[:40]!r}")
+    return int(raw)
+
+
+def get_k(args, config: ApiConfig) -> int:
+    return positive_int(args, "k", default=config.default_k, maximum=config.max_k)
+
+
+def get_bool(args, name: str, default: bool = False) -> bool:
+    raw = args.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidRequest(f"{name} must be true or false, got {raw[:40]!r}")
+
+
+def get_choice(args, name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = args.get(name, default).strip().lower()
+    if raw not in choices:
+        raise InvalidRequest(f"{name} must be one of {list(choices)}, got {raw[:40]!r}")
+    return raw
+
+
+def single_upload(request: Request, field: str = "image") -> bytes:
+    """The image of a request: multipart field ``field``, or the raw body (``image/*``,
+    ``application/octet-stream`` or no content type)."""
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        upload = request.files.get(field)
+        if upload is None:
+            raise InvalidRequest(f"multipart field {field!r} is missing (send the image file in it)")
+        data = upload.read()
+        if not data:
+            raise InvalidRequest(f"multipart field {field!r} holds an empty file")
+        return data
+    if mimetype.startswith("image/") or mimetype in RAW_BODY_TYPES or not mimetype:
+        data = request.get_data(cache=False)
+        if not data:
+            raise InvalidRequest(f"no image: send it as multipart field {field!r} or as the request body")
+        return data
+    raise UnsupportedMediaType(f"unsupported content type {mimetype!r}: send multipart/form-data with an "
+                               f"{field!r} field, or the image itself (image/*, application/octet-stream)")
+
+
+def many_uploads(request: Request, config: ApiConfig, field: str = "images") -> list[bytes]:
+    """The images of a batch request: multipart fields named ``field`` (at most ``config.max_batch``)."""
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType(f"send multipart/form-data with one or more {field!r} file fields")
+    uploads = request.files.getlist(field)
+    if not uploads:
+        raise InvalidRequest(f"multipart field {field!r} is missing (send one file per {field!r} field)")
+    if len(uploads) > config.max_batch:
+        raise InvalidRequest(f"at most {config.max_batch} images per batch, got {len(uploads)}")
+    blobs = [upload.read() for upload in uploads]
+    for i, data in enumerate(blobs):
+        if not data:
+            raise InvalidRequest(f"{field}[{i}] is an empty file")
+    return blobs
+
+
+def form_label(request: Request) -> str:
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType("send multipart/form-data with an 'image' file and a 'label' field")
+    return request.form.get("label", "")

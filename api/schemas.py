@@ -1,0 +1,36 @@
+"""Turning service results into the JSON bodies documented in :mod:`api.openapi`."""
+
+from __future__ import annotations
+
+from index import ItemMeta, Neighbor, Vote
+
+from api.service import SearchResult
+
+THUMBNAIL_SIZE = 128
+
+
+def item_urls(item_id: int, root: str = "") -> dict:
+    return {"image_url": f"{root}/api/images/{item_id}",
+            "thumbnail_url": f"{root}/api/images/{item_id}?size={THUMBNAIL_SIZE}"}
+
+
+def neighbor_json(rank: int, neighbor: Neighbor, root: str = "") -> dict:
+    return {"rank": rank, "id": neighbor.id, "label": neighbor.label,
+            "similarity": round(neighbor.similarity, 6), "score": round(neighbor.score, 6),
+            **item_urls(neighbor.id, root)}
+
+
+def prediction_json(vote: Vote, weighted: bool) -> dict:
+    votes = {label: (round(v, 6) if weighted else int(v)) for label, v in vote.votes.items()}
+    return {"label": vote.label, "confidence": round(vote.confidence, 6), "votes": votes,
+            "weighted": weighted, "is_unknown": vote.is_unknown}
+
+
+def search_json(result: SearchResult, k: int, root: str = "") -> dict:
+    return {"k": k, "neighbors": [neighbor_json(i + 1, n, root) for i, n in enumerate(result.neighbors)],
+            "prediction": prediction_json(result.vote, result.weighted)}
+
+
+def item_json(item: ItemMeta, root: str = "") -> dict:
+    return {"id": item.id, "label": item.label, "added_at": item.added_at,
+            **item_urls(item.id, root)}

@@ -1,0 +1,184 @@
+"""The HTTP endpoints: parse the request, call :class:`SearchService`, format the answer. No logic here."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import wraps
+
+from flask import Blueprint, Response, current_app, request, send_file, send_from_directory
+
+from api.auth import check_bearer
+from api.errors import ItemNotFound
+from api.openapi import openapi_spec
+from api.params import form_label, get_bool, get_choice, get_k, many_uploads, positive_int, single_upload
+from api.schemas import item_json, prediction_json, search_json
+from api.service import THUMBNAIL_FORMATS, SearchService
+
+bp = Blueprint("api", __name__)
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+REPORT_DIR = "report"
+
+
+def service() -> SearchService:
+    return current_app.extensions["simsearch"]
+
+
+def json_response(payload: dict, status: int = 200, timings_ms: dict | None = None) -> Response:
+    """JSON with a ``Server-Timing`` header giving the steps' times and the encoding time."""
+    started = time.perf_counter()
+    body = json.dumps(payload, separators=(",", ":"))
+    response = current_app.response_class(body + "\n", status=status, mimetype="application/json")
+    if timings_ms is not None:
+        parts = [f"{name};dur={value}" for name, value in timings_ms.items()]
+        parts.append(f"encode;dur={round((time.perf_counter() - started) * 1000.0, 3)}")
+        response.headers["Server-Timing"] = ", ".join(parts)
+    return response
+
+
+def requires_token(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        check_bearer(request.headers.get("Authorization"), service().config.api_token)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _search_one(results_key: str | None = None):
+    svc = service()
+    k, weighted = get_k(request.args, svc.config), get_bool(request.args, "weighted")
+    result = svc.search([single_upload(request)], k=k, weighted=weighted)[0]
+    current_app.extensions["simsearch_metrics"].observe_stages(result.timings_ms)
+    return result, k
+
+
+# ---------------------------------------------------------------------- page
+@bp.get("/")
+def page():
+    return send_from_directory(STATIC_DIR, "index.html", max_age=0)
+
+
+@bp.get("/report")
+def report():
+    return _report_file("report.html")
+
+
+@bp.get("/report/<path:name>")
+def report_asset(name: str):
+    return _report_file(name)
+
+
+def _report_file(name: str):
+    folder = os.path.join(service().config.index_dir, REPORT_DIR)
+    if not os.path.isfile(os.path.join(folder, "report.html")):
+        raise ItemNotFound("no report yet: generate one into <index_dir>/report/report.html")
+    return send_from_directory(folder, name, max_age=0)  # send_from_directory refuses paths outside folder
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return json_response(openapi_spec(service().config))
+
+
+@bp.get("/metrics")
+def metrics():
+    ext = current_app.extensions["simsearch_metrics"]
+    return Response(ext.render(), mimetype=None, content_type=ext.content_type)
+
+
+# ---------------------------------------------------------------------- info
+@bp.get("/api/health")
+def health():
+    return json_response(service().health())
+
+
+@bp.get("/api/stats")
+def stats():
+    return json_response(service().stats())
+
+
+# ---------------------------------------------------------------------- search
+@bp.post("/api/search")
+def search():
+    result, k = _search_one()
+    payload = search_json(result, k, request.script_root)
+    payload["timings_ms"] = result.timings_ms
+    return json_response(payload, timings_ms=result.timings_ms)
+
+
+@bp.post("/api/classify")
+def classify():
+    result, k = _search_one()
+    payload = {"k": k, "prediction": prediction_json(result.vote, result.weighted),
+               "timings_ms": result.timings_ms}
+    return json_response(payload, timings_ms=result.timings_ms)
+
+
+@bp.post("/api/search/batch")
+def search_batch():
+    svc = service()
+    k, weighted = get_k(request.args, svc.config), get_bool(request.args, "weighted")
+    results = svc.search(many_uploads(request, svc.config), k=k, weighted=weighted)
+    timings = results[0].timings_ms
+    payload = {"k": k, "results": [search_json(r, k, request.script_root) for r in results],
+               "timings_ms": timings}
+    return json_response(payload, timings_ms=timings)
+
+
+# ---------------------------------------------------------------------- items
+@bp.get("/api/images/random")
+def random_images():
+    svc = service()
+    n = positive_int(request.args, "n", default=1, maximum=svc.config.max_random)
+    return json_response({"items": [item_json(m, request.script_root) for m in svc.random_items(n)]})
+
+
+@bp.get("/api/images/<int:item_id>")
+def image(item_id: int):
+    svc = service()
+    if "size" in request.args:
+        size = positive_int(request.args, "size", default=0, maximum=10_000)
+        fmt = get_choice(request.args, "format", tuple(THUMBNAIL_FORMATS), "jpeg")
+        data = svc.thumbnail(item_id, size, fmt)
+        response = current_app.response_class(data, mimetype=THUMBNAIL_FORMATS[fmt])
+    else:
+        path, mime = svc.image_file(item_id)
+        response = send_file(path, mimetype=mime or "application/octet-stream", max_age=3600)
+    # ids may be reused only after a crash that lost an unsaved add, so a short cache is safe
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@bp.get("/api/images/<int:item_id>/info")
+def image_info(item_id: int):
+    return json_response(item_json(service().item(item_id), request.script_root))
+
+
+@bp.get("/api/images/<int:item_id>/similar")
+def similar(item_id: int):
+    svc = service()
+    k, weighted = get_k(request.args, svc.config), get_bool(request.args, "weighted")
+    item, result = svc.similar(item_id, k=k, weighted=weighted)
+    payload = {"query": item_json(item, request.script_root), **search_json(result, k, request.script_root),
+               "timings_ms": result.timings_ms}
+    return json_response(payload, timings_ms=result.timings_ms)
+
+
+@bp.post("/api/images")
+@requires_token
+def add_image():
+    svc = service()
+    label = form_label(request)
+    item = svc.add_image(single_upload(request), label)
+    response = json_response(item_json(item, request.script_root), status=201)
+    response.headers["Location"] = f"{request.script_root}/api/images/{item.id}/info"
+    return response
+
+
+@bp.delete("/api/images/<int:item_id>")
+@requires_token
+def delete_image(item_id: int):
+    service().delete(item_id)
+    return json_response({"deleted": item_id})

@@ -1,0 +1,27 @@
+"""Exception types raised by the ``index`` package."""
+
+from __future__ import annotations
+
+
+class IndexStoreError(ValueError):
+    """An index directory is missing, corrupt, or cannot be used (a clear message, never a raw faiss/sqlite error)."""
+
+
+class IndexMismatchError(IndexStoreError):
+    """The index was built with a different embedding model than the one the caller expects.
+
+    ``field`` names the first differing model-info field; ``stored`` and ``expected`` hold both values.
+    """
+
+    def __init__(self, field: str, stored: object, expected: object) -> None:
+        self.field = field
+        self.stored = stored
+        self.expected = expected
+        detail = ""
+        if isinstance(stored, dict) and isinstance(expected, dict):
+            keys = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+            detail = f" in key(s) {keys}"
+        super().__init__(
+            f"index was built for a different model: {field!r} differs{detail} "
+            f"(index has {stored!r}, caller expects {expected!r})"
+        )

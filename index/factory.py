@@ -1,0 +1,129 @@
+"""Building, training and querying the faiss index behind an :class:`~index.store.IndexStore`.
+
+Layouts (all with ``METRIC_INNER_PRODUCT`` and caller-chosen int64 ids):
+
+* ``flat``  -> ``"IDMap2,Flat"``: exact; ``remove_ids`` supported; vectors reconstructible.
+* ``hnsw``  -> ``"IDMap2,HNSW{m},Flat"``: faiss HNSW cannot remove, so deletions are tombstones
+  filtered with an ``IDSelector`` at search time (see ``IndexStore.remove`` / ``compact``).
+* ``ivfpq`` -> ``"IVF{nlist},PQ{m}x{nbits}"``: IVF indexes take ids natively and support ``remove_ids``;
+  trained on (a sample of) the first added batch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+
+from index.config import IndexConfig, auto_nlist, auto_pq_m
+
+logger = logging.getLogger(__name__)
+
+
+def factory_string(index_type: str, dim: int, config: IndexConfig, n: int) -> str:
+    """The ``faiss.index_factory`` string for a resolved ``index_type`` and ``n`` expected vectors."""
+    if index_type == "flat":
+        return "IDMap2,Flat"
+    if index_type == "hnsw":
+        return f"IDMap2,HNSW{config.hnsw_m},Flat"
+    if index_type == "ivfpq":
+        nlist = config.ivf_nlist or auto_nlist(n)
+        pq_m = config.pq_m or auto_pq_m(dim)
+        if dim % pq_m:
+            raise ValueError(f"pq_m={pq_m} must divide the embedding dimension {dim}")
+        return f"IVF{nlist},PQ{pq_m}x{config.pq_nbits}"
+    raise ValueError(f"cannot build index_type {index_type!r}; resolve 'auto' first")
+
+
+def new_index(factory: str, dim: int, config: IndexConfig) -> faiss.Index:
+    """An empty faiss index for ``factory`` with the construction parameters of ``config`` applied."""
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    hnsw = hnsw_of(index)
+    if hnsw is not None:
+        hnsw.hnsw.efConstruction = config.ef_construction
+        hnsw.hnsw.efSearch = config.ef_search
+    ivf = ivf_of(index)
+    if ivf is not None:
+        ivf.nprobe = config.nprobe
+    top = faiss.downcast_index(index)
+    if isinstance(top, faiss.IndexIVFPQ):
+        top.do_polysemous_training = False  # unused by our search and ~8x the training time
+    return index
+
+
+def hnsw_of(index: faiss.Index) -> faiss.IndexHNSW | None:
+    """The ``IndexHNSW`` inside ``index`` (an ``IndexIDMap2`` wrapper or itself), or None."""
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    return inner if isinstance(inner, faiss.IndexHNSW) else None
+
+
+def ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+    """The ``IndexIVF`` inside ``index``, or None."""
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def train_if_needed(index: faiss.Index, xb: np.ndarray, config: IndexConfig) -> None:
+    """Train ``index`` on ``xb: (n, d) float32`` (or a seeded sample of ``config.train_sample`` rows)."""
+    if index.is_trained:
+        return
+    ivf = ivf_of(index)
+    need = max(256 if config.pq_nbits >= 8 else 2**config.pq_nbits, ivf.nlist if ivf is not None else 1)
+    if len(xb) < need:
+        raise ValueError(
+            f"an IVF-PQ index needs at least {need} vectors in its first added batch to train, got {len(xb)}; "
+            "add a larger first batch or use index_type='flat'/'hnsw'"
+        )
+    if len(xb) > config.train_sample:
+        rng = np.random.default_rng(config.seed)
+        xb = xb[np.sort(rng.choice(len(xb), config.train_sample, replace=False))]
+    logger.info("training %s on %d vectors", type(index).__name__, len(xb))
+    index.train(np.ascontiguousarray(xb))
+
+
+def search_params(index: faiss.Index, *, ef_search: int, nprobe: int,
+                  selector: faiss.IDSelector | None) -> faiss.SearchParameters | None:
+    """Per-call search parameters (never shared between threads: ``IndexIDMap2`` mutates them in place)."""
+    if hnsw_of(index) is not None:
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = ef_search
+    elif ivf_of(index) is not None:
+        params = faiss.SearchParametersIVF()
+        params.nprobe = nprobe
+    elif selector is not None:
+        params = faiss.SearchParameters()
+    else:
+        return None
+    if selector is not None:
+        params.sel = selector
+    return params
+
+
+def stored_ids(index: faiss.Index) -> np.ndarray:
+    """All ids stored in an ``IndexIDMap2`` index, ``(ntotal,) int64`` in storage order."""
+    if not isinstance(index, faiss.IndexIDMap2):
+        raise ValueError("stored ids are only listed for IDMap2 (flat / hnsw) indexes")
+    return faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+
+
+def stored_vectors(index: faiss.Index) -> np.ndarray:
+    """All vectors of an ``IndexIDMap2`` index, ``(ntotal, d) float32`` in the order of :func:`stored_ids`."""
+    if not isinstance(index, faiss.IndexIDMap2):
+        raise ValueError("vectors are only reconstructible from flat / hnsw indexes (IVF-PQ stores codes)")
+    inner = faiss.downcast_index(index.index)
+    if inner.ntotal == 0:
+        return np.zeros((0, index.d), dtype=np.float32)
+    return inner.reconstruct_n(0, inner.ntotal)
+
+
+def search(index: faiss.Index, xq: np.ndarray, k: int, params: faiss.SearchParameters | None = None):
+    """``index.search`` with per-call parameters, also after ``faiss.contrib.torch_utils`` (imported by
+    pytorch-metric-learning) has replaced ``search`` with a version that drops ``params``.
+    Returns (D: (nq, k) float32, I: (nq, k) int64)."""
+    original = getattr(index, "search_numpy", None)
+    if original is not None:
+        return original(xq, k, params=params)
+    return index.search(xq, k, params=params)

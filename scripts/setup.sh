@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Creates (or updates) the project's virtual environment in .venv and installs simsearch into it.
+# Offline-safe: torch/torchvision are taken from this machine's local wheel store by pip.
+# Usage: bash scripts/setup.sh [--dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${SIMSEARCH_VENV:-.venv}
+PY=${PYTHON:-python3}
+req=requirements.txt
+[ "${1:-}" = "--dev" ] && req=requirements-dev.txt
+stamp="$VENV/.simsearch-$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)-$(basename $req .txt)"
+if [ -f "$stamp" ]; then
+  echo "[setup] $VENV is up to date"
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+echo "[setup] installing $req into $VENV (first time takes ~3 minutes: torch is large)"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$req" 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -c "import torch, torchvision, faiss, pytorch_metric_learning, sklearn, flask, PIL, similarity" \
+  || { echo "[setup] import check failed" >&2; exit 1; }
+rm -f "$VENV"/.simsearch-*
+touch "$stamp"
+echo "[setup] done"

@@ -1,0 +1,149 @@
+"""Checkpoints: weights + full config + class names + preprocessing + versions, in one file.
+
+Loading one rebuilds the exact embedder that training evaluated. Files are written atomically and
+read with ``torch.load(weights_only=True)``, so a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from similarity.config import PreprocessSpec, TrainConfig, from_dict
+from similarity.models import EmbeddingNet
+
+FORMAT = "simsearch-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """The file is missing, corrupt, or not a compatible simsearch checkpoint."""
+
+
+@dataclass
+class Checkpoint:
+    config: TrainConfig
+    class_names: list[str]
+    model: EmbeddingNet
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # data source, split, timings...
+    versions: dict = field(default_factory=dict)
+    sha256: str = ""
+    path: str = ""
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        return self.config.preprocess
+
+    def embedder(self, device: str = "cpu"):
+        from similarity.embedder import Embedder
+
+        return Embedder(self.model, self.preprocess, device=device, model_id=self.sha256)
+
+    def model_info(self) -> dict[str, Any]:
+        """What an index must agree with to hold this model's embeddings."""
+        return {
+            "checkpoint_sha256": self.sha256,
+            "embedding_dim": self.config.model.embedding_dim,
+            "metric": "cosine",
+            "preprocess": _jsonable(asdict(self.preprocess)),
+            "backbone": self.config.model.backbone,
+            "class_names": list(self.class_names),
+        }
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import pytorch_metric_learning
+    import torchvision
+
+    from simsearch import __version__
+
+    return {"simsearch": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "pytorch_metric_learning": pytorch_metric_learning.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def save_checkpoint(path: str | os.PathLike, model: EmbeddingNet, config: TrainConfig, class_names: list[str], *,
+                    history: list[dict] | None = None, metrics: dict | None = None,
+                    extra: dict | None = None) -> str:
+    """Atomically write a checkpoint; returns its sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": _jsonable(config.to_dict()),
+        "class_names": list(class_names),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "history": _jsonable(history or []),
+        "metrics": _jsonable(metrics or {}),
+        "extra": _jsonable(extra or {}),
+        "versions": versions(),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return file_sha256(path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str = "cpu") -> Checkpoint:
+    """Rebuild the model (in eval mode) from a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a simsearch checkpoint")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {payload.get('format_version')}, this simsearch reads "
+            f"version {FORMAT_VERSION}"
+        )
+    try:
+        config = from_dict(TrainConfig, payload["config"])
+        # the weights come from the checkpoint, never from a download
+        model_config = from_dict(type(config.model), {**payload["config"]["model"], "pretrained": False})
+        model = EmbeddingNet(model_config, config.preprocess)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint does not match this version's model code: {exc}") from exc
+    model.eval()
+    return Checkpoint(config=config, class_names=list(payload["class_names"]), model=model,
+                      history=payload.get("history", []), metrics=payload.get("metrics", {}),
+                      extra=payload.get("extra", {}), versions=payload.get("versions", {}),
+                      sha256=file_sha256(path), path=str(path))

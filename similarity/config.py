@@ -1,0 +1,178 @@
+"""Typed, frozen configuration for the embedding model and its training.
+
+Every checkpoint stores ``TrainConfig.to_dict()`` and rebuilds the exact model from it.
+Entry points (CLI, notebook) build these objects; library code only reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+BACKBONES = ("smallcnn", "efficientnet_lite0", "resnet18", "mobilenet_v3_small", "mobilenet_v3_large")
+LOSSES = ("contrastive", "triplet", "multisimilarity", "normsoftmax")
+SAMPLERS = ("pairs", "m_per_class", "random")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a decoded image becomes a model input; it travels with the weights.
+
+    The eval transform is: convert to ``channels`` (1 = grayscale "L", 3 = "RGB"), resize the shorter
+    side to ``resize`` (bilinear, antialiased), centre-crop to ``image_size`` x ``image_size``, scale to
+    [0, 1], then normalise each channel with ``mean`` / ``std``. With ``flip_tta`` the embedding is the
+    normalised sum of the embeddings of the image and its mirror image.
+    """
+
+    image_size: int = 28
+    channels: int = 1
+    mean: tuple[float, ...] = (0.2860,)
+    std: tuple[float, ...] = (0.3530,)
+    resize: int | None = None
+    flip_tta: bool = False  # embed = normalise(f(x) + f(horizontal flip of x))
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"mean/std need {self.channels} values, got {self.mean} / {self.std}")
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+    @property
+    def resize_to(self) -> int:
+        return self.resize or self.image_size
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone + projection head producing L2-normalised ``embedding_dim`` vectors."""
+
+    backbone: str = "smallcnn"
+    embedding_dim: int = 128
+    pretrained: bool = True  # ImageNet weights for the photo backbones (ignored by smallcnn)
+    trainable_blocks: int = -1  # -1: fine-tune all; 0: frozen backbone; N: only the last N blocks
+    width: int = 32  # smallcnn base channel count
+    dropout: float = 0.0  # before the projection head
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.embedding_dim < 2:
+            raise ValueError(f"embedding_dim must be >= 2, got {self.embedding_dim}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which metric-learning objective to train with, and its hyper-parameters."""
+
+    name: str = "normsoftmax"
+    # contrastive (on explicit pairs, cosine similarity): positives pulled above pos_margin,
+    # negatives pushed below neg_margin
+    pos_margin: float = 1.0
+    neg_margin: float = 0.3
+    # triplet with in-batch mining
+    triplet_margin: float = 0.1
+    mining: str = "semihard"  # semihard | hard | all
+    # normalised softmax (proxy based)
+    temperature: float = 0.05
+    proxy_lr_multiplier: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.name not in LOSSES:
+            raise ValueError(f"unknown loss {self.name!r}; choose one of {', '.join(LOSSES)}")
+        if self.mining not in ("semihard", "hard", "all"):
+            raise ValueError(f"unknown mining {self.mining!r}; choose semihard, hard or all")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How training batches are drawn.
+
+    ``pairs``: the classic Siamese set-up, batches of (a, b) pairs with ``positive_fraction`` same-class.
+    ``m_per_class``: class-balanced batches of ``m_per_class`` images per class (for mining losses).
+    ``random``: plain shuffled batches.
+    """
+
+    kind: str = "random"
+    m_per_class: int = 4
+    positive_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.kind not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.kind!r}; choose one of {', '.join(SAMPLERS)}")
+        if not 0.0 < self.positive_fraction < 1.0:
+            raise ValueError(f"positive_fraction must be in (0, 1), got {self.positive_fraction}")
+        if self.m_per_class < 2:
+            raise ValueError(f"m_per_class must be >= 2, got {self.m_per_class}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs besides the data."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 2e-3
+    backbone_lr_multiplier: float = 1.0  # lower for pretrained backbones
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.0
+    augment: bool = True
+    patience: int = 3  # epochs without val improvement before stopping; 0 disables early stopping
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0
+    seed: int = 0
+    num_workers: int = 0  # DataLoader workers for file-backed data
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+    device: str = "auto"  # auto | cpu | cuda
+    knn_k: int = 10  # neighbours in the validation kNN vote
+    max_minutes: float = 0.0  # stop after this wall time (0 = no limit)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 4:
+            raise ValueError(f"batch_size must be >= 4, got {self.batch_size}")
+        if not 0.0 <= self.val_fraction < 1.0 or not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError("val_fraction and test_fraction must be in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction leaves too little to train on")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return from_dict(cls, data)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a (nested) frozen dataclass from ``asdict`` output; unknown keys are an error."""
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    kwargs = {}
+    defaults = cls()  # type: ignore[call-arg]
+    for name, value in data.items():
+        current = getattr(defaults, name)
+        if is_dataclass(current) and isinstance(value, dict):
+            value = from_dict(type(current), value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def with_overrides(config: T, **changes: Any) -> T:
+    """``dataclasses.replace`` that skips ``None`` values (handy for CLI flags)."""
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[type-var]

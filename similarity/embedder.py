@@ -1,0 +1,125 @@
+"""Turning images into embeddings with a trained model: the one inference path.
+
+decode (``similarity.imageio``) -> preprocess (``eval_transform`` of the checkpoint's spec) -> model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from similarity.config import PreprocessSpec
+from similarity.data import LabelledImages, SkippedFile
+from similarity.imageio import ImageDecodeError, open_image
+from similarity.models import EmbeddingNet
+from similarity.transforms import eval_transform, pixels_to_tensor, supports_fast_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedResult:
+    """embeddings: (m, dim) float32 for the ``kept`` indices (into the input) that decoded."""
+
+    embeddings: np.ndarray
+    kept: np.ndarray
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+
+class _DecodeDataset(Dataset):
+    """Decodes and preprocesses file i; a bad file yields its error message instead of a tensor."""
+
+    def __init__(self, data: LabelledImages | Sequence[str], transform):
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        try:
+            image = self.data.load(i) if isinstance(self.data, LabelledImages) else open_image(self.data[i])
+            return i, self.transform(image), ""
+        except ImageDecodeError as exc:
+            return i, None, str(exc)
+
+
+def _collate(items):
+    good = [(i, x) for i, x, _ in items if x is not None]
+    bad = [(i, err) for i, x, err in items if x is None]
+    xs = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _ in good], xs, bad
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+class Embedder:
+    """A trained :class:`EmbeddingNet` plus its preprocessing. Outputs L2-normalised float32."""
+
+    def __init__(self, model: EmbeddingNet, preprocess: PreprocessSpec, *, device: str | torch.device = "cpu",
+                 model_id: str = ""):
+        self.device = torch.device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        if self.device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.preprocess = preprocess
+        self.transform = eval_transform(preprocess)
+        self.model_id = model_id
+        self.dim = model.config.embedding_dim
+
+    def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
+        """x: (B, C, H, W) preprocessed float32 -> (B, dim) float32."""
+        with torch.inference_mode():
+            x = x.to(self.device, non_blocking=True)
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = self.model(x)
+            if self.preprocess.flip_tta:
+                out = torch.nn.functional.normalize(out + self.model(x.flip(3)), dim=1)
+            return out.float().cpu().numpy()
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Decoded PIL images (any mode) -> (n, dim) float32."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.embed_tensor(torch.stack([self.transform(image) for image in images]))
+
+    def embed_data(self, data: LabelledImages | Sequence[str], *, batch_size: int = 256, num_workers: int = 0,
+                   progress: bool = True) -> EmbedResult:
+        """Embed a collection (or a list of file paths) in batches; unreadable files are skipped and
+        reported in ``skipped``."""
+        from tqdm.auto import tqdm
+
+        n = len(data)
+        if isinstance(data, LabelledImages) and supports_fast_path(data.pixels, self.preprocess):
+            chunks = []
+            for start in tqdm(range(0, n, batch_size), desc="embedding", unit="batch", disable=not progress):
+                chunks.append(self.embed_tensor(pixels_to_tensor(data.pixels[start:start + batch_size], self.preprocess)))
+            embeddings = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+            return EmbedResult(embeddings, np.arange(n))
+        loader = DataLoader(_DecodeDataset(data, self.transform), batch_size=batch_size, num_workers=num_workers,
+                            collate_fn=_collate, persistent_workers=False)
+        paths = data.paths if isinstance(data, LabelledImages) else list(data)
+        kept, chunks, skipped = [], [], []
+        with tqdm(total=n, desc="embedding", unit="img", disable=not progress) as bar:
+            for indices, xs, bad in loader:
+                if xs is not None:
+                    chunks.append(self.embed_tensor(xs))
+                    kept.extend(indices)
+                for i, err in bad:
+                    skipped.append(SkippedFile(str(paths[i]) if paths else str(i), err))
+                    log.warning("skipping unreadable image: %s", err)
+                bar.update(len(indices) + len(bad))
+        embeddings = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+        return EmbedResult(embeddings, np.asarray(kept, dtype=np.int64), skipped)

@@ -1,0 +1,55 @@
+"""``simsearch``: the command line. Each subcommand lives in its own ``cmd_*`` module."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from simsearch import __version__
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Raised by commands for a problem the user can fix; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from simsearch import cmd_index, cmd_query, cmd_report, cmd_serve, cmd_train
+
+    parser = argparse.ArgumentParser(prog="simsearch", description="Image similarity search: train, index, "
+                                     "query, serve and report.")
+    parser.add_argument("--version", action="version", version=f"simsearch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (cmd_train, cmd_index, cmd_query, cmd_serve, cmd_report):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from index import IndexStoreError
+    from similarity.checkpoint import CheckpointError
+    from similarity.data import DatasetError
+    from similarity.imageio import ImageDecodeError
+
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, DatasetError, CheckpointError, IndexStoreError, ImageDecodeError, FileExistsError,
+            FileNotFoundError, ValueError) as exc:
+        if args.verbose:
+            raise
+        print(f"simsearch {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

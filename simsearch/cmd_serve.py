@@ -1,0 +1,166 @@
+"""``simsearch serve``: the web API and page over an index directory.
+
+Production: gunicorn, started programmatically (``gunicorn.app.base.BaseApplication``) with
+``preload_app=False`` so each worker process loads the model and the index itself after the fork (no torch
+or OpenMP state crosses a fork).  ``--dev``: Flask's single-process development server.
+
+Metrics: each gunicorn worker is a separate process, so ``PROMETHEUS_MULTIPROC_DIR`` is pointed at a fresh
+directory before the workers start (prometheus_client's multiprocess mode): ``/metrics`` then reports the
+sum over all workers, and the ``child_exit`` hook marks a dead worker's files.
+
+Wired by the top-level CLI: ``add_parser(subparsers)`` registers the command, ``run(args)`` executes it;
+``python -m simsearch.cmd_serve serve ...`` works on its own too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+DEFAULT_TOKEN_ENV = "SIMSEARCH_API_TOKEN"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("serve", help="serve the web API and page over an index directory",
+                                   description=__doc__.split("\n\n")[1])
+    parser.add_argument("--index", required=True, help="index directory (holds model.pt and the FAISS index)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint to use instead of <index>/model.pt")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads per worker (default: cores / workers, at least 1)")
+    parser.add_argument("--max-k", type=int, default=100)
+    parser.add_argument("--max-upload-mb", type=float, default=16.0)
+    parser.add_argument("--unknown-below", type=float, default=None,
+                        help="flag a prediction as unknown when its best cosine is below this")
+    parser.add_argument("--timeout", type=int, default=60, help="gunicorn worker timeout in seconds")
+    parser.add_argument("--dev", action="store_true", help="Flask's development server (one process)")
+    parser.add_argument("--token-env", default=DEFAULT_TOKEN_ENV,
+                        help=f"environment variable holding the write token (default {DEFAULT_TOKEN_ENV}); "
+                             "unset or empty: writes are disabled")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name, value in (("--workers", args.workers), ("--threads", args.threads), ("--port", args.port + 1)):
+        if value < 1:
+            print(f"simsearch serve: {name} must be positive", file=sys.stderr)
+            return 2
+    workers = 1 if args.dev else args.workers
+    torch_threads = args.torch_threads or max(1, (os.cpu_count() or 1) // workers)
+    metrics_dir = None
+    if not args.dev and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # before anything imports prometheus_client: it picks its storage mode at import time
+        metrics_dir = tempfile.mkdtemp(prefix="simsearch-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        config = _config(args, torch_threads)
+        if config is None:
+            return 2
+        url = f"http://{_url_host(args.host)}:{args.port}/"
+        writes = "enabled" if config.writes_enabled else f"disabled (set ${args.token_env} to enable)"
+        print(f"simsearch: serving {config.index_dir} at {url}  (writes {writes})", flush=True)
+        if args.dev:
+            from api import create_app
+
+            create_app(config).run(host=args.host, port=args.port, threaded=True, use_reloader=False)
+            return 0
+        options = {"bind": f"{_url_host(args.host)}:{args.port}", "workers": workers, "threads": args.threads,
+                   "worker_class": "gthread", "preload_app": False, "timeout": args.timeout,
+                   "graceful_timeout": 10, "loglevel": args.log_level, "proc_name": "simsearch",
+                   "child_exit": _child_exit, "accesslog": None}
+        GunicornApp(config, options).run()
+        return 0
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _config(args: argparse.Namespace, torch_threads: int):
+    """Build the ApiConfig and check, before any worker starts, that the index and model load and match."""
+    from api.config import ApiConfig
+    from index import IndexStoreError
+    from similarity.checkpoint import CheckpointError
+
+    index_dir = os.path.abspath(args.index)
+    if not os.path.isfile(os.path.join(index_dir, "manifest.json")):
+        print(f"simsearch serve: {index_dir} is not an index directory (no manifest.json)", file=sys.stderr)
+        return None
+    checkpoint = os.path.abspath(args.checkpoint) if args.checkpoint else None
+    if checkpoint is None and not os.path.isfile(os.path.join(index_dir, "model.pt")):
+        print(f"simsearch serve: {index_dir} has no model.pt; pass --checkpoint", file=sys.stderr)
+        return None
+    try:
+        config = ApiConfig.from_env(index_dir, token_env=args.token_env, checkpoint=checkpoint,
+                                    max_k=args.max_k, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                                    unknown_below=args.unknown_below, torch_threads=torch_threads)
+    except ValueError as exc:
+        print(f"simsearch serve: {exc}", file=sys.stderr)
+        return None
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # no thread pool in the master process before gunicorn forks
+        from simsearch.pipeline import checkpoint_for, open_index
+
+        open_index(index_dir, checkpoint_for(index_dir, checkpoint)).close()
+    except (CheckpointError, IndexStoreError, OSError) as exc:
+        print(f"simsearch serve: cannot serve {index_dir}: {exc}", file=sys.stderr)
+        return None
+    return config
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)
+
+
+try:
+    from gunicorn.app.base import BaseApplication
+except ImportError:  # pragma: no cover - gunicorn is a runtime dependency; --dev works without it
+    BaseApplication = object  # type: ignore[assignment,misc]
+
+
+class GunicornApp(BaseApplication):  # type: ignore[misc,valid-type]
+    """gunicorn with our settings; each worker builds the Flask app (model + index) in :meth:`load`."""
+
+    def __init__(self, config, options: dict) -> None:
+        self.api_config = config
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self):
+        from api import create_app
+
+        return create_app(self.api_config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="simsearch")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

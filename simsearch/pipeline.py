@@ -1,0 +1,111 @@
+"""Glue between the model (``similarity``) and the index (``index``): build, grow and query an index
+directory with a checkpoint. An index directory is self-contained: it holds a copy of the checkpoint
+as ``model.pt`` beside the FAISS index, its SQLite metadata and its manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from index import IndexConfig, IndexStore, Neighbor, Vote, majority_vote
+from similarity.checkpoint import Checkpoint, load_checkpoint
+from similarity.data import LabelledImages, SkippedFile
+from similarity.embedder import Embedder
+from similarity.imageio import ImageSource, open_image
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class BuildSummary:
+    directory: str
+    added: int
+    skipped: list[SkippedFile] = field(default_factory=list)
+    index_type: str = ""
+    embed_seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+def checkpoint_for(index_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Checkpoint:
+    """The checkpoint an index was built with (``index_dir/model.pt``), or an explicit one."""
+    path = Path(checkpoint) if checkpoint else Path(index_dir) / MODEL_FILE
+    return load_checkpoint(path)
+
+
+def open_index(index_dir: str | os.PathLike, checkpoint: Checkpoint) -> IndexStore:
+    """Open an index, refusing it when it was built with another model (dim, preprocessing, weights)."""
+    return IndexStore.open(str(index_dir), expect_model=index_model_info(checkpoint))
+
+
+def index_model_info(checkpoint: Checkpoint) -> dict:
+    info = checkpoint.model_info()
+    return {key: info[key] for key in ("checkpoint_sha256", "embedding_dim", "metric", "preprocess")}
+
+
+def add_images(store: IndexStore, embedder: Embedder, data: LabelledImages, *, batch_size: int = 256,
+               num_workers: int = 0, progress: bool = True, source: str | None = None) -> tuple[np.ndarray, list[SkippedFile]]:
+    """Embed ``data`` (file-backed) and append it to ``store``; returns (new ids, skipped files)."""
+    if data.paths is None:
+        raise ValueError("indexing needs image files; export in-memory images with similarity.data.export_to_folder")
+    result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    kept = result.kept
+    labels = [data.class_names[data.labels[i]] for i in kept]
+    paths = [os.path.abspath(data.paths[i]) for i in kept]
+    ids = store.add(result.embeddings, labels=labels, paths=paths,
+                    sources=[source or data.source] * len(kept)) if len(kept) else np.zeros(0, np.int64)
+    return ids, result.skipped
+
+
+def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out_dir: str | os.PathLike, *,
+                config: IndexConfig = IndexConfig(), batch_size: int = 256, num_workers: int = 0,
+                progress: bool = True) -> BuildSummary:
+    """Embed every image of ``data`` with the checkpoint and write a new index directory."""
+    import time
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose a new directory or delete it")
+    checkpoint = load_checkpoint(checkpoint_path)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint_path, out / (MODEL_FILE + ".tmp"))
+    os.replace(out / (MODEL_FILE + ".tmp"), out / MODEL_FILE)
+    embedder = checkpoint.embedder()
+    started = time.perf_counter()
+    result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    seconds = time.perf_counter() - started
+    if config.expected_size is None:
+        config = replace(config, expected_size=max(1, len(result.kept)))
+    store = IndexStore.create(str(out), checkpoint.config.model.embedding_dim, config=config,
+                              model_info=index_model_info(checkpoint))
+    kept = result.kept
+    if len(kept):
+        store.add(result.embeddings, labels=[data.class_names[data.labels[i]] for i in kept],
+                  paths=[os.path.abspath(data.paths[i]) for i in kept] if data.paths else [data.ids[i] for i in kept],
+                  sources=[data.source] * len(kept))
+    store.save()
+    return BuildSummary(str(out), len(kept), result.skipped, store.index_type or "",
+                        seconds, len(data) / seconds if seconds else 0.0)
+
+
+@dataclass
+class QueryResult:
+    neighbours: list[Neighbor]
+    vote: Vote
+
+
+def query_images(store: IndexStore, embedder: Embedder, images: Sequence[ImageSource], *, k: int = 10,
+                 weighted: bool = False, unknown_below: float | None = None) -> list[QueryResult]:
+    """Decode, embed and search each image; returns its neighbours and their majority vote."""
+    decoded = [open_image(image) for image in images]
+    hits = store.search(embedder.embed_images(decoded), k)
+    return [QueryResult(h, majority_vote([n.label for n in h], [n.similarity for n in h], weighted=weighted,
+                                         unknown_below=unknown_below)) for h in hits]

@@ -1,0 +1,86 @@
+"""Glue for reports: gather an index's embeddings and a set of held-out queries, then call
+:func:`report.build_report`. The report is written into ``<index>/report/`` by default, where the
+API serves it at ``GET /report``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from report import EmbeddingSet, ReportConfig, ReportResult, build_report
+from similarity.checkpoint import Checkpoint
+from similarity.data import LabelledImages, export_to_folder, load_fashion_mnist, load_labelled_images
+from simsearch.pipeline import checkpoint_for, open_index
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPORT_ROOT = Path("data") / "fashion-mnist-png"
+
+
+def fashion_mnist_folder(split: str, root: str | os.PathLike = DEFAULT_EXPORT_ROOT) -> LabelledImages:
+    """Fashion-MNIST ``split`` as PNG files under ``root/split`` (written once, then reused)."""
+    return export_to_folder(load_fashion_mnist(None, split), Path(root) / split)
+
+
+def held_out_queries(checkpoint: Checkpoint, which: str | None) -> LabelledImages | None:
+    """The query images for a report.
+
+    ``None``: no queries (leave-one-out inside the index). ``"test"``: the held-out test split the
+    checkpoint recorded (Fashion-MNIST: its official 10k test set). Anything else: a folder or CSV.
+    """
+    if which is None:
+        return None
+    if which != "test":
+        return load_labelled_images(which)
+    source = checkpoint.extra.get("data_source", "")
+    if source.startswith("fashion-mnist"):
+        return fashion_mnist_folder("test")
+    test = checkpoint.extra.get("split", {}).get("test", [])
+    if not test:
+        raise ValueError("the checkpoint recorded no test split (train with --test-fraction, or pass "
+                         "--queries FOLDER)")
+    data = load_labelled_images(source)
+    return data.subset(np.asarray(test))
+
+
+def index_embeddings(store, class_names: list[str]) -> EmbeddingSet:
+    ids, vectors = store.all_vectors()
+    items = {item.id: item for item in store.iter_items()}
+    labels_text = [items[int(i)].label for i in ids]
+    names = list(class_names) + sorted(set(labels_text) - set(class_names))
+    lookup = {name: i for i, name in enumerate(names)}
+    return EmbeddingSet(embeddings=vectors, labels=np.array([lookup[t] for t in labels_text], dtype=np.int64),
+                        class_names=names, paths=[items[int(i)].path for i in ids], ids=ids)
+
+
+def report_for_index(index_dir: str | os.PathLike, *, checkpoint: str | None = None, queries: str | None = "test",
+                     out_dir: str | os.PathLike | None = None, config: ReportConfig = ReportConfig(),
+                     progress: bool = True) -> ReportResult:
+    ckpt = checkpoint_for(index_dir, checkpoint)
+    store = open_index(index_dir, ckpt)
+    gallery = index_embeddings(store, ckpt.class_names)
+    query_data = held_out_queries(ckpt, queries)
+    query_set = None
+    if query_data is not None:
+        result = ckpt.embedder().embed_data(query_data, progress=progress)
+        lookup = {name: i for i, name in enumerate(gallery.class_names)}
+        unknown = sorted(set(query_data.class_names) - set(lookup))
+        if unknown:
+            raise ValueError(f"query classes not in the index: {', '.join(unknown)}")
+        remap = np.array([lookup[name] for name in query_data.class_names])
+        query_set = EmbeddingSet(embeddings=result.embeddings, labels=remap[query_data.labels[result.kept]],
+                                 class_names=gallery.class_names,
+                                 paths=[query_data.paths[i] for i in result.kept] if query_data.paths else None)
+    stats = store.stats()
+    info = {"model": {"backbone": ckpt.config.model.backbone, "embedding_dim": ckpt.config.model.embedding_dim,
+                      "loss": ckpt.config.loss.name, "sampler": ckpt.config.sampler.kind,
+                      "checkpoint_sha256": ckpt.sha256[:16], "trained_on": ckpt.extra.get("data_source", ""),
+                      "best_epoch": ckpt.metrics.get("best_epoch")},
+            "index": {"type": stats["index_type"], "items": stats["ntotal"], "directory": str(index_dir)},
+            "queries": str(queries) if queries else "leave-one-out within the index"}
+    out = Path(out_dir) if out_dir else Path(index_dir) / "report"
+    return build_report(gallery, query_set, out, config=config, info=info, history=ckpt.history,
+                        progress=progress)

@@ -1,0 +1,123 @@
+"""``simsearch serve``: argument parsing, refusing bad indexes, and a real gunicorn server on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from apitest_helpers import TOKEN
+from simsearch import cmd_serve
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="simsearch")
+    cmd_serve.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_parser_defaults_and_options():
+    args = parse(["serve", "--index", "/x"])
+    assert (args.host, args.port, args.workers, args.threads, args.dev) == ("127.0.0.1", 8000, 2, 4, False)
+    assert args.token_env == "SIMSEARCH_API_TOKEN" and args.func is cmd_serve.run
+    args = parse(["serve", "--index", "/x", "--checkpoint", "c.pt", "--port", "9001", "--workers", "3",
+                  "--threads", "2", "--dev", "--token-env", "MY_TOKEN"])
+    assert (args.checkpoint, args.port, args.workers, args.threads, args.dev, args.token_env) == \
+        ("c.pt", 9001, 3, 2, True, "MY_TOKEN")
+    with pytest.raises(SystemExit):
+        parse(["serve"])
+
+
+def test_refuses_missing_index_and_checkpoint(tmp_path, capsys, index_copy):
+    assert cmd_serve.run(parse(["serve", "--index", str(tmp_path / "nope")])) == 2
+    assert "not an index directory" in capsys.readouterr().err
+    os.remove(os.path.join(index_copy, "model.pt"))
+    assert cmd_serve.run(parse(["serve", "--index", index_copy])) == 2
+    assert "no model.pt" in capsys.readouterr().err
+
+
+def test_refuses_mismatched_checkpoint(tmp_path, capsys, index_copy):
+    other = tmp_path / "other.pt"
+    shutil.copyfile(os.path.join(index_copy, "model.pt"), other)
+    with open(other, "ab") as handle:  # same weights, different bytes: another checkpoint as far as the index knows
+        handle.write(b"\0")
+    assert cmd_serve.run(parse(["serve", "--index", index_copy, "--checkpoint", str(other)])) == 2
+    assert "cannot serve" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(index_dir: str, *extra: str, token: str | None = TOKEN, workers: int = 2):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
+    env.pop("SIMSEARCH_API_TOKEN", None)
+    if token:
+        env["SIMSEARCH_API_TOKEN"] = token
+    proc = subprocess.Popen([sys.executable, "-m", "simsearch.cmd_serve", "serve", "--index", index_dir,
+                             "--port", str(port), "--workers", str(workers), "--threads", "2",
+                             "--log-level", "warning", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read()}")
+        try:
+            if requests.get(url + "/api/health", timeout=2).status_code == 200:
+                return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.3)
+    stop_server(proc)
+    raise AssertionError("server did not start in 90 s")
+
+
+def stop_server(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def test_real_gunicorn_server(index_copy, png_bytes):
+    proc, url = start_server(index_copy)
+    try:
+        with requests.Session() as http:
+            r = http.post(url + "/api/search?k=5", files={"image": ("q.png", png_bytes, "image/png")}, timeout=30)
+            assert r.status_code == 200 and r.json()["neighbors"][0]["id"] == 0
+            assert http.post(url + "/api/search?k=abc", data=png_bytes, timeout=30).status_code == 400
+            added = http.post(url + "/api/images", files={"image": ("n.png", png_bytes, "image/png")},
+                              data={"label": "Served"}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+            assert added.status_code == 201, added.text
+            new_id = added.json()["id"]
+            # both workers (separate processes) must see the add: ask enough times to reach each of them
+            pids = set()
+            for _ in range(20):
+                info = http.get(f"{url}/api/images/{new_id}/info", timeout=10)
+                assert info.status_code == 200 and info.json()["label"] == "Served"
+                pids.add(http.get(url + "/api/health", timeout=10).json()["pid"])
+            metrics = http.get(url + "/metrics", timeout=10).text
+            count = re.search(r'simsearch_http_requests_total\{endpoint="/api/images/<int:item_id>/info",'
+                              r'method="GET",status="200"\} (\d+)', metrics)
+            assert count and float(count.group(1)) == 20  # summed over the workers (multiprocess mode)
+            assert http.get(url + "/", timeout=10).status_code == 200
+    finally:
+        out = stop_server(proc)
+    assert "serving" in out and f"127.0.0.1:{proc.args[7]}" in out
+    assert TOKEN not in out

@@ -1,0 +1,85 @@
+"""The ``simsearch`` command line end to end: train, index build/add/remove/stats, query, and errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from index import IndexStore
+from simsearch.cli import main
+
+
+def test_train_on_an_image_folder(fmnist_folder, tmp_path, capsys):
+    small = tmp_path / "data"
+    for i in range(0, 600, 5):  # 120 images, 12 per class
+        target = small / fmnist_folder.class_names[fmnist_folder.labels[i]].replace("/", "-")
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(fmnist_folder.paths[i], target / f"{i}.png")
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(small), "--out", str(out), "--preset", "fashion-mnist-demo",
+                 "--epochs", "1", "--batch-size", "32", "--val-fraction", "0.25", "--loss", "contrastive",
+                 "--quiet"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert summary["checkpoint"] == str(out / "model.pt") and (out / "curves.png").stat().st_size > 1000
+    assert 0.0 <= summary["val"]["precision_at_1"] <= 1.0
+    assert json.loads((out / "history.json").read_text())[0]["epoch"] == 1
+
+
+def test_index_build_add_query_remove(checkpoint_path, fmnist_folder, tmp_path, capsys):
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--checkpoint", checkpoint_path, "--data", fmnist_folder.source,
+                 "--out", str(out), "--type", "hnsw", "--quiet"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["added"] == 600 and built["type"] == "hnsw"
+
+    extra = tmp_path / "extra" / "Bag"
+    extra.mkdir(parents=True)
+    bag = [p for p, y in zip(fmnist_folder.paths, fmnist_folder.labels) if y == 8][:2]
+    for i, path in enumerate(bag):
+        shutil.copy(path, extra / f"new{i}.png")
+    (tmp_path / "extra" / "Dress").mkdir()
+    shutil.copy(bag[0], tmp_path / "extra" / "Dress" / "x.png")
+    shutil.copy(bag[1], tmp_path / "extra" / "Dress" / "y.png")
+    assert main(["index", "add", str(out), "--data", str(tmp_path / "extra"), "--quiet"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["added"] == 4 and added["ntotal"] == 604 and added["first_id"] == 600
+
+    assert main(["query", str(extra / "new0.png"), "--index", str(out), "-k", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["neighbors"][0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert result["neighbors"][0]["path"].endswith(("new0.png", "x.png"))
+
+    assert main(["index", "remove", str(out), "600", "602"]) == 0
+    assert main(["index", "stats", str(out)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["ntotal"] == 602 and stats["label_counts"]["Bag"] == 61
+    store = IndexStore.open(str(out))
+    assert store.get(600) is None and store.get(601).path.endswith("new1.png")
+
+
+def test_errors_are_messages_not_tracebacks(checkpoint_path, built_index, tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing"), "--quiet"]) == 2
+    assert "data folder not found" in capsys.readouterr().err
+    assert main(["index", "build", "--checkpoint", str(tmp_path / "nope.pt"), "--data", str(tmp_path),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "Traceback" not in err
+    assert main(["query", str(tmp_path / "nope.png"), "--index", built_index]) == 2
+    assert "file not found" in capsys.readouterr().err
+    assert main(["query", checkpoint_path, "--index", built_index, "-k", "0"]) == 2
+    assert "-k must be >= 1" in capsys.readouterr().err
+    assert main(["index", "build", "--checkpoint", checkpoint_path, "--data", str(tmp_path),
+                 "--out", built_index]) == 2
+
+
+def test_index_refuses_another_model(built_index, trained, tmp_path, capsys):
+    from similarity.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint_path := trained.checkpoint_path)
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, ckpt.model, ckpt.config, ckpt.class_names, extra={"note": "retrained"})
+    assert main(["query", checkpoint_path, "--index", built_index, "--checkpoint", str(other)]) == 2
+    assert "checkpoint_sha256" in capsys.readouterr().err
