@@ -12,6 +12,8 @@ Layouts (all with ``METRIC_INNER_PRODUCT`` and caller-chosen int64 ids):
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import faiss
 import numpy as np
@@ -127,3 +129,15 @@ def search(index: faiss.Index, xq: np.ndarray, k: int, params: faiss.SearchParam
     if original is not None:
         return original(xq, k, params=params)
     return index.search(xq, k, params=params)
+
+
+@contextmanager
+def omp_threads(n: int) -> Iterator[None]:
+    """Run faiss in ``n`` OpenMP threads inside the block, for the calling thread only (OpenMP's thread
+    count is a per-thread setting), restoring the previous value afterwards."""
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)

@@ -262,7 +262,9 @@ class IndexStore:
             # HNSW keeps only ef_search candidates: below k it would return fewer than k hits
             params = factory.search_params(self._index, ef_search=max(ef_search, k), nprobe=nprobe,
                                            selector=self._selector)
-            D, I = factory.search(self._index, xq, k, params)
+            threads = 1 if len(xq) < self._config.parallel_min_queries else faiss.omp_get_max_threads()
+            with factory.omp_threads(threads):
+                D, I = factory.search(self._index, xq, k, params)
             metas = self._meta.get_many(np.unique(I[I >= 0]))
         results = []
         for dists, ids in zip(D, I):

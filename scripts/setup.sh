@@ -15,8 +15,11 @@ if [ -f "$stamp" ]; then
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 echo "[setup] installing $req into $VENV (first time takes ~3 minutes: torch is large)"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$req" 2>&1 | grep -v "^WARNING: Location" || true
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+pip_quiet() {  # pip's exit status, without the local wheel store's harmless "Location ignored" warnings
+  "$VENV/bin/python" -m pip "$@" > "$VENV/pip.log" 2>&1 || { grep -v "^WARNING: Location" "$VENV/pip.log" >&2; return 1; }
+}
+pip_quiet install -q --disable-pip-version-check -r "$req" || { echo "[setup] pip install failed" >&2; exit 1; }
+pip_quiet install -q --disable-pip-version-check --no-deps --no-build-isolation -e . || { echo "[setup] installing simsearch failed" >&2; exit 1; }
 "$VENV/bin/python" -c "import torch, torchvision, faiss, pytorch_metric_learning, sklearn, flask, PIL, similarity" \
   || { echo "[setup] import check failed" >&2; exit 1; }
 rm -f "$VENV"/.simsearch-*

@@ -306,7 +306,7 @@ def load_fashion_mnist(root: str | os.PathLike | None = None, split: str = "trai
         raise DatasetError(f"{folder}: images {pixels.shape} and labels {labels.shape} do not match")
     ids = [f"{split}/{i:05d}" for i in range(len(labels))]
     return LabelledImages(labels=labels, class_names=list(FASHION_MNIST_CLASSES), ids=ids,
-                          pixels=np.ascontiguousarray(pixels), source=f"fashion-mnist:{split}")
+                          pixels=np.array(pixels, copy=True), source=f"fashion-mnist:{split}")  # writable
 
 
 def export_to_folder(data: LabelledImages, out: str | os.PathLike, *, prefix: str = "") -> LabelledImages:

@@ -56,7 +56,8 @@ def train_transform(spec: PreprocessSpec, augment: bool = True) -> v2.Compose:
 def pixels_to_tensor(pixels: np.ndarray | torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     """uint8 (N, H, W) grayscale -> normalised (N, 1, H, W) float32, identical to ``eval_transform``
     on the same images when H == W == image_size."""
-    x = torch.as_tensor(pixels)
+    x = torch.as_tensor(np.array(pixels, copy=True)) if isinstance(pixels, np.ndarray) and not pixels.flags.writeable \
+        else torch.as_tensor(pixels)
     if x.ndim != 3 or spec.channels != 1 or x.shape[1:] != (spec.image_size, spec.image_size):
         raise ValueError(f"in-memory fast path needs (N, {spec.image_size}, {spec.image_size}) grayscale")
     # the same torchvision ops as eval_transform, so both paths agree to the bit

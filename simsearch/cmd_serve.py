@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         if metrics_dir:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 

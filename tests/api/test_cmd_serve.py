@@ -72,17 +72,17 @@ def start_server(index_dir: str, *extra: str, token: str | None = TOKEN, workers
                              "--log-level", "warning", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"server exited: {proc.stdout.read()}")
         try:
             if requests.get(url + "/api/health", timeout=2).status_code == 200:
                 return proc, url
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.3)
-    stop_server(proc)
-    raise AssertionError("server did not start in 90 s")
+    out = stop_server(proc)
+    raise AssertionError(f"server did not start in 150 s:\n{out}")
 
 
 def stop_server(proc: subprocess.Popen) -> str:

@@ -1,0 +1,71 @@
+"""The web page in a real headless Chromium (Debian's chromium + chromedriver, driven by Selenium):
+upload an image, see the predicted class and the grid of neighbours; then pick a random image."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from test_cmd_serve import start_server, stop_server
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+SCREENSHOT_DIR = os.environ.get("SIMSEARCH_SCREENSHOT_DIR")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                 "--window-size=1360,1000", f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_upload_shows_prediction_and_neighbours(browser, index_copy, sample_png, fmnist_folder, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    proc, url = start_server(index_copy, workers=1)
+    try:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        browser.find_element(By.ID, "file").send_keys(str(sample_png))
+        wait.until(EC.visibility_of_element_located((By.ID, "results")))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .neighbor")) == 10)
+        expected = fmnist_folder.class_names[fmnist_folder.labels[0]]
+        label = browser.find_element(By.ID, "pred-label").text
+        assert label in fmnist_folder.class_names
+        first = browser.find_element(By.CSS_SELECTOR, "#grid .neighbor .lab").text
+        assert first == f"1. {expected}"  # the sample itself is indexed and comes first
+        wait.until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"))
+        assert not browser.find_element(By.ID, "error").is_displayed()
+        out = SCREENSHOT_DIR or str(tmp_path)
+        os.makedirs(out, exist_ok=True)
+        browser.save_screenshot(os.path.join(out, "search.png"))
+
+        browser.find_element(By.ID, "random").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "indexed image #"))
+
+        bad = tmp_path / "bad.png"
+        bad.write_bytes(b"not an image")
+        browser.find_element(By.ID, "file").send_keys(str(bad))
+        wait.until(EC.visibility_of_element_located((By.ID, "error")))
+        assert "not a recognised image format" in browser.find_element(By.ID, "error").text
+    finally:
+        stop_server(proc)
