@@ -7,22 +7,24 @@ from similarity.models import default_preprocess
 
 
 def fashion_mnist_full() -> TrainConfig:
-    """The recipe behind the README's Fashion-MNIST figures (about 15 minutes on 2 CPU cores)."""
+    """The recipe behind the README's Fashion-MNIST figures (about 15 minutes on 2 CPU cores): 7 epochs of
+    normalised-softmax training, torch.compile'd, flip test-time augmentation when embedding."""
     return TrainConfig(
         model=ModelConfig(backbone="smallcnn", embedding_dim=128, width=32),
         loss=LossConfig(name="normsoftmax", temperature=0.05),
         sampler=SamplerConfig(kind="random"),
         preprocess=PreprocessSpec(image_size=28, channels=1, mean=(0.2860,), std=(0.3530,), flip_tta=True),
-        epochs=8, batch_size=256, lr=3e-3, weight_decay=5e-4, warmup_epochs=0.3,
-        val_fraction=0.05, patience=0, max_minutes=15.0,
+        epochs=7, batch_size=256, lr=3e-3, weight_decay=5e-4, warmup_epochs=0.3,
+        val_fraction=0.05, patience=0, max_minutes=15.0, compile=True,
     )
 
 
 def fashion_mnist_demo() -> TrainConfig:
-    """A shorter schedule for the demo: ready in a few minutes."""
+    """A shorter schedule for the demo (one epoch, no flip test-time augmentation): about 2 minutes."""
     from dataclasses import replace
 
-    return replace(fashion_mnist_full(), epochs=2, max_minutes=4.0)
+    full = fashion_mnist_full()
+    return replace(full, epochs=1, max_minutes=4.0, compile=False, preprocess=replace(full.preprocess, flip_tta=False))
 
 
 def photos(image_size: int = 150) -> TrainConfig:

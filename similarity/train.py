@@ -180,6 +180,8 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(steps_per_epoch * config.epochs, int(steps_per_epoch * config.warmup_epochs)))
     embedder = Embedder(model, config.preprocess, device=device)
+    # compiled for training only: evaluation runs the plain module, which shares the same weights
+    forward = torch.compile(model) if config.compile else model
 
     history: list[dict] = []
     best_score, best_epoch, stale = -1.0, 0, 0
@@ -197,7 +199,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
-            loss = objective(model(x), y)
+            loss = objective(forward(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

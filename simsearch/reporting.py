@@ -56,6 +56,19 @@ def index_embeddings(store, class_names: list[str]) -> EmbeddingSet:
                         class_names=names, paths=[items[int(i)].path for i in ids], ids=ids)
 
 
+def without_paths(gallery: EmbeddingSet, paths: set[str]) -> EmbeddingSet:
+    """The gallery minus items whose file is one of the queries: a held-out query must not find itself."""
+    if not paths or gallery.paths is None:
+        return gallery
+    keep = np.array([os.path.abspath(p) not in paths for p in gallery.paths])
+    if keep.all():
+        return gallery
+    log.info("leaving %d query images out of the gallery", int((~keep).sum()))
+    return EmbeddingSet(embeddings=gallery.embeddings[keep], labels=gallery.labels[keep],
+                        class_names=gallery.class_names, paths=[p for p, k in zip(gallery.paths, keep) if k],
+                        ids=gallery.ids[keep] if gallery.ids is not None else None)
+
+
 def report_for_index(index_dir: str | os.PathLike, *, checkpoint: str | None = None, queries: str | None = "test",
                      out_dir: str | os.PathLike | None = None, config: ReportConfig = ReportConfig(),
                      progress: bool = True) -> ReportResult:
@@ -71,11 +84,13 @@ def report_for_index(index_dir: str | os.PathLike, *, checkpoint: str | None = N
         if unknown:
             raise ValueError(f"query classes not in the index: {', '.join(unknown)}")
         remap = np.array([lookup[name] for name in query_data.class_names])
+        gallery = without_paths(gallery, {os.path.abspath(query_data.paths[i]) for i in result.kept}
+                                if query_data.paths else set())
         query_set = EmbeddingSet(embeddings=result.embeddings, labels=remap[query_data.labels[result.kept]],
                                  class_names=gallery.class_names,
                                  paths=[query_data.paths[i] for i in result.kept] if query_data.paths else None)
     stats = store.stats()
-    info = {"model": {"backbone": ckpt.config.model.backbone, "embedding_dim": ckpt.config.model.embedding_dim,
+    info = {"gallery_items": len(gallery), "model": {"backbone": ckpt.config.model.backbone, "embedding_dim": ckpt.config.model.embedding_dim,
                       "loss": ckpt.config.loss.name, "sampler": ckpt.config.sampler.kind,
                       "checkpoint_sha256": ckpt.sha256[:16], "trained_on": ckpt.extra.get("data_source", ""),
                       "best_epoch": ckpt.metrics.get("best_epoch")},

@@ -220,3 +220,19 @@ def test_ivfpq_has_no_stored_vectors(tmp_path):
     add_items(store, vectors(300))
     with pytest.raises(IndexStoreError, match="compressed codes"):
         store.all_vectors()
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+def test_search_params_survive_torch_utils_patch(tmp_path, index_type):
+    """pytorch-metric-learning imports faiss.contrib.torch_utils, which replaces Index.search with a
+    version that has no ``params`` argument; per-query efSearch and the tombstone selector must still work."""
+    pytest.importorskip("torch")
+    import faiss.contrib.torch_utils  # noqa: F401 - the import is the patch
+
+    store = IndexStore.create(str(tmp_path / "s"), DIM, config=IndexConfig(index_type=index_type),
+                              model_info=model_info())
+    xb = vectors(300, seed=3)
+    ids = add_items(store, xb)
+    store.remove([int(ids[0])])
+    hits = store.search(xb[:2], 5, ef_search=32)
+    assert [h.id for h in hits[0]][0] != int(ids[0]) and hits[1][0].id == int(ids[1])
