@@ -118,17 +118,26 @@ def stored_vectors(index: faiss.Index) -> np.ndarray:
     inner = faiss.downcast_index(index.index)
     if inner.ntotal == 0:
         return np.zeros((0, index.d), dtype=np.float32)
-    return inner.reconstruct_n(0, inner.ntotal)
+    return _numpy_method(inner, "reconstruct_n")(0, inner.ntotal)
+
+
+def reconstruct(index: faiss.Index, item_id: int) -> np.ndarray:
+    """One stored vector, ``(d,) float32``."""
+    return _numpy_method(index, "reconstruct")(item_id)
+
+
+def _numpy_method(index: faiss.Index, name: str):
+    """The numpy version of a faiss method. ``faiss.contrib.torch_utils`` (imported by
+    pytorch-metric-learning) replaces ``search``, ``reconstruct``, ``reconstruct_n``... with versions that
+    return torch tensors or drop arguments; it keeps the originals as ``<name>_numpy``."""
+    return getattr(index, f"{name}_numpy", None) or getattr(index, name)
 
 
 def search(index: faiss.Index, xq: np.ndarray, k: int, params: faiss.SearchParameters | None = None):
     """``index.search`` with per-call parameters, also after ``faiss.contrib.torch_utils`` (imported by
     pytorch-metric-learning) has replaced ``search`` with a version that drops ``params``.
     Returns (D: (nq, k) float32, I: (nq, k) int64)."""
-    original = getattr(index, "search_numpy", None)
-    if original is not None:
-        return original(xq, k, params=params)
-    return index.search(xq, k, params=params)
+    return _numpy_method(index, "search")(xq, k, params=params)
 
 
 @contextmanager

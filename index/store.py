@@ -319,7 +319,7 @@ class IndexStore:
         with self._lock.read():
             if not isinstance(self._index, faiss.IndexIDMap2):
                 raise IndexStoreError("an IVF-PQ index stores compressed codes; its vectors are not kept")
-            return self._index.reconstruct(item_id)
+            return factory.reconstruct(self._index, item_id)
 
     def stats(self) -> dict:
         """Counts (live items, stored vectors, tombstones, per label), index type and the manifest's info."""

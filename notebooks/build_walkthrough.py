@@ -52,7 +52,7 @@ for i in range(6):
 plt.tight_layout()"""),
     ("md", "## 3. Train with the contrastive loss on those pairs (2 epochs)"),
     ("code", """config = replace(fashion_mnist_full(), loss=LossConfig(name="contrastive"), sampler=SamplerConfig(kind="pairs"),
-                 epochs=2, val_fraction=0.2, patience=0, max_minutes=0.0)
+                 epochs=2, val_fraction=0.2, patience=0, max_minutes=0.0, compile=False)
 result = train(images, config, work / "run", progress=False)
 for row in result.history:
     print(f"epoch {row['epoch']}: loss {row['train_loss']:.3f}, val precision@1 {row['val_precision_at_1']:.3f}, "

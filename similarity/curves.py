@@ -1,4 +1,8 @@
-"""Training curves as a PNG (loss and validation metrics per epoch)."""
+"""Training curves as a PNG (loss and validation metrics per epoch).
+
+Uses matplotlib's object API with the Agg canvas, so it never changes the caller's backend (a notebook
+keeps showing its inline figures after training).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ import os
 
 def plot_history(history: list[dict], path: str | os.PathLike) -> None:
     """Two panels: training loss, and validation precision@1 / kNN accuracy, against the epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [row["epoch"] for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
     left.plot(epochs, [row["train_loss"] for row in history], marker="o")
     left.set(title="training loss", xlabel="epoch", ylabel="loss")
     for key, name in (("val_precision_at_1", "precision@1"), ("val_knn_accuracy", "kNN accuracy")):
@@ -26,4 +30,3 @@ def plot_history(history: list[dict], path: str | os.PathLike) -> None:
         axis.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -34,7 +34,7 @@ def held_out_queries(checkpoint: Checkpoint, which: str | None) -> LabelledImage
     if which is None:
         return None
     if which != "test":
-        return load_labelled_images(which)
+        return load_labelled_images(which, min_per_class=1)  # queries need no pairs
     source = checkpoint.extra.get("data_source", "")
     if source.startswith("fashion-mnist"):
         return fashion_mnist_folder("test")

@@ -19,7 +19,7 @@ from similarity.presets import fashion_mnist_full  # noqa: E402
 
 def tiny_config(**changes) -> TrainConfig:
     base = replace(fashion_mnist_full(), epochs=2, batch_size=64, val_fraction=0.2, max_minutes=0.0,
-                   patience=0, threads=2)
+                   patience=0, threads=2, compile=False)
     return replace(base, **changes)
 
 

@@ -236,3 +236,6 @@ def test_search_params_survive_torch_utils_patch(tmp_path, index_type):
     store.remove([int(ids[0])])
     hits = store.search(xb[:2], 5, ef_search=32)
     assert [h.id for h in hits[0]][0] != int(ids[0]) and hits[1][0].id == int(ids[1])
+    stored_ids, stored = store.all_vectors()  # reconstruct_n is patched too: still numpy out
+    assert isinstance(stored, np.ndarray) and stored.shape == (299, DIM) and stored_ids[0] == ids[1]
+    assert isinstance(store.reconstruct(int(ids[2])), np.ndarray)
