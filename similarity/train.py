@@ -27,7 +27,7 @@ from similarity.curves import plot_history
 from similarity.data import LabelledImages, check_min_per_class, stratified_split
 from similarity.embedder import Embedder, resolve_device
 from similarity.losses import PairContrastive, ProxyLoss, build_objective
-from similarity.metrics import knn_accuracy, retrieval_metrics
+from similarity.metrics import retrieval_metrics
 from similarity.models import EmbeddingNet
 from similarity.samplers import ClassBalancedSampler, PairSampler, ShuffledBatches
 from similarity.transforms import BatchAugment, pixels_to_tensor, supports_fast_path, train_transform
@@ -269,4 +269,4 @@ def _save(path: Path, model: EmbeddingNet, config: TrainConfig, data: LabelledIm
     return save_checkpoint(path, model, config, data.class_names, history=history, metrics=metrics, extra=extra)
 
 
-__all__ = ["TrainResult", "train", "evaluate", "seed_everything", "knn_accuracy"]
+__all__ = ["TrainResult", "train", "evaluate", "seed_everything"]
