@@ -54,15 +54,26 @@ def index_model_info(checkpoint: Checkpoint) -> dict:
 def add_images(store: IndexStore, embedder: Embedder, data: LabelledImages, *, batch_size: int = 256,
                num_workers: int = 0, progress: bool = True, source: str | None = None) -> tuple[np.ndarray, list[SkippedFile]]:
     """Embed ``data`` (file-backed) and append it to ``store``; returns (new ids, skipped files)."""
-    if data.paths is None:
-        raise ValueError("indexing needs image files; export in-memory images with similarity.data.export_to_folder")
+    _require_files(data)
     result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress)
-    kept = result.kept
-    labels = [data.class_names[data.labels[i]] for i in kept]
-    paths = [os.path.abspath(data.paths[i]) for i in kept]
-    ids = store.add(result.embeddings, labels=labels, paths=paths,
-                    sources=[source or data.source] * len(kept)) if len(kept) else np.zeros(0, np.int64)
-    return ids, result.skipped
+    return _append(store, data, result.embeddings, result.kept, source), result.skipped
+
+
+def _require_files(data: LabelledImages) -> None:
+    if data.paths is None:
+        raise ValueError("indexing needs image files (the API serves them); export in-memory images with "
+                         "similarity.data.export_to_folder")
+
+
+def _append(store: IndexStore, data: LabelledImages, embeddings: np.ndarray, kept: np.ndarray,
+            source: str | None = None) -> np.ndarray:
+    """Add the embeddings of ``data``'s rows ``kept`` with their labels and absolute paths; returns ids."""
+    if not len(kept):
+        return np.zeros(0, np.int64)
+    assert data.paths is not None
+    return store.add(embeddings, labels=[data.class_names[data.labels[i]] for i in kept],
+                     paths=[os.path.abspath(data.paths[i]) for i in kept],
+                     sources=[source or data.source] * len(kept))
 
 
 def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out_dir: str | os.PathLike, *,
@@ -71,6 +82,7 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out_di
     """Embed every image of ``data`` with the checkpoint and write a new index directory."""
     import time
 
+    _require_files(data)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new directory or delete it")
@@ -86,13 +98,9 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out_di
         config = replace(config, expected_size=max(1, len(result.kept)))
     store = IndexStore.create(str(out), checkpoint.config.model.embedding_dim, config=config,
                               model_info=index_model_info(checkpoint))
-    kept = result.kept
-    if len(kept):
-        store.add(result.embeddings, labels=[data.class_names[data.labels[i]] for i in kept],
-                  paths=[os.path.abspath(data.paths[i]) for i in kept] if data.paths else [data.ids[i] for i in kept],
-                  sources=[data.source] * len(kept))
+    _append(store, data, result.embeddings, result.kept)
     store.save()
-    return BuildSummary(str(out), len(kept), result.skipped, store.index_type or "",
+    return BuildSummary(str(out), len(result.kept), result.skipped, store.index_type or "",
                         seconds, len(data) / seconds if seconds else 0.0)
 
 

@@ -83,3 +83,11 @@ def test_index_refuses_another_model(built_index, trained, tmp_path, capsys):
     save_checkpoint(other, ckpt.model, ckpt.config, ckpt.class_names, extra={"note": "retrained"})
     assert main(["query", checkpoint_path, "--index", built_index, "--checkpoint", str(other)]) == 2
     assert "checkpoint_sha256" in capsys.readouterr().err
+
+
+def test_in_memory_images_are_refused_for_an_index(checkpoint_path, fmnist_small, tmp_path):
+    from simsearch.pipeline import build_index
+
+    with pytest.raises(ValueError, match="needs image files"):
+        build_index(checkpoint_path, fmnist_small, tmp_path / "idx", progress=False)
+    assert not (tmp_path / "idx").exists()
