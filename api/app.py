@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Flask, g, request
+from flask import Flask, Request, g, request
 
 from api.auth import check_query_has_no_token
 from api.config import ApiConfig
@@ -20,6 +20,16 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; s
             "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
+class ApiRequest(Request):
+    """Flask's request, except that a malformed multipart body raises ``ValueError`` (turned into a 400 by
+    :mod:`api.params`) instead of silently parsing as an empty form, which would blame a "missing" field."""
+
+    def make_form_data_parser(self):
+        parser = super().make_form_data_parser()
+        parser.silent = False
+        return parser
+
+
 def create_app(config: ApiConfig | dict | None = None, *, service: SearchService | None = None) -> Flask:
     """Build the app.  ``config``: an :class:`ApiConfig`, a dict of its fields, or None (``service``'s
     config, else :meth:`ApiConfig.from_env`).  ``service``: an already built :class:`SearchService`
@@ -29,6 +39,7 @@ def create_app(config: ApiConfig | dict | None = None, *, service: SearchService
     if config is None:
         config = service.config if service is not None else ApiConfig.from_env()
     app = Flask(__name__, static_folder=STATIC_DIR, static_url_path="/static")
+    app.request_class = ApiRequest
     app.config.update(MAX_CONTENT_LENGTH=config.max_upload_bytes, SIMSEARCH_CONFIG=config)
     app.json.sort_keys = False
     app.extensions["simsearch"] = service if service is not None else SearchService.from_config(config)

@@ -49,15 +49,27 @@ def get_choice(args, name: str, choices: tuple[str, ...], default: str) -> str:
     return raw
 
 
+def multipart_form(request: Request):
+    """``(form, files)`` of a multipart request; a body that does not parse is an :class:`InvalidRequest`."""
+    try:
+        return request.form, request.files
+    except ValueError as exc:  # werkzeug: bad boundary, truncated part, part headers that are not UTF-8
+        reason = "part headers must be UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)[:200]
+        raise InvalidRequest(f"malformed multipart/form-data body ({reason})") from None
+
+
 def single_upload(request: Request, field: str = "image") -> bytes:
     """The image of a request: multipart field ``field``, or the raw body (``image/*``,
     ``application/octet-stream`` or no content type)."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
-        upload = request.files.get(field)
-        if upload is None:
+        uploads = multipart_form(request)[1].getlist(field)
+        if not uploads:
             raise InvalidRequest(f"multipart field {field!r} is missing (send the image file in it)")
-        data = upload.read()
+        if len(uploads) > 1:
+            raise InvalidRequest(f"multipart field {field!r} holds {len(uploads)} files; send exactly one "
+                                 f"(use /api/search/batch for several)")
+        data = uploads[0].read()
         if not data:
             raise InvalidRequest(f"multipart field {field!r} holds an empty file")
         return data
@@ -74,7 +86,7 @@ def many_uploads(request: Request, config: ApiConfig, field: str = "images") -> 
     """The images of a batch request: multipart fields named ``field`` (at most ``config.max_batch``)."""
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType(f"send multipart/form-data with one or more {field!r} file fields")
-    uploads = request.files.getlist(field)
+    uploads = multipart_form(request)[1].getlist(field)
     if not uploads:
         raise InvalidRequest(f"multipart field {field!r} is missing (send one file per {field!r} field)")
     if len(uploads) > config.max_batch:
@@ -89,4 +101,4 @@ def many_uploads(request: Request, config: ApiConfig, field: str = "images") -> 
 def form_label(request: Request) -> str:
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType("send multipart/form-data with an 'image' file and a 'label' field")
-    return request.form.get("label", "")
+    return multipart_form(request)[0].get("label", "")

@@ -247,6 +247,7 @@ class SearchService:
 
     def delete(self, item_id: int) -> None:
         """Remove an item for good (saved before returning); its uploaded file, if any, is deleted."""
+        self.item(item_id)  # an unknown id is refused without taking the write lock (or reloading after it)
         with self._index.writing() as store:
             item = self._live_item(store, item_id)
             store.remove([item_id])

@@ -6,7 +6,8 @@ read and write.
   the store if another process saved a newer generation, then changes it and saves before releasing.
 * Reads stay cheap: each one stats ``manifest.json`` (its inode changes on every save, which replaces it
   atomically) and reloads the store only when the manifest changed and names another generation.  A reload
-  holds the lock shared, so no writer deletes the generation being opened.
+  holds the lock shared, so no writer deletes the generation being opened, and waits for a save under way:
+  a request never answers from a generation older than one acknowledged before it arrived.
 * Reloaded stores are swapped in; the old one is closed once the last request that holds it is done.
 """
 
@@ -93,31 +94,28 @@ class SharedIndex:
 
     def refresh(self) -> bool:
         """Reload if another process saved a new generation; returns whether it reloaded.  Costs one
-        ``stat`` when nothing changed; a thread that finds another one already reloading keeps going."""
+        ``stat`` when nothing changed.  Otherwise it waits for any save under way to finish (and for a
+        reload by another thread), so that no request answers from a generation older than the newest
+        one acknowledged before the request arrived."""
         signature = self._manifest_signature()
         if signature == self._signature:
             return False
-        if not self._swap_lock.acquire(blocking=False):
-            return False
-        try:
-            if signature == self._signature:
-                return False
-            if self._disk_generation() == self._current.generation:
-                self._signature = signature
-                return False
+        # lock order of the writers: thread mutex, then the cross-process lock, then the swap lock
+        with self._write_mutex:
             try:
-                # non-blocking: a writer of this very process may hold the lock while waiting for _swap_lock
-                with self._flock(fcntl.LOCK_SH | fcntl.LOCK_NB):
+                with self._flock(fcntl.LOCK_SH), self._swap_lock:
+                    signature = self._manifest_signature()
+                    if signature == self._signature:
+                        return False  # another thread reloaded while this one waited
+                    if self._disk_generation() == self._current.generation:
+                        self._signature = signature
+                        return False
                     self._swap_unlocked()
-            except BlockingIOError:
-                return False  # a save is under way; reload on a later request
+                    return True
             except Exception:  # noqa: BLE001 - keep serving the old store rather than fail the request
                 logger.exception("could not reload index %s; serving generation %d", self._directory,
                                  self._current.generation)
                 return False
-            return True
-        finally:
-            self._swap_lock.release()
 
     def close(self) -> None:
         with self._lease_lock:

@@ -51,6 +51,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from api.auth import RedactCredentials
+
+    for handler in logging.getLogger().handlers:  # werkzeug's request lines and ours propagate to these
+        handler.addFilter(RedactCredentials())
     for name, value in (("--workers", args.workers), ("--threads", args.threads), ("--port", args.port + 1)):
         if value < 1:
             print(f"simsearch serve: {name} must be positive", file=sys.stderr)

@@ -40,8 +40,9 @@ def test_missing_or_wrong_token_is_401(make_writable_app, png_bytes, headers):
 def test_token_in_query_string_is_refused(make_writable_app, png_bytes, param):
     client = make_writable_app().test_client()
     r = add(client, png_bytes, headers={}, url=f"/api/images?{param}={TOKEN}")
-    assert r.status_code == 400 and "Authorization header" in r.get_json()["error"]
-    assert client.get(f"/api/health?{param}=x").status_code == 400
+    assert r.status_code == 401 and "Authorization header" in r.get_json()["error"]
+    assert client.get(f"/api/health?{param}=x").status_code == 401
+    assert client.get("/api/health").get_json()["items"] == 600  # nothing was added
 
 
 def test_add_saves_before_answering_and_survives_reopen(make_writable_app, png_bytes, index_copy, caplog):

@@ -1,0 +1,145 @@
+"""Crash safety: SIGKILL a real server (master and workers at once) at random moments while client threads
+add and delete images (every add and delete saves the index), then check on disk that the index loads and
+holds every add acknowledged before the kill and none of the acknowledged deletes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+from index import IndexStore, IndexStoreError
+from simsearch.reliability.server import ServerProcess
+from simsearch.reliability.soak import unique_image
+
+logger = logging.getLogger(__name__)
+_GENERATION_FILE = re.compile(r"^(index|meta)\.(\d+)\.(faiss|sqlite)(\.tmp)?$")
+
+
+@dataclass
+class Ledger:
+    """Acknowledged writes over all trials: ``live`` id -> label, ``deleted`` ids."""
+
+    live: dict[int, str] = field(default_factory=dict)
+    deleted: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _writer(base_url: str, token: str, ledger: Ledger, stop: threading.Event, rng: random.Random,
+            first_image: int) -> None:
+    auth = {"Authorization": f"Bearer {token}"}
+    own: list[int] = []
+    image = first_image
+    with requests.Session() as http:
+        while not stop.is_set():
+            try:
+                if own and rng.random() < 0.25:
+                    item_id = own.pop(rng.randrange(len(own)))
+                    r = http.delete(f"{base_url}/api/images/{item_id}", headers=auth, timeout=60)
+                    if r.status_code == 200:
+                        with ledger.lock:
+                            ledger.live.pop(item_id, None)
+                            ledger.deleted.add(item_id)
+                else:
+                    image += 1
+                    label = f"crash-{image}"
+                    r = http.post(f"{base_url}/api/images", files={"image": ("c.png", unique_image(image), "image/png")},
+                                  data={"label": label}, headers=auth, timeout=60)
+                    if r.status_code == 201:
+                        item_id = r.json()["id"]
+                        with ledger.lock:
+                            ledger.live[item_id] = label
+                        own.append(item_id)
+            except requests.RequestException:
+                return  # the server is gone: whatever was not acknowledged may or may not have landed
+
+
+def check_on_disk(index_dir: str, ledger: Ledger) -> list[str]:
+    """Open the index as a fresh process would and compare it with the acknowledged writes."""
+    try:
+        store = IndexStore.open(index_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is exactly what this check reports
+        return [f"index does not load: {type(exc).__name__}: {exc}"]
+    problems = []
+    try:
+        stats = store.stats()
+        if stats["ntotal"] != len(store):
+            problems.append(f"stats say {stats['ntotal']} items, the store holds {len(store)}")
+        with ledger.lock:
+            live, deleted = dict(ledger.live), set(ledger.deleted)
+        for item_id, label in live.items():
+            meta = store.get(item_id)
+            if meta is None:
+                problems.append(f"acknowledged add {item_id} is missing")
+            elif meta.label != label:
+                problems.append(f"acknowledged add {item_id} has label {meta.label!r}, not {label!r}")
+            elif not os.path.isfile(meta.path):
+                problems.append(f"acknowledged add {item_id}: its file {meta.path} is missing")
+        problems += [f"acknowledged delete {i} is back" for i in deleted if store.get(i) is not None]
+        try:
+            vector_ids, _ = store.all_vectors()
+        except IndexStoreError:  # IVF-PQ keeps no vectors to count
+            vector_ids = None
+        if vector_ids is not None and len(vector_ids) != len(store):
+            problems.append(f"{len(vector_ids)} vectors but {len(store)} metadata rows")
+    finally:
+        store.close()
+    return problems
+
+
+def interrupted_write(index_dir: str) -> bool:
+    """True when a kill left a save half done: a ``.tmp`` file, or generation files newer than the
+    manifest's (evidence that the kill landed inside a write, not between two)."""
+    with open(os.path.join(index_dir, "manifest.json")) as handle:
+        generation = json.load(handle)["generation"]
+    for root, _dirs, files in os.walk(index_dir):
+        for name in files:
+            match = _GENERATION_FILE.match(name)
+            if name.endswith(".tmp") or (match and int(match.group(2)) > generation):
+                return True
+    return False
+
+
+def run_crash_trials(index_dir: str, token: str, *, kills: int, seed: int = 0, writers: int = 4,
+                     min_delay_s: float = 0.3, max_delay_s: float = 3.0, workers: int = 2) -> tuple[dict, Ledger]:
+    """``kills`` trials of: start the server, let ``writers`` threads add and delete, SIGKILL the whole
+    process group after a random delay, check the index on disk.  Returns a JSON-able summary and the
+    ledger of acknowledged writes (to check again through a restarted server)."""
+    rng = random.Random(seed)
+    ledger = Ledger()
+    problems: list[str] = []
+    survived = mid_write = 0
+    delays = []
+    for trial in range(kills):
+        server = ServerProcess(index_dir, token=token, workers=workers, threads=4).start()
+        stop = threading.Event()
+        threads = [threading.Thread(target=_writer, daemon=True,
+                                    args=(server.url, token, ledger, stop, random.Random(rng.random()),
+                                          (seed * 100 + trial) * 100_000 + w * 10_000))
+                   for w in range(writers)]
+        for thread in threads:
+            thread.start()
+        delay = rng.uniform(min_delay_s, max_delay_s)
+        delays.append(delay)
+        time.sleep(delay)
+        server.kill()  # SIGKILL to master and workers, mid-request
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+        mid_write += interrupted_write(index_dir)
+        found = check_on_disk(index_dir, ledger)
+        if found:
+            problems += [f"kill {trial + 1}: {p}" for p in found]
+        else:
+            survived += 1
+        logger.info("kill %d/%d after %.2f s: %s", trial + 1, kills, delay, "ok" if not found else found[:3])
+    return {"kills": kills, "kills_survived": survived, "acknowledged_adds_live": len(ledger.live),
+            "acknowledged_deletes": len(ledger.deleted), "kills_inside_a_write": mid_write, "lost_items": sum("missing" in p for p in problems),
+            "problems": problems[:20], "mean_delay_s": round(sum(delays) / max(1, len(delays)), 2)}, ledger
