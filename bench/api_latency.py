@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ import time
 import requests
 
 from bench.machine import emit
+from simsearch.reliability.server import ServerProcess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,31 +40,13 @@ def server_timing(header: str) -> dict[str, float]:
     return out
 
 
-def start_server(args) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "simsearch.cmd_serve", "serve", "--index", args.index, "--port", str(port),
-           "--workers", str(args.workers), "--threads", str(args.threads), "--log-level", "warning"]
-    if args.checkpoint:
-        cmd += ["--checkpoint", args.checkpoint]
-    if args.torch_threads:
-        cmd += ["--torch-threads", str(args.torch_threads)]
-    env = {**os.environ, "PYTHONPATH": REPO}
-    env.pop("SIMSEARCH_API_TOKEN", None)
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read()}")
-        try:
-            if requests.get(url + "/api/health", timeout=5).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("server did not start in 300 s")
+def start_server(args) -> ServerProcess:
+    extra = (("--checkpoint", args.checkpoint) if args.checkpoint else ()) + \
+        (("--torch-threads", str(args.torch_threads)) if args.torch_threads else ())
+    # OpenMP as the measured runs had it (its default: one thread per core), not the suites' single thread
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))}
+    server = ServerProcess(args.index, workers=args.workers, threads=args.threads, extra_args=extra, env=env)
+    return server.start(timeout=300)
 
 
 def one_client(url: str, data: bytes, mime: str, n: int, k: int) -> tuple[list[float], list[dict]]:
@@ -135,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         data = handle.read()
     ext = os.path.splitext(args.image)[1].lower()
     mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(ext, "application/octet-stream")
-    proc, url = start_server(args)
+    server = start_server(args)
+    url = server.url
     try:
         one_client(url, data, mime, args.warmup, args.k)
         latencies, timings = one_client(url, data, mime, args.requests, args.k)
@@ -144,12 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                  if any(key in t for t in timings)}
         load = throughput(url, data, mime, args.concurrency, args.throughput_requests, args.duration, args.k)
     finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        server.stop()
     result = {
         "benchmark": "api_latency", "name": args.name, "index": os.path.abspath(args.index),
         "image": os.path.abspath(args.image), "image_bytes": len(data),

@@ -51,10 +51,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from api.auth import RedactCredentials
-
-    for handler in logging.getLogger().handlers:  # werkzeug's request lines and ours propagate to these
-        handler.addFilter(RedactCredentials())
     for name, value in (("--workers", args.workers), ("--threads", args.threads), ("--port", args.port + 1)):
         if value < 1:
             print(f"simsearch serve: {name} must be positive", file=sys.stderr)
@@ -66,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         # before anything imports prometheus_client: it picks its storage mode at import time
         metrics_dir = tempfile.mkdtemp(prefix="simsearch-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from api.auth import RedactCredentials  # imports prometheus_client: only after the line above
+
+    for handler in logging.getLogger().handlers:  # werkzeug's request lines and ours propagate to these
+        handler.addFilter(RedactCredentials())
     try:
         config = _config(args, torch_threads)
         if config is None:

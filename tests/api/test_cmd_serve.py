@@ -6,18 +6,13 @@ import argparse
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
 
 from apitest_helpers import TOKEN
 from simsearch import cmd_serve
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from simsearch.reliability.server import ServerProcess
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -55,48 +50,9 @@ def test_refuses_mismatched_checkpoint(tmp_path, capsys, index_copy):
     assert "cannot serve" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(index_dir: str, *extra: str, token: str | None = TOKEN, workers: int = 2):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
-    env.pop("SIMSEARCH_API_TOKEN", None)
-    if token:
-        env["SIMSEARCH_API_TOKEN"] = token
-    proc = subprocess.Popen([sys.executable, "-m", "simsearch.cmd_serve", "serve", "--index", index_dir,
-                             "--port", str(port), "--workers", str(workers), "--threads", "2",
-                             "--log-level", "warning", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read()}")
-        try:
-            if requests.get(url + "/api/health", timeout=2).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            time.sleep(0.3)
-    out = stop_server(proc)
-    raise AssertionError(f"server did not start in 150 s:\n{out}")
-
-
-def stop_server(proc: subprocess.Popen) -> str:
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out
-
-
-def test_real_gunicorn_server(index_copy, png_bytes):
-    proc, url = start_server(index_copy)
+def test_real_gunicorn_server(index_copy, png_bytes, tmp_path):
+    server = ServerProcess(index_copy, token=TOKEN, workers=2, threads=2, log_path=str(tmp_path / "server.log"))
+    url = server.start().url
     try:
         with requests.Session() as http:
             r = http.post(url + "/api/search?k=5", files={"image": ("q.png", png_bytes, "image/png")}, timeout=30)
@@ -118,6 +74,7 @@ def test_real_gunicorn_server(index_copy, png_bytes):
             assert count and float(count.group(1)) == 20  # summed over the workers (multiprocess mode)
             assert http.get(url + "/", timeout=10).status_code == 200
     finally:
-        out = stop_server(proc)
-    assert "serving" in out and f"127.0.0.1:{proc.args[7]}" in out
+        server.stop()
+    out = server.log()
+    assert "serving" in out and f"127.0.0.1:{server.port}" in out
     assert TOKEN not in out

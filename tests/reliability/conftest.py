@@ -29,4 +29,4 @@ def start_server(index_copy, tmp_path):
 
     yield start
     for server in servers:
-        server.stop()
+        server.stop(timeout=5)
