@@ -6,6 +6,7 @@ import logging
 import time
 
 from flask import Flask, Request, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.auth import check_query_has_no_token
 from api.config import ApiConfig
@@ -59,6 +60,10 @@ def _register_hooks(app: Flask, config: ApiConfig) -> None:
     def _start() -> None:
         g.simsearch_started = time.perf_counter()
         check_query_has_no_token(request.args.keys())
+        # the same 413 on every endpoint, whatever the content type, before anything reads the body
+        # (bodies sent without a length are cut off at the limit by werkzeug while they are read)
+        if request.content_length is not None and request.content_length > config.max_upload_bytes:
+            raise RequestEntityTooLarge()
 
     @app.after_request
     def _finish(response):

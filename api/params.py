@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
 from api.config import ApiConfig
 from api.errors import InvalidRequest, UnsupportedMediaType
@@ -49,11 +51,22 @@ def get_choice(args, name: str, choices: tuple[str, ...], default: str) -> str:
     return raw
 
 
+def _check_streamed_size(request: Request) -> None:
+    """A body sent without ``Content-Length`` (chunked) is cut off by werkzeug at the upload limit without
+    an error; answer 413 instead of working on (or blaming) a truncated body."""
+    stream = request.stream
+    if request.content_length is None and isinstance(stream, LimitedStream) and stream.is_exhausted:
+        raise RequestEntityTooLarge()
+
+
 def multipart_form(request: Request):
     """``(form, files)`` of a multipart request; a body that does not parse is an :class:`InvalidRequest`."""
     try:
-        return request.form, request.files
+        form, files = request.form, request.files
+        _check_streamed_size(request)
+        return form, files
     except ValueError as exc:  # werkzeug: bad boundary, truncated part, part headers that are not UTF-8
+        _check_streamed_size(request)
         reason = "part headers must be UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)[:200]
         raise InvalidRequest(f"malformed multipart/form-data body ({reason})") from None
 
@@ -75,6 +88,7 @@ def single_upload(request: Request, field: str = "image") -> bytes:
         return data
     if mimetype.startswith("image/") or mimetype in RAW_BODY_TYPES or not mimetype:
         data = request.get_data(cache=False)
+        _check_streamed_size(request)
         if not data:
             raise InvalidRequest(f"no image: send it as multipart field {field!r} or as the request body")
         return data

@@ -84,6 +84,26 @@ def _raw_case(kind: str, data: bytes, content_type: str, expect: dict[str, int],
     return Case(kind, expect, build, category)
 
 
+def _chunked(data: bytes) -> bytes:
+    chunks = [data[i:i + 65536] for i in range(0, len(data), 65536)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+
+
+def _chunked_case(kind: str, data: bytes | None, expect: dict[str, int], *, multipart_size: int = 0) -> Case:
+    """A body sent with ``Transfer-Encoding: chunked`` (no Content-Length: the limit must hold anyway):
+    raw ``data``, or a multipart body whose file part holds ``multipart_size`` bytes."""
+    def build(endpoint: str, token: str) -> Request:
+        if data is None:
+            part_body, content_type = multipart([Part(ENDPOINTS[endpoint][2], b"\0" * multipart_size)])
+        else:
+            part_body, content_type = data, "application/octet-stream"
+        headers = {"Content-Type": content_type, "Transfer-Encoding": "chunked",
+                   **(_auth(token) if endpoint == "add" else {})}
+        return Request(ENDPOINTS[endpoint][1], _chunked(part_body), headers)
+
+    return Case(kind, expect, build)
+
+
 def _parts_case(kind: str, make_parts: Callable[[str], list[Part]], expect: dict[str, int], *,
                 query: str = "", label: str | None = LABEL, headers: dict | None = None,
                 token_override: Callable[[str], str | None] | None = None, category: str = "upload") -> Case:
@@ -128,7 +148,14 @@ def bad_cases(limits: Limits) -> list[Case]:
         _raw_case("malformed multipart", b"--xyz\r\nnot a part at all", "multipart/form-data; boundary=xyz",
                   _same(400)),
         _raw_case("body over the upload limit", b"\0" * (limits.max_upload_bytes + 1024),
-                  "application/octet-stream", {"search": 413, "classify": 413, "batch": 415, "add": 415}),
+                  "application/octet-stream", _same(413)),
+        _raw_case("JSON body over the upload limit", b'{"a": "' + b"x" * limits.max_upload_bytes + b'"}',
+                  "application/json", _same(413)),
+        _chunked_case("chunked body over the upload limit", b"\0" * (limits.max_upload_bytes + 1024),
+                      {"search": 413, "classify": 413, "batch": 415, "add": 415}),
+        _chunked_case("chunked multipart over the upload limit", None, _same(413),
+                      multipart_size=limits.max_upload_bytes + 1024),
+        _chunked_case("chunked body: text", corpus.TEXT, {"search": 400, "classify": 400, "batch": 415, "add": 415}),
         _parts_case("multipart over the upload limit",
                     lambda f: [Part(f, b"\0" * (limits.max_upload_bytes + 1024))], _same(413)),
         _parts_case("form field over the form memory limit",

@@ -68,7 +68,9 @@ def send(base_url: str, method: str, path: str, body: bytes | None = None, heade
     conn = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
-        all_headers = {"Content-Length": str(len(body or b"")), **(headers or {})}
+        headers = dict(headers or {})
+        chunked = headers.get("Transfer-Encoding", "").lower() == "chunked"  # then body is already chunked
+        all_headers = headers if chunked else {"Content-Length": str(len(body or b"")), **headers}
         for key, value in all_headers.items():
             conn.putheader(key, value)
         conn.endheaders()
