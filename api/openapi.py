@@ -1,14 +1,18 @@
 """The OpenAPI 3.1 description of every endpoint (served at ``GET /openapi.json``).
 
-Kept next to the views by hand; ``tests/api/test_openapi.py`` checks that every route is described and
-that real answers match the documented schemas.
+Kept next to the views by hand; ``tests/reliability/test_schema_fuzz.py`` checks that every route is
+described, and fuzzes a real server with schemathesis: every answer must match the documented schemas, every
+schema-valid request must be accepted and every schema-violating one refused.
 """
 
 from __future__ import annotations
 
 from api.config import ApiConfig
+from api.service import MAX_LABEL_CHARS
 
 JSON = "application/json"
+# the characters for which str.isspace() is true (what str.strip() removes), as a regex class body
+STRIPPED_WHITESPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 
 
 def _ref(name: str) -> dict:
@@ -24,11 +28,17 @@ def _error(description: str) -> dict:
 
 
 def _errors(*codes: int) -> dict:
-    text = {400: "Bad parameter, missing field or undecodable image", 401: "Missing or invalid bearer token",
+    """The error answers ``codes``, and those that every endpoint may give: 401 for a credential-like query
+    parameter (``token``, ``key``, ...: credentials go in the Authorization header only), 413 for a body over
+    the upload limit (checked before anything reads it) and 500."""
+    text = {400: "Bad parameter, missing field or undecodable image",
+            401: "Missing or invalid bearer token, or a credential in the URL",
             403: "Writes are disabled (no token configured on the server)", 404: "Unknown id or missing file",
             413: "Request larger than the upload limit", 415: "Unsupported content type",
             500: "Unexpected server error"}
-    return {str(c): _error(text[c]) for c in (*codes, 500)}
+    if 401 not in codes:
+        text[401] = "A credential in the URL (query parameter token, key, ...): use the Authorization header"
+    return {str(c): _error(text[c]) for c in sorted({*codes, 401, 413, 500})}
 
 
 def openapi_spec(config: ApiConfig) -> dict:
@@ -36,17 +46,32 @@ def openapi_spec(config: ApiConfig) -> dict:
     k_param = {"name": "k", "in": "query", "required": False, "description": "How many neighbours",
                "schema": {"type": "integer", "minimum": 1, "maximum": config.max_k, "default": config.default_k}}
     weighted_param = {"name": "weighted", "in": "query", "required": False,
-                      "description": "Weight each neighbour's vote by its score (1 + cosine) / 2",
-                      "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"],
-                                 "default": "false"}}
+                      "description": "Weight each neighbour's vote by its score (1 + cosine) / 2 (case-insensitive; "
+                                     "empty means false)",
+                      "schema": {"type": "string", "default": "false",
+                                 "enum": ["true", "false", "1", "0", "yes", "no", "on", "off", ""]}}
     id_param = {"name": "item_id", "in": "path", "required": True, "description": "Item id (from search results)",
                 "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
+    # The server sniffs the format from the bytes (any format Pillow decodes); a part's or body's declared
+    # type is not checked, and bytes that are no image are answered 400.
+    image_file = {"type": "string", "format": "binary", "description": "An image file (PNG, JPEG, ...)"}
+    image_part = {"contentType": "image/*"}
     image_body = {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
-            "image": {"type": "string", "format": "binary", "description": "The image file"}}}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "image": image_file}}, "encoding": {"image": image_part}},
+        "application/octet-stream": {"schema": image_file},
+        "image/*": {"schema": image_file},
     }}
+    # The server strips the label (str.strip), then wants 1..MAX_LABEL_CHARS characters and no control
+    # character (U+0000..U+001F, U+007F): the pattern says exactly that, with Python's whitespace spelled out
+    # (\s differs between Python and the ECMA-262 regexes of JSON Schema).
+    space = rf"[{STRIPPED_WHITESPACE}]"
+    inner = r"[^\x00-\x1f\x7f]"
+    edge = rf"[^{STRIPPED_WHITESPACE}\x00-\x1f\x7f]"
+    label = {"type": "string", "minLength": 1,
+             "pattern": rf"^{space}*{edge}(?:{inner}{{0,{MAX_LABEL_CHARS - 2}}}{edge})?{space}*$",
+             "description": f"The class of the image: {MAX_LABEL_CHARS} characters at most once surrounding "
+                            f"whitespace is stripped, no control characters"}
     bearer = [{"bearerAuth": []}]
     search_ops = {"parameters": [k_param, weighted_param], "requestBody": image_body}
     paths = {
@@ -54,29 +79,29 @@ def openapi_spec(config: ApiConfig) -> dict:
             "summary": "Nearest indexed images and the majority-vote class of an uploaded image",
             "operationId": "search", **search_ops,
             "responses": {"200": _json(_ref("SearchResponse"), "Neighbours, prediction and timings"),
-                          **_errors(400, 413, 415)}}},
+                          **_errors(400, 415)}}},
         "/api/classify": {"post": {
             "summary": "Only the majority-vote class of an uploaded image", "operationId": "classify",
             **search_ops,
             "responses": {"200": _json(_ref("ClassifyResponse"), "Prediction and timings"),
-                          **_errors(400, 413, 415)}}},
+                          **_errors(400, 415)}}},
         "/api/search/batch": {"post": {
             "summary": f"Search with up to {config.max_batch} images at once", "operationId": "searchBatch",
             "parameters": [k_param, weighted_param],
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["images"], "properties": {"images": {
-                    "type": "array", "maxItems": config.max_batch,
-                    "items": {"type": "string", "format": "binary"}}}}}}},
+                    "type": "array", "minItems": 1, "maxItems": config.max_batch, "items": image_file,
+                    "description": "One file part per image, all named images"}}}}}},
             "responses": {"200": _json(_ref("BatchResponse"), "One result per image, in order"),
-                          **_errors(400, 413, 415)}}},
+                          **_errors(400, 415)}}},
         "/api/images": {"post": {
             "summary": "Add an image with its label (needs the bearer token); saved before answering",
             "operationId": "addImage", "security": bearer,
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["image", "label"], "properties": {
-                    "image": {"type": "string", "format": "binary"},
-                    "label": {"type": "string", "minLength": 1, "maxLength": 100}}}}}},
-            "responses": {"201": _json(_ref("Item"), "The new item"), **_errors(400, 401, 403, 413, 415)}}},
+                    "image": image_file, "label": label}},
+                "encoding": {"image": image_part}}}},
+            "responses": {"201": _json(_ref("Item"), "The new item"), **_errors(400, 401, 403, 415)}}},
         "/api/images/random": {"get": {
             "summary": "Random indexed images", "operationId": "randomImages",
             "parameters": [{"name": "n", "in": "query", "required": False,
@@ -93,7 +118,7 @@ def openapi_spec(config: ApiConfig) -> dict:
                                     "description": "Thumbnail size in pixels (longest side)",
                                     "schema": {"type": "integer", "enum": list(config.thumbnail_sizes)}},
                                    {"name": "format", "in": "query", "required": False,
-                                    "description": "Thumbnail format (only with size)",
+                                    "description": "Thumbnail format (used only with size; case-insensitive)",
                                     "schema": {"type": "string", "enum": ["jpeg", "png"], "default": "jpeg"}}],
                     "responses": {"200": {"description": "Image bytes", "content": {
                         "image/*": {"schema": {"type": "string", "format": "binary"}},

@@ -138,9 +138,9 @@ def random_images():
 @bp.get("/api/images/<int:item_id>")
 def image(item_id: int):
     svc = service()
+    fmt = get_choice(request.args, "format", tuple(THUMBNAIL_FORMATS), "jpeg")  # checked even when unused
     if "size" in request.args:
         size = positive_int(request.args, "size", default=0, maximum=10_000)
-        fmt = get_choice(request.args, "format", tuple(THUMBNAIL_FORMATS), "jpeg")
         data = svc.thumbnail(item_id, size, fmt)
         response = current_app.response_class(data, mimetype=THUMBNAIL_FORMATS[fmt])
     else:

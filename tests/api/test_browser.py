@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from test_cmd_serve import start_server, stop_server
+from apitest_helpers import TOKEN
+from simsearch.reliability.server import ServerProcess
 
 pytestmark = pytest.mark.browser
 
@@ -40,7 +41,8 @@ def test_upload_shows_prediction_and_neighbours(browser, index_copy, sample_png,
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    proc, url = start_server(index_copy, workers=1)
+    server = ServerProcess(index_copy, token=TOKEN, workers=1, threads=2, log_path=str(tmp_path / "server.log"))
+    url = server.start().url
     try:
         browser.get(url + "/")
         wait = WebDriverWait(browser, 30)
@@ -68,4 +70,4 @@ def test_upload_shows_prediction_and_neighbours(browser, index_copy, sample_png,
         wait.until(EC.visibility_of_element_located((By.ID, "error")))
         assert "not a recognised image format" in browser.find_element(By.ID, "error").text
     finally:
-        stop_server(proc)
+        server.stop()
