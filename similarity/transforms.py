@@ -33,10 +33,51 @@ def eval_transform(spec: PreprocessSpec) -> v2.Compose:
     """PIL image -> (channels, image_size, image_size) float32 tensor."""
     return v2.Compose([
         v2.Lambda(_to_mode(spec)),
-        v2.Resize(spec.resize_to, antialias=True),
-        v2.CenterCrop(spec.image_size),
+        ResizeCenterCrop(spec.resize_to, spec.image_size),
         *_to_normalised_tensor(spec),
     ])
+
+
+class ResizeCenterCrop:
+    """``v2.Resize(resize_to)`` (shorter side, bilinear, antialiased) then ``v2.CenterCrop(crop)`` on a PIL
+    image, without building a huge intermediate image for extreme aspect ratios.
+
+    The plain two steps resize a 1 x 10000 image to 256 x 2,560,000 pixels (2 GB in RGB, seconds of CPU)
+    only to keep 224 x 224 of them. When the resized image would exceed ``max_resized_pixels``, only the
+    centre window of the long side is resampled (``Image.resize(box=...)``: the same filter on the same source
+    pixels; Pillow holds the box in float32, so pixels may differ from the plain path by one grey level); the
+    short side goes through the usual crop or padding. Below the limit, which covers aspect ratios up to 128:1
+    at ``resize_to=256`` (10,700:1 at 28), the plain two steps run unchanged, bit for bit, so existing
+    checkpoints embed identically.
+
+    Why not cap the long side (``Resize(max_size=...)``) or refuse such images instead: either would change
+    what the documented transform (:class:`~similarity.config.PreprocessSpec`) does, and a strip is still a
+    valid image to embed.
+    """
+
+    def __init__(self, resize_to: int, crop: int, max_resized_pixels: int = 2**23) -> None:
+        self.resize_to, self.crop, self.max_resized_pixels = resize_to, crop, max_resized_pixels
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        new_long = int(self.resize_to * long / short)  # as torchvision computes it
+        if new_long * self.resize_to <= self.max_resized_pixels or new_long <= self.crop:
+            resized = v2.functional.resize(image, [self.resize_to], antialias=True)
+            return v2.functional.center_crop(resized, [self.crop])
+        # the crop's window along the long side, in resized and then in source coordinates
+        start = int(round((new_long - self.crop) / 2.0))
+        scale = long / new_long
+        window = (start * scale, (start + self.crop) * scale)
+        if width >= height:
+            size, box = (self.crop, self.resize_to), (window[0], 0.0, window[1], float(height))
+        else:
+            size, box = (self.resize_to, self.crop), (0.0, window[0], float(width), window[1])
+        resized = image.resize(size, Image.Resampling.BILINEAR, box=box)
+        return v2.functional.center_crop(resized, [self.crop])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(resize_to={self.resize_to}, crop={self.crop})"
 
 
 def train_transform(spec: PreprocessSpec, augment: bool = True) -> v2.Compose:
@@ -59,7 +100,10 @@ def pixels_to_tensor(pixels: np.ndarray | torch.Tensor, spec: PreprocessSpec) ->
     x = torch.as_tensor(np.array(pixels, copy=True)) if isinstance(pixels, np.ndarray) and not pixels.flags.writeable \
         else torch.as_tensor(pixels)
     if x.ndim != 3 or spec.channels != 1 or x.shape[1:] != (spec.image_size, spec.image_size):
-        raise ValueError(f"in-memory fast path needs (N, {spec.image_size}, {spec.image_size}) grayscale")
+        raise ValueError(f"in-memory fast path needs (N, {spec.image_size}, {spec.image_size}) grayscale, "
+                         f"got {tuple(x.shape)} for {spec.channels} channel(s)")
+    if x.dtype != torch.uint8:  # to_dtype(scale=True) would scale any other dtype by its own range
+        raise ValueError(f"in-memory fast path needs uint8 pixels, got {x.dtype}")
     # the same torchvision ops as eval_transform, so both paths agree to the bit
     x = v2.functional.to_dtype(x.unsqueeze(1), torch.float32, scale=True)
     return v2.functional.normalize(x, list(spec.mean), list(spec.std))
