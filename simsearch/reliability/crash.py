@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import random
 import threading
 import time
@@ -50,8 +51,9 @@ def _writer(base_url: str, token: str, ledger: Ledger, stop: threading.Event, rn
                 else:
                     image += 1
                     label = f"crash-{image}"
-                    r = http.post(f"{base_url}/api/images", files={"image": ("c.png", unique_image(image), "image/png")},
-                                  data={"label": label}, headers=auth, timeout=60)
+                    upload = {"image": ("c.png", unique_image(image), "image/png")}
+                    r = http.post(f"{base_url}/api/images", files=upload, data={"label": label}, headers=auth,
+                                  timeout=60)
                     if r.status_code == 201:
                         item_id = r.json()["id"]
                         with ledger.lock:
@@ -117,29 +119,32 @@ def run_crash_trials(index_dir: str, token: str, *, kills: int, seed: int = 0, w
     problems: list[str] = []
     survived = mid_write = 0
     delays = []
-    for trial in range(kills):
-        server = ServerProcess(index_dir, token=token, workers=workers, threads=4).start()
-        stop = threading.Event()
-        threads = [threading.Thread(target=_writer, daemon=True,
-                                    args=(server.url, token, ledger, stop, random.Random(rng.random()),
-                                          (seed * 100 + trial) * 100_000 + w * 10_000))
-                   for w in range(writers)]
-        for thread in threads:
-            thread.start()
-        delay = rng.uniform(min_delay_s, max_delay_s)
-        delays.append(delay)
-        time.sleep(delay)
-        server.kill()  # SIGKILL to master and workers, mid-request
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=120)
-        mid_write += interrupted_write(index_dir)
-        found = check_on_disk(index_dir, ledger)
-        if found:
-            problems += [f"kill {trial + 1}: {p}" for p in found]
-        else:
-            survived += 1
-        logger.info("kill %d/%d after %.2f s: %s", trial + 1, kills, delay, "ok" if not found else found[:3])
+    with tempfile.TemporaryDirectory(prefix="simsearch-crash-logs-") as logs:
+        for trial in range(kills):
+            server = ServerProcess(index_dir, token=token, workers=workers, threads=4,
+                                   log_path=os.path.join(logs, f"server-{trial}.log")).start()
+            stop = threading.Event()
+            threads = [threading.Thread(target=_writer, daemon=True,
+                                        args=(server.url, token, ledger, stop, random.Random(rng.random()),
+                                              (seed * 100 + trial) * 100_000 + w * 10_000))
+                       for w in range(writers)]
+            for thread in threads:
+                thread.start()
+            delay = rng.uniform(min_delay_s, max_delay_s)
+            delays.append(delay)
+            time.sleep(delay)
+            server.kill()  # SIGKILL to master and workers, mid-request
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=120)
+            mid_write += interrupted_write(index_dir)
+            found = check_on_disk(index_dir, ledger)
+            if found:
+                problems += [f"kill {trial + 1}: {p}" for p in found]
+            else:
+                survived += 1
+            logger.info("kill %d/%d after %.2f s: %s", trial + 1, kills, delay, "ok" if not found else found[:3])
     return {"kills": kills, "kills_survived": survived, "acknowledged_adds_live": len(ledger.live),
-            "acknowledged_deletes": len(ledger.deleted), "kills_inside_a_write": mid_write, "lost_items": sum("missing" in p for p in problems),
+            "acknowledged_deletes": len(ledger.deleted), "kills_inside_a_write": mid_write,
+            "lost_items": sum("missing" in p for p in problems),
             "problems": problems[:20], "mean_delay_s": round(sum(delays) / max(1, len(delays)), 2)}, ledger
