@@ -26,10 +26,12 @@ _GENERATION_FILE = re.compile(r"^(index|meta)\.(\d+)\.(faiss|sqlite)(\.tmp)?$")
 
 @dataclass
 class Ledger:
-    """Acknowledged writes over all trials: ``live`` id -> label, ``deleted`` ids."""
+    """Acknowledged writes over all trials: ``live`` id -> label, ``deleted`` ids, and ``in_doubt``: items
+    whose delete was sent but never answered (the kill came first), which may or may not be gone."""
 
     live: dict[int, str] = field(default_factory=dict)
     deleted: set[int] = field(default_factory=set)
+    in_doubt: dict[int, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -43,11 +45,15 @@ def _writer(base_url: str, token: str, ledger: Ledger, stop: threading.Event, rn
             try:
                 if own and rng.random() < 0.25:
                     item_id = own.pop(rng.randrange(len(own)))
+                    with ledger.lock:  # until answered, the delete may or may not happen
+                        ledger.in_doubt[item_id] = ledger.live.pop(item_id)
                     r = http.delete(f"{base_url}/api/images/{item_id}", headers=auth, timeout=60)
-                    if r.status_code == 200:
-                        with ledger.lock:
-                            ledger.live.pop(item_id, None)
+                    with ledger.lock:
+                        label = ledger.in_doubt.pop(item_id)
+                        if r.status_code == 200:
                             ledger.deleted.add(item_id)
+                        else:  # refused: it must still be there
+                            ledger.live[item_id] = label
                 else:
                     image += 1
                     label = f"crash-{image}"
@@ -75,7 +81,7 @@ def check_on_disk(index_dir: str, ledger: Ledger) -> list[str]:
         if stats["ntotal"] != len(store):
             problems.append(f"stats say {stats['ntotal']} items, the store holds {len(store)}")
         with ledger.lock:
-            live, deleted = dict(ledger.live), set(ledger.deleted)
+            live, deleted, in_doubt = dict(ledger.live), set(ledger.deleted), dict(ledger.in_doubt)
         for item_id, label in live.items():
             meta = store.get(item_id)
             if meta is None:
@@ -85,6 +91,10 @@ def check_on_disk(index_dir: str, ledger: Ledger) -> list[str]:
             elif not os.path.isfile(meta.path):
                 problems.append(f"acknowledged add {item_id}: its file {meta.path} is missing")
         problems += [f"acknowledged delete {i} is back" for i in deleted if store.get(i) is not None]
+        for item_id, label in in_doubt.items():  # present or not, but never changed
+            meta = store.get(item_id)
+            if meta is not None and meta.label != label:
+                problems.append(f"item {item_id} (delete unanswered) has label {meta.label!r}, not {label!r}")
         try:
             vector_ids, _ = store.all_vectors()
         except IndexStoreError:  # IVF-PQ keeps no vectors to count
@@ -144,7 +154,13 @@ def run_crash_trials(index_dir: str, token: str, *, kills: int, seed: int = 0, w
             else:
                 survived += 1
             logger.info("kill %d/%d after %.2f s: %s", trial + 1, kills, delay, "ok" if not found else found[:3])
+    store = IndexStore.open(index_dir)
+    try:  # deletes saved but killed before their answer: the reason they are in doubt, not lost
+        landed = sum(store.get(item_id) is None for item_id in ledger.in_doubt)
+    finally:
+        store.close()
     return {"kills": kills, "kills_survived": survived, "acknowledged_adds_live": len(ledger.live),
             "acknowledged_deletes": len(ledger.deleted), "kills_inside_a_write": mid_write,
+            "deletes_unanswered_at_kill": len(ledger.in_doubt), "unanswered_deletes_that_landed": landed,
             "lost_items": sum("missing" in p for p in problems),
             "problems": problems[:20], "mean_delay_s": round(sum(delays) / max(1, len(delays)), 2)}, ledger
