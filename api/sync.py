@@ -46,7 +46,6 @@ class SharedIndex:
         self._directory = directory
         self._opener = opener
         self._lease_lock = threading.Lock()
-        self._swap_lock = threading.Lock()
         self._write_mutex = threading.Lock()
         self._signature = self._manifest_signature()
         store = opener()
@@ -100,17 +99,17 @@ class SharedIndex:
         signature = self._manifest_signature()
         if signature == self._signature:
             return False
-        # lock order of the writers: thread mutex, then the cross-process lock, then the swap lock
+        # the writers' lock order: the thread mutex (which also serialises every swap), then the flock
         with self._write_mutex:
             try:
-                with self._flock(fcntl.LOCK_SH), self._swap_lock:
+                with self._flock(fcntl.LOCK_SH):
                     signature = self._manifest_signature()
                     if signature == self._signature:
                         return False  # another thread reloaded while this one waited
                     if self._disk_generation() == self._current.generation:
                         self._signature = signature
                         return False
-                    self._swap_unlocked()
+                    self._swap()
                     return True
             except Exception:  # noqa: BLE001 - keep serving the old store rather than fail the request
                 logger.exception("could not reload index %s; serving generation %d", self._directory,
@@ -159,10 +158,7 @@ class SharedIndex:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def _swap(self) -> None:
-        with self._swap_lock:
-            self._swap_unlocked()
-
-    def _swap_unlocked(self) -> None:
+        """Open the saved generation and make it current; callers hold ``_write_mutex``."""
         signature = self._manifest_signature()
         store = self._opener()
         lease = _Lease(store, int(store.stats()["generation"]))

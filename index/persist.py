@@ -29,7 +29,7 @@ FORMAT = "simsearch-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FIELDS = ("checkpoint_sha256", "embedding_dim", "metric", "preprocess")
-_GENERATION_FILE = re.compile(r"^(index|meta)\.(\d+)\.(faiss|sqlite)(\.tmp)?$")
+GENERATION_FILE = re.compile(r"^(index|meta)\.(\d+)\.(faiss|sqlite)(\.tmp)?$")
 
 
 def index_file(generation: int) -> str:
@@ -116,7 +116,7 @@ def verify_file(directory: str, name: str, expected_sha256: str | None) -> str:
 def remove_stale_generations(directory: str, keep: int) -> None:
     """Delete generation files (and leftover ``.tmp`` files) other than generation ``keep``."""
     for name in os.listdir(directory):
-        match = _GENERATION_FILE.match(name)
+        match = GENERATION_FILE.match(name)
         if match and (int(match.group(2)) != keep or match.group(4)):
             try:
                 os.remove(os.path.join(directory, name))

@@ -230,6 +230,11 @@ BAD_IDS = ("../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "-1", "1e9", "%00", "1%
            "18446744073709551616", "9223372036854775807", "99999999")
 
 
+TRAVERSAL_PATHS = ("/report/../../etc/passwd", "/report/..%2F..%2Fetc%2Fpasswd", "/report/%2e%2e/model.pt",
+                   "/report/..%2Fmodel.pt", "/report/%2e%2e%2fmanifest.json", "/static/..%2F..%2Fapi%2Fconfig.py",
+                   "/static/../../etc/passwd", "//etc/passwd", "/api/images/0/../../../etc/passwd")
+
+
 def id_requests(token: str) -> Iterator[tuple[str, str, dict, int]]:
     """``(method, raw path, headers, expected status)`` for ids and paths that must not reach any file."""
     for raw in BAD_IDS:
@@ -237,9 +242,7 @@ def id_requests(token: str) -> Iterator[tuple[str, str, dict, int]]:
                          "/api/images/{}/similar"):
             yield "GET", template.format(raw), {}, 404
         yield "DELETE", f"/api/images/{raw}", _auth(token), 404
-    for path in ("/report/../../etc/passwd", "/report/..%2F..%2Fetc%2Fpasswd", "/report/%2e%2e/model.pt",
-                 "/report/..%2Fmodel.pt", "/report/%2e%2e%2fmanifest.json", "/static/..%2F..%2Fapi%2Fconfig.py",
-                 "/static/../../etc/passwd", "//etc/passwd", "/api/images/0/../../../etc/passwd"):
+    for path in TRAVERSAL_PATHS:
         yield "GET", path, {}, 404
 
 
@@ -327,11 +330,11 @@ def run_bad_inputs(base_url: str, index_dir: str, token: str, *, include_valid_a
     if changes:
         result.index_unchanged = False
         result.failures.append("index directory changed by refused or read-only requests: " + ", ".join(changes))
-    result.kinds = len({c.kind for c in bad}) + len({c.kind for c in valid}) + len(BAD_IDS) + 1
+    result.kinds = len({c.kind for c in bad}) + len({c.kind for c in valid}) + len(BAD_IDS) + len(TRAVERSAL_PATHS)
     if include_valid_adds:
         _add_valid_images(checker, valid)
     summary = result.as_dict()
-    summary.update(bad_kinds=len(bad), valid_kinds=len(valid), id_kinds=len(BAD_IDS))
+    summary.update(bad_kinds=len(bad), valid_kinds=len(valid), id_kinds=len(BAD_IDS), traversal_paths=len(TRAVERSAL_PATHS))
     return summary
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import tempfile
 import random
 import threading
@@ -16,12 +15,12 @@ from dataclasses import dataclass, field
 
 import requests
 
-from index import IndexStore, IndexStoreError
+from index import IndexStore
+from index.persist import GENERATION_FILE
 from simsearch.reliability.server import ServerProcess
 from simsearch.reliability.soak import unique_image
 
 logger = logging.getLogger(__name__)
-_GENERATION_FILE = re.compile(r"^(index|meta)\.(\d+)\.(faiss|sqlite)(\.tmp)?$")
 
 
 @dataclass
@@ -78,8 +77,8 @@ def check_on_disk(index_dir: str, ledger: Ledger) -> list[str]:
     problems = []
     try:
         stats = store.stats()
-        if stats["ntotal"] != len(store):
-            problems.append(f"stats say {stats['ntotal']} items, the store holds {len(store)}")
+        if stats["ntotal"] != len(store):  # live vectors (stored - tombstones) against metadata rows
+            problems.append(f"{stats['ntotal']} live vectors but {len(store)} metadata rows")
         with ledger.lock:
             live, deleted, in_doubt = dict(ledger.live), set(ledger.deleted), dict(ledger.in_doubt)
         for item_id, label in live.items():
@@ -95,12 +94,6 @@ def check_on_disk(index_dir: str, ledger: Ledger) -> list[str]:
             meta = store.get(item_id)
             if meta is not None and meta.label != label:
                 problems.append(f"item {item_id} (delete unanswered) has label {meta.label!r}, not {label!r}")
-        try:
-            vector_ids, _ = store.all_vectors()
-        except IndexStoreError:  # IVF-PQ keeps no vectors to count
-            vector_ids = None
-        if vector_ids is not None and len(vector_ids) != len(store):
-            problems.append(f"{len(vector_ids)} vectors but {len(store)} metadata rows")
     finally:
         store.close()
     return problems
@@ -113,7 +106,7 @@ def interrupted_write(index_dir: str) -> bool:
         generation = json.load(handle)["generation"]
     for root, _dirs, files in os.walk(index_dir):
         for name in files:
-            match = _GENERATION_FILE.match(name)
+            match = GENERATION_FILE.match(name)
             if name.endswith(".tmp") or (match and int(match.group(2)) > generation):
                 return True
     return False

@@ -34,11 +34,11 @@ import numpy as np
 from PIL import Image
 
 from similarity.config import PreprocessSpec
+from simsearch.reliability.server import REPO
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Every decoded input goes through both: Fashion-MNIST-like (28, grey) and ImageNet-like (256 -> 224, RGB).
 FUZZ_SPECS = (
