@@ -26,6 +26,7 @@ class ApiConfig:
     max_batch: int = 16
     max_upload_bytes: int = 16 * 2**20
     max_pixels: int = 40_000_000
+    max_request_pixels: int = 100_000_000
     thumbnail_sizes: tuple[int, ...] = (64, 128, 256)
     thumbnail_cache_items: int = 2048
     max_random: int = 50
@@ -38,7 +39,7 @@ class ApiConfig:
     def __post_init__(self) -> None:
         if not self.index_dir:
             raise ValueError("index_dir must name an index directory")
-        for name in ("default_k", "max_k", "max_batch", "max_upload_bytes", "max_pixels",
+        for name in ("default_k", "max_k", "max_batch", "max_upload_bytes", "max_pixels", "max_request_pixels",
                      "thumbnail_cache_items", "max_random"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

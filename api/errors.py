@@ -43,6 +43,18 @@ class ItemNotFound(ApiError, LookupError):
     status = 404
 
 
+class TooManyPixels(ApiError):
+    """The images of one request hold more pixels than the request budget (413)."""
+
+    status = 413
+
+
+class Busy(ApiError):
+    """The index database stayed locked by other writers past the timeout; nothing was written (503)."""
+
+    status = 503
+
+
 class UnsupportedMediaType(ApiError):
     """The request body has a content type we do not take (415)."""
 

@@ -34,8 +34,9 @@ def _errors(*codes: int) -> dict:
     text = {400: "Bad parameter, missing field or undecodable image",
             401: "Missing or invalid bearer token, or a credential in the URL",
             403: "Writes are disabled (no token configured on the server)", 404: "Unknown id or missing file",
-            413: "Request larger than the upload limit", 415: "Unsupported content type",
-            500: "Unexpected server error"}
+            413: "Request larger than the upload limit, or its images over the request's pixel budget",
+            415: "Unsupported content type", 500: "Unexpected server error",
+            503: "The index is busy with other writers; nothing was written, retry"}
     if 401 not in codes:
         text[401] = "A credential in the URL (query parameter token, key, ...): use the Authorization header"
     return {str(c): _error(text[c]) for c in sorted({*codes, 401, 413, 500})}
@@ -95,13 +96,13 @@ def openapi_spec(config: ApiConfig) -> dict:
             "responses": {"200": _json(_ref("BatchResponse"), "One result per image, in order"),
                           **_errors(400, 415)}}},
         "/api/images": {"post": {
-            "summary": "Add an image with its label (needs the bearer token); saved before answering",
+            "summary": "Add an image with its label (needs the bearer token); durable before answering",
             "operationId": "addImage", "security": bearer,
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["image", "label"], "properties": {
                     "image": image_file, "label": label}},
                 "encoding": {"image": image_part}}}},
-            "responses": {"201": _json(_ref("Item"), "The new item"), **_errors(400, 401, 403, 415)}}},
+            "responses": {"201": _json(_ref("Item"), "The new item"), **_errors(400, 401, 403, 415, 503)}}},
         "/api/images/random": {"get": {
             "summary": "Random indexed images", "operationId": "randomImages",
             "parameters": [{"name": "n", "in": "query", "required": False,
@@ -127,7 +128,7 @@ def openapi_spec(config: ApiConfig) -> dict:
             "delete": {"summary": "Delete an item for good (needs the bearer token)", "operationId": "deleteImage",
                        "security": bearer, "parameters": [id_param],
                        "responses": {"200": _json({"type": "object", "required": ["deleted"], "properties": {
-                           "deleted": {"type": "integer"}}}, "Deleted"), **_errors(401, 403, 404)}}},
+                           "deleted": {"type": "integer"}}}, "Deleted"), **_errors(401, 403, 404, 503)}}},
         "/api/images/{item_id}/info": {"get": {
             "summary": "Metadata of one item", "operationId": "getImageInfo", "parameters": [id_param],
             "responses": {"200": _json(_ref("Item"), "The item"), **_errors(404)}}},
@@ -191,7 +192,7 @@ def openapi_spec(config: ApiConfig) -> dict:
                             "properties": {"query": _ref("Item"), **search["properties"]}},
         "Health": {"type": "object", "required": ["status", "items"], "properties": {
             "status": {"type": "string", "enum": ["ok"]}, "items": {"type": "integer"},
-            "generation": {"type": "integer"}, "uptime_s": number, "pid": {"type": "integer"}}},
+            "log_head": {"type": "integer"}, "uptime_s": number, "pid": {"type": "integer"}}},
         "Stats": {"type": "object", "required": ["items", "label_counts", "model", "index"], "properties": {
             "items": {"type": "integer"},
             "label_counts": {"type": "object", "additionalProperties": {"type": "integer"}},

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from index import ItemMeta, Neighbor, Vote
+from engine import ItemMeta, Neighbor, SearchResult, Vote
 
-from api.service import SearchResult
 
 THUMBNAIL_SIZE = 128
 

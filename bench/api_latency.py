@@ -20,10 +20,9 @@ import time
 
 import requests
 
+from bench import REPO
 from bench.machine import emit
-from simsearch.reliability.server import ServerProcess
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench.reliability.server import ServerProcess
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
     if args.data == "fashion-mnist":
-        from simsearch.reporting import fashion_mnist_folder
+        from similarity.data import fashion_mnist_folder
 
         train, test = fashion_mnist_folder("train"), fashion_mnist_folder("test")
         paths, name = train.paths + test.paths, args.name or "fashion_mnist"

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def time_index_report(args: argparse.Namespace) -> dict:
-    from simsearch.reporting import report_for_index
+    from engine.reporting import report_for_index
 
     name = args.name or Path(args.index).name
     config = replace(ReportConfig(), tsne_sample=args.tsne_sample, seed=args.seed, threads=args.threads)

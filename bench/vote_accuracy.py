@@ -13,8 +13,8 @@ import numpy as np
 
 from bench.machine import emit
 from index import majority_vote
-from simsearch.pipeline import checkpoint_for, open_index
-from simsearch.reporting import fashion_mnist_folder
+from engine.build import checkpoint_for, open_index
+from similarity.data import fashion_mnist_folder
 
 
 def main() -> None:

@@ -49,6 +49,9 @@ class IndexConfig:
     compact_fraction: float = 0.2
     parallel_min_queries: int = 16
     seed: int = 0
+    auto_checkpoint: bool = True
+    checkpoint_every: int = 10_000
+    checkpoint_interval_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.index_type not in INDEX_TYPES:
@@ -64,6 +67,10 @@ class IndexConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a positive int, got {self.checkpoint_every!r}")
+        if not self.checkpoint_interval_s > 0:
+            raise ValueError(f"checkpoint_interval_s must be positive, got {self.checkpoint_interval_s!r}")
         if not 0.0 < self.compact_fraction <= 1.0:
             raise ValueError(f"compact_fraction must be in (0, 1], got {self.compact_fraction!r}")
 

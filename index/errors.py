@@ -25,3 +25,7 @@ class IndexMismatchError(IndexStoreError):
             f"index was built for a different model: {field!r} differs{detail} "
             f"(index has {stored!r}, caller expects {expected!r})"
         )
+
+
+class IndexBusyError(IndexStoreError):
+    """Another writer held the index database longer than the busy timeout; nothing was written (retry)."""

@@ -68,22 +68,38 @@ def ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
         return None
 
 
-def train_if_needed(index: faiss.Index, xb: np.ndarray, config: IndexConfig) -> None:
-    """Train ``index`` on ``xb: (n, d) float32`` (or a seeded sample of ``config.train_sample`` rows)."""
+MIN_POINTS_PER_CENTROID = 39  # faiss's k-means warns below this many training points per centroid
+
+
+def training_need(index: faiss.Index, config: IndexConfig) -> int:
+    """How many vectors ``index`` needs before it can be trained (0 when it needs no training)."""
     if index.is_trained:
-        return
+        return 0
     ivf = ivf_of(index)
-    need = max(256 if config.pq_nbits >= 8 else 2**config.pq_nbits, ivf.nlist if ivf is not None else 1)
+    return max(256 if config.pq_nbits >= 8 else 2**config.pq_nbits, ivf.nlist if ivf is not None else 1)
+
+
+def train_if_needed(index: faiss.Index, xb: np.ndarray, config: IndexConfig) -> int:
+    """Train ``index`` on ``xb: (n, d) float32``, or on a seeded sample of it; returns how many vectors it was
+    trained on (0 if it needed no training).  The sample holds at least ``MIN_POINTS_PER_CENTROID`` points per
+    IVF list (raised above ``config.train_sample`` when ``nlist`` needs it)."""
+    need = training_need(index, config)
+    if not need:
+        return 0
     if len(xb) < need:
         raise ValueError(
-            f"an IVF-PQ index needs at least {need} vectors in its first added batch to train, got {len(xb)}; "
+            f"an IVF-PQ index needs at least {need} vectors to train, got {len(xb)}; "
             "add a larger first batch or use index_type='flat'/'hnsw'"
         )
-    if len(xb) > config.train_sample:
+    ivf = ivf_of(index)
+    sample = max(config.train_sample, MIN_POINTS_PER_CENTROID * (ivf.nlist if ivf is not None else 1))
+    if len(xb) > sample:
         rng = np.random.default_rng(config.seed)
-        xb = xb[np.sort(rng.choice(len(xb), config.train_sample, replace=False))]
+        xb = xb[np.sort(rng.choice(len(xb), sample, replace=False))]
     logger.info("training %s on %d vectors", type(index).__name__, len(xb))
-    index.train(np.ascontiguousarray(xb))
+    with omp_threads(faiss.omp_get_max_threads()):
+        index.train(np.ascontiguousarray(xb))
+    return len(xb)
 
 
 def search_params(index: faiss.Index, *, ef_search: int, nprobe: int,

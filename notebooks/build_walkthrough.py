@@ -27,7 +27,7 @@ from similarity.data import export_to_folder, load_fashion_mnist
 from similarity.presets import fashion_mnist_full
 from similarity.samplers import PairSampler
 from similarity.train import train
-from simsearch.pipeline import build_index, checkpoint_for, open_index, query_images
+from engine import Engine, build_index
 
 work = Path(tempfile.mkdtemp(prefix="simsearch-walkthrough-"))
 rng = np.random.default_rng(0)"""),
@@ -59,8 +59,8 @@ for row in result.history:
           f"val kNN accuracy {row['val_knn_accuracy']:.3f}")"""),
     ("md", "## 4. Build a FAISS index of all 3,000 images, then search it with an unseen test image"),
     ("code", """summary = build_index(result.checkpoint_path, images, work / "index", progress=False)
-checkpoint = checkpoint_for(work / "index")
-store = open_index(work / "index", checkpoint)
+engine = Engine.open(work / "index")  # the index with the checkpoint it was built with
+store = engine.store
 print(f"{summary.added} images indexed ({summary.index_type})")
 
 test = load_fashion_mnist(None, "test")
@@ -72,12 +72,12 @@ def png_bytes(image):
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
-hit = query_images(store, checkpoint.embedder(), [png_bytes(query)], k=8)[0]
+hit = engine.search([png_bytes(query)], k=8)[0]
 print(f"true class: {test.class_names[test.labels[0]]}; predicted: {hit.vote.label} "
       f"(confidence {hit.vote.confidence:.2f}, votes {hit.vote.votes})")
 fig, axes = plt.subplots(1, 9, figsize=(12, 1.9))
 axes[0].imshow(query, cmap="gray"); axes[0].set_title("query", fontsize=9)
-for ax, n in zip(axes[1:], hit.neighbours):
+for ax, n in zip(axes[1:], hit.neighbors):
     ax.imshow(plt.imread(n.path), cmap="gray")
     ax.set_title(f"{n.label}\\n{n.similarity:.2f}", fontsize=8)
 for ax in axes:
@@ -98,7 +98,7 @@ Retrieval metrics of the 10k test images against the index. The full report (`si
 cluster quality, a confusion matrix and example queries."""),
     ("code", """from similarity.metrics import retrieval_metrics
 
-queries = checkpoint.embedder().embed_data(test, progress=False).embeddings
+queries = engine.embedder.embed_data(test, progress=False).embeddings
 metrics = retrieval_metrics(queries, test.labels, vectors, labels, k=10)
 {name: round(value, 4) for name, value in metrics.items()}"""),
 ]

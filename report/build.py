@@ -24,9 +24,9 @@ from report.cluster import cluster_quality
 from report.config import EmbeddingSet, ReportConfig, ReportResult
 from report.examples import choose_examples, example_rows, render_grid
 from report.html import render_html, tsne_payload
-from report.retrieval import retrieval_summary, score_queries
 from report.thumbnails import png_data_uri, thumbnail_uris
 from report.tsne import tsne_map
+from similarity.metrics import retrieval_summary, score_queries
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
         scores = score_queries(evaluated.embeddings, evaluated.labels,
                                None if queries is None else gallery.embeddings,
                                None if queries is None else gallery.labels,
-                               keep=config.neighbours_kept, chunk_elements=config.chunk_elements, progress=progress)
+                               keep=config.neighbors_kept, chunk_elements=config.chunk_elements, progress=progress)
         retrieval, predicted = retrieval_summary(scores, evaluated.labels, gallery.labels, k=config.k,
                                                  recall_at=config.recall_at, num_classes=len(names))
         confusion = class_confusion(evaluated.labels, predicted, len(names))
@@ -103,12 +103,12 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
         if history:
             pngs["training_curves"] = figs.training_figure(history)
     with step("examples"):
-        shown = config.neighbours_shown
+        shown = config.neighbors_shown
         random_rows, failure_rows = choose_examples(gallery.labels[scores.indices[:, :shown]],
                                                     scores.similarities[:, :shown], evaluated.labels,
                                                     examples=config.examples, failures=config.failures, rng=rng)
         sections = []
-        for heading, rows in (("Random queries", random_rows), ("Worst failures (neighbours mostly wrong)",
+        for heading, rows in (("Random queries", random_rows), ("Worst failures (neighbors mostly wrong)",
                                                                 failure_rows)):
             if len(rows):
                 sections.append((heading, example_rows(evaluated, gallery, rows, scores.indices[:, :shown],

@@ -16,7 +16,7 @@ import numpy as np
 class ReportConfig:
     """Sizes, seeds and limits of one report. Every sample is drawn with ``seed``, so reports are reproducible."""
 
-    k: int = 10  # neighbours in the kNN majority vote
+    k: int = 10  # neighbors in the kNN majority vote
     recall_at: tuple[int, ...] = (1, 5, 10)  # recall@k: share of queries with a same-class item in the top k
     seed: int = 0
     tsne_sample: int = 5000  # points in the t-SNE (a seeded random sample when the set is larger)
@@ -25,9 +25,9 @@ class ReportConfig:
     pca_dims: int = 50  # PCA before t-SNE, for speed
     silhouette_sample: int = 10000  # silhouette is O(n^2): computed on a seeded sample
     kmeans_sample: int = 50000  # k-means / Davies-Bouldin sample
-    examples: int = 12  # random example queries in the neighbour grid
-    failures: int = 8  # worst failures (neighbours mostly wrong) in the neighbour grid
-    neighbours_shown: int = 8  # neighbours per row of the grid
+    examples: int = 12  # random example queries in the neighbor grid
+    failures: int = 8  # worst failures (neighbors mostly wrong) in the neighbor grid
+    neighbors_shown: int = 8  # neighbors per row of the grid
     confused_pairs: int = 10  # most confused (true, predicted) class pairs listed
     thumbnail_size: int = 64  # pixels, longest side
     hover_thumbnails: int = 2000  # t-SNE points that get a hover thumbnail (HTML size stays bounded)
@@ -36,7 +36,7 @@ class ReportConfig:
 
     def __post_init__(self) -> None:
         for name in ("k", "tsne_sample", "tsne_max_iter", "pca_dims", "silhouette_sample", "kmeans_sample",
-                     "neighbours_shown", "thumbnail_size", "chunk_elements", "threads"):
+                     "neighbors_shown", "thumbnail_size", "chunk_elements", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("examples", "failures", "confused_pairs", "hover_thumbnails"):
@@ -50,9 +50,9 @@ class ReportConfig:
         object.__setattr__(self, "recall_at", tuple(sorted(set(recall_at))))
 
     @property
-    def neighbours_kept(self) -> int:
-        """Neighbours kept per query: enough for the vote, recall@k and the example grid."""
-        return max(self.k, self.neighbours_shown, max(self.recall_at))
+    def neighbors_kept(self) -> int:
+        """Neighbors kept per query: enough for the vote, recall@k and the example grid."""
+        return max(self.k, self.neighbors_shown, max(self.recall_at))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

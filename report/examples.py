@@ -1,6 +1,6 @@
-"""Example queries with their nearest neighbours: choosing them (random and worst failures) and drawing the grid.
+"""Example queries with their nearest neighbors: choosing them (random and worst failures) and drawing the grid.
 
-The grid is one PNG drawn with Pillow: a row per query, the query first (blue frame), then its neighbours
+The grid is one PNG drawn with Pillow: a row per query, the query first (blue frame), then its neighbors
 framed green (same class) or red (other class), each captioned with its class and cosine similarity.
 """
 
@@ -21,15 +21,15 @@ log = logging.getLogger(__name__)
 QUERY_FRAME, RIGHT_FRAME, WRONG_FRAME = (31, 119, 180), (44, 160, 44), (214, 39, 40)
 
 
-def choose_examples(neighbour_labels: np.ndarray, similarities: np.ndarray, query_labels: np.ndarray, *,
+def choose_examples(neighbor_labels: np.ndarray, similarities: np.ndarray, query_labels: np.ndarray, *,
                     examples: int, failures: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Pick query rows for the grid. neighbour_labels, similarities: (nq, m) of the shown neighbours.
+    """Pick query rows for the grid. neighbor_labels, similarities: (nq, m) of the shown neighbors.
 
-    Returns (random example rows, worst-failure rows). Failures are queries whose neighbours are mostly
+    Returns (random example rows, worst-failure rows). Failures are queries whose neighbors are mostly
     wrong (under half right), fewest right first, then most confident (highest top-1 similarity) first;
     the random examples are drawn from the other queries.
     """
-    right_share = (neighbour_labels == query_labels[:, None]).mean(axis=1)
+    right_share = (neighbor_labels == query_labels[:, None]).mean(axis=1)
     candidates = np.flatnonzero(right_share < 0.5)
     order = np.lexsort((-similarities[candidates, 0], right_share[candidates]))
     failure_rows = candidates[order[:failures]]
@@ -49,7 +49,7 @@ class GridCell:
 
 def example_rows(queries: EmbeddingSet, gallery: EmbeddingSet, query_rows: np.ndarray, indices: np.ndarray,
                  similarities: np.ndarray, *, tile: int) -> list[list[GridCell]]:
-    """Grid rows for ``query_rows``: query cell + a cell per neighbour. indices, similarities: (nq, shown)."""
+    """Grid rows for ``query_rows``: query cell + a cell per neighbor. indices, similarities: (nq, shown)."""
     cache: dict[tuple[int, int], Image.Image | None] = {}
 
     def image_of(which: EmbeddingSet, row: int) -> Image.Image | None:

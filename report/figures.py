@@ -12,6 +12,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from similarity.curves import history_figure
+
 
 def class_colours(num_classes: int) -> list[str]:
     """One hex colour per class: tab10 / tab20 when they suffice, else evenly spaced turbo."""
@@ -95,31 +97,6 @@ def per_class_figure(accuracy: np.ndarray, class_names: Sequence[str], overall: 
 
 
 def training_figure(history: Sequence[dict]) -> bytes:
-    """Per-epoch dicts ({"epoch": 1, "train_loss": ..., "val_...": ..., "lr": ...}) -> PNG with up to 3 panels:
-    losses, validation metrics, learning rate (log scale). Other numeric keys go with the metrics."""
-    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
-    keys = [key for key in dict.fromkeys(k for row in history for k in row)
-            if key not in ("epoch", "seconds") and _is_number(next((r[key] for r in history if key in r), None))]
-    panels = {"loss": [k for k in keys if "loss" in k], "lr": [k for k in keys if k in ("lr", "learning_rate")]}
-    panels["metrics"] = [k for k in keys if k not in panels["loss"] and k not in panels["lr"]]
-    panels = {name: ks for name, ks in panels.items() if ks}
-    fig = Figure(figsize=(5 * max(len(panels), 1), 4))
-    titles = {"loss": "Loss", "metrics": "Validation metrics", "lr": "Learning rate"}
-    for i, (name, panel_keys) in enumerate(panels.items()):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        for key in panel_keys:
-            xs = [e for e, row in zip(epochs, history) if _is_number(row.get(key))]
-            ys = [float(row[key]) for row in history if _is_number(row.get(key))]
-            ax.plot(xs, ys, marker="o", markersize=3, label=key)
-        if name == "lr" and all(float(r[k]) > 0 for k in panel_keys for r in history if _is_number(r.get(k))):
-            ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_title(titles[name])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
-        and bool(np.isfinite(value))
+    """Per-epoch dicts -> PNG of the training curves, drawn by :func:`similarity.curves.history_figure` (the
+    same figure training saves as ``curves.png``)."""
+    return _png(history_figure(history))

@@ -88,7 +88,7 @@ def render_html(*, title: str, subtitle: str, metrics: Mapping[str, Any], figure
         f"{counts['queries']:,} held-out queries searched in a gallery of {counts['gallery']:,} items."
         if counts["mode"] == "queries" else
         f"Leave-one-out: each of the {counts['gallery']:,} gallery items is searched in the rest of the gallery."
-    ) + f" {counts['classes']} classes. kNN vote over k = {settings['k']} neighbours."
+    ) + f" {counts['classes']} classes. kNN vote over k = {settings['k']} neighbors."
     tsne = metrics["tsne"]
     tsne_note = (f"{tsne['points']:,} points of the {tsne['set']} set (seeded sample), PCA to "
                  f"{settings['pca_dims']} dims, perplexity {tsne['perplexity']:.1f}.")

@@ -10,28 +10,23 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from similarity.imageio import ImageDecodeError, open_image
+from similarity.imageio import ImageDecodeError, open_image, scale_to_fit
 
 log = logging.getLogger(__name__)
 
 
 def load_thumbnail(path: str, size: int, *, upscale: bool = False) -> Image.Image | None:
-    """The image at ``path`` shrunk to fit ``size`` x ``size`` ("RGB"), or None if it cannot be decoded.
+    """The image at ``path`` ("RGB") scaled by :func:`similarity.imageio.scale_to_fit` to fit ``size`` x ``size``,
+    or None if it cannot be decoded.
 
-    With ``upscale``, smaller images (e.g. 28x28 Fashion-MNIST) are enlarged to fit, nearest-neighbour.
+    Without ``upscale``, smaller images (e.g. 28x28 Fashion-MNIST) keep their size (the page enlarges them).
     """
     try:
         image = open_image(path)
     except ImageDecodeError as exc:
         log.warning("no thumbnail: %s", exc)
         return None
-    image = image.convert("RGB")
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
-    if upscale and max(image.size) < size:
-        scale = size / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.NEAREST)
-    return image
+    return scale_to_fit(image.convert("RGB"), size if upscale else min(size, max(image.size)))
 
 
 def placeholder(text: str, size: int) -> Image.Image:

@@ -20,9 +20,11 @@ import torch
 
 from similarity.config import PreprocessSpec, TrainConfig, from_dict
 from similarity.models import EmbeddingNet
+from similarity.version import simsearch_version
 
 FORMAT = "simsearch-checkpoint"
 FORMAT_VERSION = 1
+CHECKPOINT_FILE = "model.pt"  # what training writes into its output folder
 
 
 class CheckpointError(ValueError):
@@ -67,9 +69,8 @@ def versions() -> dict[str, str]:
     import pytorch_metric_learning
     import torchvision
 
-    from simsearch import __version__
-
-    return {"simsearch": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+    return {"simsearch": simsearch_version(), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__),
             "pytorch_metric_learning": pytorch_metric_learning.__version__, "numpy": numpy.__version__,
             "python": platform.python_version()}
 

@@ -6,7 +6,9 @@ Entry points (CLI, notebook) build these objects; library code only reads them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -14,6 +16,17 @@ T = TypeVar("T")
 BACKBONES = ("smallcnn", "efficientnet_lite0", "resnet18", "mobilenet_v3_small", "mobilenet_v3_large")
 LOSSES = ("contrastive", "triplet", "multisimilarity", "normsoftmax")
 SAMPLERS = ("pairs", "m_per_class", "random")
+# the sampler each loss trains with when none is chosen (None: any sampler suits it): a pair loss needs
+# explicit (a, b) pairs, a mining loss needs several images of each class in every batch
+LOSS_SAMPLERS: Mapping[str, str | None] = MappingProxyType(
+    {"contrastive": "pairs", "triplet": "m_per_class", "multisimilarity": "m_per_class", "normsoftmax": None})
+
+
+def default_sampler(loss_name: str) -> str | None:
+    """The sampler kind ``loss_name`` trains with unless one is chosen; ``None``: keep the recipe's."""
+    if loss_name not in LOSSES:
+        raise ValueError(f"unknown loss {loss_name!r}; choose one of {', '.join(LOSSES)}")
+    return LOSS_SAMPLERS[loss_name]
 
 
 @dataclass(frozen=True)

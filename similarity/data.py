@@ -33,6 +33,7 @@ FASHION_MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_PNG_ROOT = Path("data") / "fashion-mnist-png"  # relative to the working directory
 
 
 class DatasetError(ValueError):
@@ -326,6 +327,11 @@ def export_to_folder(data: LabelledImages, out: str | os.PathLike, *, prefix: st
         paths.append(str(path))
     return LabelledImages(labels=data.labels.copy(), class_names=list(data.class_names), ids=list(data.ids),
                           paths=paths, source=str(out))
+
+
+def fashion_mnist_folder(split: str, root: str | os.PathLike = FASHION_MNIST_PNG_ROOT) -> LabelledImages:
+    """Fashion-MNIST ``split`` as PNG files under ``root/split`` (written once, then reused)."""
+    return export_to_folder(load_fashion_mnist(None, split), Path(root) / split)
 
 
 # ----------------------------------------------------------------------------- splits

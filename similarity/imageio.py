@@ -213,3 +213,21 @@ def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
 def is_image_path(path: str | os.PathLike) -> bool:
     """True when the file name has an image extension (case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def scale_to_fit(image: Image.Image, size: int) -> Image.Image:
+    """``image`` scaled, up or down, so that its longer side is ``size`` pixels (the thumbnail of every caller).
+
+    The aspect ratio is kept and no side drops below 1 pixel (a 1x200 strip becomes 1x64, not 0x64).
+    Images enlarged 2x or more use nearest-neighbor, so tiny ones (28x28 Fashion-MNIST) stay crisp; all
+    others use LANCZOS.
+    """
+    if size < 1:
+        raise ValueError(f"thumbnail size must be >= 1 pixel, got {size}")
+    width, height = image.size
+    if width >= height:
+        target = (size, max(1, round(height / width * size)))
+    else:
+        target = (max(1, round(width / height * size)), size)
+    resample = Image.Resampling.NEAREST if max(width, height) * 2 <= size else Image.Resampling.LANCZOS
+    return image.resize(target, resample=resample)

@@ -2,7 +2,8 @@
 
 ``train(data, config, out_dir)`` splits the data (seeded, stratified), trains with validation every
 epoch (precision@1 and kNN accuracy), keeps the best checkpoint, stops early, and writes the
-curves as PNG and JSON. The whole loop reads top to bottom in :func:`train`.
+curves as PNG and JSON. :func:`train` reads top to bottom like torchvision's reference scripts: set up,
+then per epoch :func:`train_one_epoch` and a validation pass, then :func:`evaluate` on the best weights.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
-from similarity.checkpoint import save_checkpoint
+from similarity.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from similarity.config import TrainConfig
 from similarity.curves import plot_history
 from similarity.data import LabelledImages, check_min_per_class, stratified_split
@@ -122,6 +124,78 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
     return factor
 
 
+def build_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                   config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LR schedule: ``config.warmup_epochs`` of linear warm-up, then cosine decay."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(steps_per_epoch * config.epochs, int(steps_per_epoch * config.warmup_epochs)))
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """The collections one run trains, validates and tests on, and their ``indices`` into the full data."""
+
+    indices: dict[str, np.ndarray]  # "train" / "val" / "test" -> sorted int arrays (stored in the checkpoint)
+    train: LabelledImages
+    val: LabelledImages | None
+    test: LabelledImages | None
+
+
+def split_data(data: LabelledImages, config: TrainConfig, *, val_data: LabelledImages | None = None,
+               test_data: LabelledImages | None = None) -> DataSplit:
+    """Carve val and test sets from ``data`` (seeded, stratified) unless they are given."""
+    indices = stratified_split(data.labels, val_fraction=0.0 if val_data else config.val_fraction,
+                               test_fraction=0.0 if test_data else config.test_fraction, seed=config.seed)
+    val = val_data if val_data is not None else (data.subset(indices["val"]) if len(indices["val"]) else None)
+    test = test_data if test_data is not None else (data.subset(indices["test"]) if len(indices["test"]) else None)
+    return DataSplit(indices, data.subset(indices["train"]), val, test)
+
+
+def build_model(config: TrainConfig, num_classes: int,
+                device: torch.device) -> tuple[EmbeddingNet, torch.nn.Module]:
+    """The embedding network (channels-last on CPU) and its training objective, both on ``device``."""
+    model = EmbeddingNet(config.model, config.preprocess).to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    objective = build_objective(config.loss, num_classes=num_classes, embedding_dim=config.model.embedding_dim,
+                                pair_batches=config.sampler.kind == "pairs").to(device)
+    if isinstance(objective, PairContrastive) and config.sampler.kind != "pairs":
+        raise ValueError("PairContrastive needs the 'pairs' sampler")
+    return model, objective
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    mean_loss: float
+    batches: int
+    images: int
+
+
+def train_one_epoch(model: torch.nn.Module, objective: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    schedule: torch.optim.lr_scheduler.LRScheduler,
+                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, *,
+                    total: int | None = None, desc: str = "", progress: bool = False) -> EpochStats:
+    """One optimiser step per batch of images (B, C, H, W) and labels (B,); the LR schedule steps per batch."""
+    model.train()
+    objective.train()
+    loss_sum, steps, images = 0.0, 0, 0
+    bar = tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, leave=False)
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss = objective(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        loss_sum += float(loss.detach())
+        steps += 1
+        images += len(y)
+        bar.set_postfix(loss=f"{loss_sum / steps:.4f}")
+    return EpochStats(loss_sum / max(1, steps), steps, images)
+
+
 def evaluate(embedder: Embedder, data: LabelledImages, *, k: int, gallery: LabelledImages | None = None,
              progress: bool = False) -> dict[str, float]:
     """precision@1 etc. of ``data`` searched against ``gallery`` (or against itself, leave-one-out)."""
@@ -135,8 +209,10 @@ def evaluate(embedder: Embedder, data: LabelledImages, *, k: int, gallery: Label
 
 def _quick_val(embedder: Embedder, val: LabelledImages, k: int) -> dict[str, float]:
     emb = embedder.embed_data(val, progress=False).embeddings
-    metrics = retrieval_metrics(emb, val.labels, k=k, include=("precision_at_1",))
-    return {"precision_at_1": metrics["precision_at_1"], "knn_accuracy": metrics[f"knn_accuracy@{k}"]}
+    metrics = retrieval_metrics(emb, val.labels, k=k, recall_at=(1,))
+    # "knn_accuracy@<k>", k lowered when the validation set has k items or fewer
+    knn = next(value for name, value in metrics.items() if name.startswith("knn_accuracy@"))
+    return {"precision_at_1": metrics["precision_at_1"], "knn_accuracy": knn}
 
 
 def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike, *,
@@ -147,8 +223,6 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     Without ``val_data``/``test_data`` they are carved from ``data`` by ``config.val_fraction`` /
     ``config.test_fraction`` (stratified, seeded); the split is stored in the checkpoint.
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
@@ -156,104 +230,85 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     check_min_per_class(data, 2)
+    sets = split_data(data, config, val_data=val_data, test_data=test_data)
+    log.info("training on %d images, validating on %d", len(sets.train), len(sets.val) if sets.val else 0)
 
-    split = stratified_split(data.labels, val_fraction=0.0 if val_data else config.val_fraction,
-                             test_fraction=0.0 if test_data else config.test_fraction, seed=config.seed)
-    train_set = data.subset(split["train"])
-    val_set = val_data if val_data is not None else (data.subset(split["val"]) if len(split["val"]) else None)
-    test_set = test_data if test_data is not None else (data.subset(split["test"]) if len(split["test"]) else None)
-    log.info("training on %d images, validating on %d", len(train_set), len(val_set) if val_set else 0)
-
-    model = EmbeddingNet(config.model, config.preprocess).to(device)
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    objective = build_objective(config.loss, num_classes=len(data.class_names),
-                                embedding_dim=config.model.embedding_dim,
-                                pair_batches=config.sampler.kind == "pairs").to(device)
-    if isinstance(objective, PairContrastive) and config.sampler.kind != "pairs":
-        raise ValueError("PairContrastive needs the 'pairs' sampler")
+    model, objective = build_model(config, len(data.class_names), device)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    batch_sampler = make_batch_sampler(train_set.labels, config, rng)
-    steps_per_epoch = len(batch_sampler)
+    batch_sampler = make_batch_sampler(sets.train.labels, config, rng)
     optimizer = build_optimizer(model, objective, config)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(steps_per_epoch * config.epochs, int(steps_per_epoch * config.warmup_epochs)))
+    schedule = build_schedule(optimizer, len(batch_sampler), config)
     embedder = Embedder(model, config.preprocess, device=device)
     # compiled for training only: evaluation runs the plain module, which shares the same weights
     forward = torch.compile(model) if config.compile else model
 
+    checkpoint_path = out_dir / CHECKPOINT_FILE
     history: list[dict] = []
     best_score, best_epoch, stale = -1.0, 0, 0
-    checkpoint_path = out_dir / "model.pt"
-    sha = ""
     images_seen, train_seconds, stopped_because = 0, 0.0, "finished all epochs"
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        objective.train()
-        epoch_start, loss_sum, batches = time.perf_counter(), 0.0, 0
-        bar = tqdm(iterate_batches(train_set, batch_sampler, config, generator), total=steps_per_epoch,
-                   desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False)
-        for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            loss = objective(forward(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += float(loss.detach())
-            batches += 1
-            images_seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / batches:.4f}")
+        epoch_start = time.perf_counter()
+        stats = train_one_epoch(forward, objective, optimizer, schedule,
+                                iterate_batches(sets.train, batch_sampler, config, generator), device,
+                                total=len(batch_sampler), desc=f"epoch {epoch}/{config.epochs}", progress=progress)
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
-        row = {"epoch": epoch, "train_loss": loss_sum / max(1, batches), "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(epoch_seconds, 2), "images_per_second": round(batches and images_seen / train_seconds, 1)}
+        images_seen += stats.images
+        row = {"epoch": epoch, "train_loss": stats.mean_loss, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(epoch_seconds, 2),
+               "images_per_second": round(stats.batches and images_seen / train_seconds, 1)}
         model.eval()
-        if val_set is not None:
-            val = _quick_val(embedder, val_set, config.knn_k)
+        if sets.val is not None:
+            val = _quick_val(embedder, sets.val, config.knn_k)
             row.update({"val_precision_at_1": val["precision_at_1"], "val_knn_accuracy": val["knn_accuracy"]})
             score = val["knn_accuracy"]
         else:  # fixed schedule: the last epoch is the one kept
             score = float(epoch)
         history.append(row)
-        message = (f"epoch {epoch}: loss {row['train_loss']:.4f}"
-                   + (f", val p@1 {row['val_precision_at_1']:.4f}, val kNN {row['val_knn_accuracy']:.4f}"
-                      if val_set is not None else "") + f" ({epoch_seconds:.0f}s)")
-        if progress:
-            tqdm.write(message)
-        log.info(message)
+        _log_epoch(row, epoch_seconds, progress)
         if score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
-            sha = _save(checkpoint_path, model, config, data, history, split, train_seconds, images_seen)
+            _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen)
         else:
             stale += 1
-        if config.patience and stale >= config.patience:
-            stopped_because = f"early stop: no val improvement for {stale} epochs"
-            break
-        if config.max_minutes and (time.perf_counter() - started) / 60 > config.max_minutes:
-            stopped_because = f"time limit of {config.max_minutes} minutes reached"
+        stop = _stop_reason(config, stale, time.perf_counter() - started)
+        if stop:
+            stopped_because = stop
             break
 
     # the best epoch's weights are what the checkpoint holds; re-save with the full history
-    from similarity.checkpoint import load_checkpoint
-
-    best = load_checkpoint(checkpoint_path)
-    model.load_state_dict(best.model.state_dict())
+    model.load_state_dict(load_checkpoint(checkpoint_path).model.state_dict())
     model.eval()
-    val_metrics = evaluate(embedder, val_set, k=config.knn_k) if val_set is not None else {}
-    test_metrics = evaluate(embedder, test_set, k=config.knn_k, gallery=train_set) if test_set is not None else {}
+    val_metrics = evaluate(embedder, sets.val, k=config.knn_k) if sets.val is not None else {}
+    test_metrics = evaluate(embedder, sets.test, k=config.knn_k, gallery=sets.train) if sets.test is not None else {}
     images_per_second = images_seen / train_seconds if train_seconds else 0.0
-    sha = _save(checkpoint_path, model, config, data, history, split, train_seconds, images_seen,
+    sha = _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen,
                 metrics={"val": val_metrics, "test": test_metrics, "best_epoch": best_epoch,
                          "stopped_because": stopped_because})
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))
     plot_history(history, out_dir / "curves.png")
     return TrainResult(str(checkpoint_path), sha, history, best_epoch, val_metrics, test_metrics, train_seconds,
-                       images_per_second, stopped_because, split)
+                       images_per_second, stopped_because, sets.indices)
+
+
+def _log_epoch(row: dict, epoch_seconds: float, progress: bool) -> None:
+    message = (f"epoch {row['epoch']}: loss {row['train_loss']:.4f}"
+               + (f", val p@1 {row['val_precision_at_1']:.4f}, val kNN {row['val_knn_accuracy']:.4f}"
+                  if "val_knn_accuracy" in row else "") + f" ({epoch_seconds:.0f}s)")
+    if progress:
+        tqdm.write(message)
+    log.info(message)
+
+
+def _stop_reason(config: TrainConfig, stale: int, elapsed_seconds: float) -> str | None:
+    """Why training stops after this epoch (patience or wall-time limit), or None to go on."""
+    if config.patience and stale >= config.patience:
+        return f"early stop: no val improvement for {stale} epochs"
+    if config.max_minutes and elapsed_seconds / 60 > config.max_minutes:
+        return f"time limit of {config.max_minutes} minutes reached"
+    return None
 
 
 def _save(path: Path, model: EmbeddingNet, config: TrainConfig, data: LabelledImages, history: list[dict],
@@ -269,4 +324,5 @@ def _save(path: Path, model: EmbeddingNet, config: TrainConfig, data: LabelledIm
     return save_checkpoint(path, model, config, data.class_names, history=history, metrics=metrics, extra=extra)
 
 
-__all__ = ["TrainResult", "train", "evaluate", "seed_everything"]
+__all__ = ["DataSplit", "EpochStats", "TrainResult", "build_model", "build_schedule", "evaluate",
+           "seed_everything", "split_data", "train", "train_one_epoch"]

@@ -16,13 +16,21 @@ from torchvision.transforms import v2
 from similarity.config import PreprocessSpec
 
 
-def _to_mode(spec: PreprocessSpec):
-    mode = "L" if spec.channels == 1 else "RGB"
+class ConvertMode:
+    """PIL image -> the same image in the mode for ``channels`` ("L" for 1, "RGB" for 3).
 
-    def convert(image: Image.Image) -> Image.Image:
-        return image if image.mode == mode else image.convert(mode)
+    A class rather than a closure, like every step here: DataLoader workers started with ``spawn`` (macOS,
+    Windows, Python 3.14's default) receive the transform pickled, and a local function cannot be pickled.
+    """
 
-    return convert
+    def __init__(self, channels: int) -> None:
+        self.mode = "L" if channels == 1 else "RGB"
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mode={self.mode!r})"
 
 
 def _to_normalised_tensor(spec: PreprocessSpec) -> list:
@@ -32,7 +40,7 @@ def _to_normalised_tensor(spec: PreprocessSpec) -> list:
 def eval_transform(spec: PreprocessSpec) -> v2.Compose:
     """PIL image -> (channels, image_size, image_size) float32 tensor."""
     return v2.Compose([
-        v2.Lambda(_to_mode(spec)),
+        ConvertMode(spec.channels),
         ResizeCenterCrop(spec.resize_to, spec.image_size),
         *_to_normalised_tensor(spec),
     ])
@@ -86,7 +94,7 @@ def train_transform(spec: PreprocessSpec, augment: bool = True) -> v2.Compose:
         return eval_transform(spec)
     colour = [v2.ColorJitter(0.3, 0.3, 0.3, 0.02)] if spec.channels == 3 else []
     return v2.Compose([
-        v2.Lambda(_to_mode(spec)),
+        ConvertMode(spec.channels),
         v2.RandomResizedCrop(spec.image_size, scale=(0.5, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
         *colour,

@@ -1,2 +1,2 @@
-"""simsearch: metric-learning image similarity search (command line and pipeline)."""
-__version__ = "0.1.0"
+"""simsearch: the command line of the metric-learning image similarity search (its version: the installed
+package's metadata, read by ``engine.simsearch_version``)."""

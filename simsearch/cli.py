@@ -6,8 +6,6 @@ import argparse
 import logging
 import sys
 
-from simsearch import __version__
-
 EXIT_USAGE = 2
 
 
@@ -16,11 +14,12 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine import simsearch_version
     from simsearch import cmd_index, cmd_query, cmd_report, cmd_serve, cmd_train
 
     parser = argparse.ArgumentParser(prog="simsearch", description="Image similarity search: train, index, "
                                      "query, serve and report.")
-    parser.add_argument("--version", action="version", version=f"simsearch {__version__}")
+    parser.add_argument("--version", action="version", version=f"simsearch {simsearch_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (cmd_train, cmd_index, cmd_query, cmd_serve, cmd_report):
@@ -33,10 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from index import IndexStoreError
-    from similarity.checkpoint import CheckpointError
-    from similarity.data import DatasetError
-    from similarity.imageio import ImageDecodeError
+    from engine import CheckpointError, DatasetError, ImageDecodeError, IndexStoreError
 
     try:
         return int(args.func(args) or 0)

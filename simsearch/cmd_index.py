@@ -3,8 +3,12 @@
     simsearch index build --checkpoint runs/x/model.pt --data IMAGES --out DIR [--type auto|flat|hnsw|ivfpq]
     simsearch index add DIR --data IMAGES            (a folder of class folders or a CSV of path,label)
     simsearch index remove DIR ID [ID ...]
-    simsearch index compact DIR [--force]
+    simsearch index compact DIR [--force] [--orphan-grace SECONDS]
     simsearch index stats DIR
+    simsearch index migrate DIR                      (once, for an index made by simsearch 0.1)
+
+Every command may run while a server and other commands write the same index: each write is one SQLite
+transaction, durable when the command prints its answer.
 """
 
 from __future__ import annotations
@@ -13,22 +17,24 @@ import argparse
 import json
 import sys
 
-from index import IndexConfig, IndexStore
-from similarity.data import LabelledImages, load_labelled_images
+from engine import (INDEX_TYPES, ORPHAN_GRACE_S, Engine, IndexConfig, build_index, fashion_mnist_folder,
+                    load_labelled_images, migrate_index)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("index", help="build, grow, shrink and inspect a FAISS index directory")
+    parser = subparsers.add_parser("index", help="build, grow, shrink and inspect an index directory")
     commands = parser.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    defaults = IndexConfig()
 
     build = commands.add_parser("build", help="embed a labelled image collection into a new index")
     build.add_argument("--checkpoint", required=True, help="trained model (model.pt)")
     build.add_argument("--data", required=True,
                        help="folder of class folders, CSV of path,label, or 'fashion-mnist' (train split as PNGs)")
     build.add_argument("--out", required=True, help="new index directory")
-    build.add_argument("--type", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"],
+    build.add_argument("--type", default=defaults.index_type, choices=INDEX_TYPES,
                        help="auto: exact below 200k images, then HNSW within the memory budget, else IVF-PQ")
-    build.add_argument("--memory-budget-gb", type=float, default=4.0, help="for --type auto")
+    build.add_argument("--memory-budget-gb", type=float, default=defaults.memory_budget_bytes / 2**30,
+                       help="for --type auto")
     build.add_argument("--batch-size", type=int, default=256)
     build.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
     build.add_argument("--quiet", action="store_true")
@@ -47,14 +53,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     remove.add_argument("ids", type=int, nargs="+")
     remove.set_defaults(func=_remove)
 
-    compact = commands.add_parser("compact", help="rebuild an HNSW graph without its deleted vectors")
+    compact = commands.add_parser("compact", help="write a new checkpoint; rebuild without deleted vectors "
+                                                  "when due; remove orphan upload files")
     compact.add_argument("directory")
-    compact.add_argument("--force", action="store_true", help="even below the tombstone threshold")
+    compact.add_argument("--force", action="store_true", help="rebuild even below the tombstone threshold")
+    compact.add_argument("--orphan-grace", type=float, default=ORPHAN_GRACE_S, metavar="SECONDS",
+                         help="keep unreferenced upload files younger than this (an add may be in flight)")
     compact.set_defaults(func=_compact)
 
-    stats = commands.add_parser("stats", help="print counts, index type and model info as JSON")
+    stats = commands.add_parser("stats", help="print counts, index type, log and checkpoint state as JSON")
     stats.add_argument("directory")
     stats.set_defaults(func=_stats)
+
+    migrate = commands.add_parser("migrate", help="convert an index made by simsearch 0.1 (manifest.json) "
+                                                  "to the current layout, once")
+    migrate.add_argument("directory")
+    migrate.set_defaults(func=_migrate)
     return parser
 
 
@@ -62,12 +76,10 @@ def run(args: argparse.Namespace) -> int:
     return args.func(args)
 
 
-def _collection(spec: str) -> LabelledImages:
+def _collection(spec: str):
     if spec == "fashion-mnist":
-        from simsearch.reporting import fashion_mnist_folder
-
         return fashion_mnist_folder("train")
-    return load_labelled_images(spec)
+    return load_labelled_images(spec, min_per_class=1)  # indexing needs no pairs
 
 
 def _report_skipped(skipped) -> None:
@@ -78,8 +90,6 @@ def _report_skipped(skipped) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from simsearch.pipeline import build_index
-
     data = _collection(args.data)
     _report_skipped(data.skipped)
     config = IndexConfig(index_type=args.type, memory_budget_bytes=int(args.memory_budget_gb * 2**30))
@@ -93,38 +103,48 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from simsearch.pipeline import add_images, checkpoint_for, open_index
-
-    checkpoint = checkpoint_for(args.directory, args.checkpoint)
-    store = open_index(args.directory, checkpoint)
-    data = load_labelled_images(args.data)
-    ids, skipped = add_images(store, checkpoint.embedder(), data, num_workers=args.workers,
-                              progress=not args.quiet)
-    store.save()
+    engine = Engine.open(args.directory, args.checkpoint)
+    try:
+        data = load_labelled_images(args.data, min_per_class=1)  # indexing needs no pairs
+        ids, skipped = engine.add_collection(data, num_workers=args.workers, progress=not args.quiet)
+        total = len(engine)
+    finally:
+        engine.close()
     _report_skipped(data.skipped + skipped)
     print(json.dumps({"added": len(ids), "first_id": int(ids[0]) if len(ids) else None,
-                      "last_id": int(ids[-1]) if len(ids) else None, "ntotal": len(store)}))
+                      "last_id": int(ids[-1]) if len(ids) else None, "ntotal": total}))
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
-    store = IndexStore.open(args.directory)
-    removed = store.remove(args.ids)
-    store.save()
-    print(f"removed {removed} of {len(args.ids)} id(s)", file=sys.stderr)
+    engine = Engine.open(args.directory)
+    try:
+        gone = engine.delete(args.ids)
+    finally:
+        engine.close()
+    print(json.dumps({"removed": [item.id for item in gone], "requested": len(args.ids)}))
     return 0
 
 
 def _compact(args: argparse.Namespace) -> int:
-    store = IndexStore.open(args.directory)
-    if store.compact(force=args.force):
-        store.save()
-        print("compacted", file=sys.stderr)
-    else:
-        print("nothing to compact", file=sys.stderr)
+    engine = Engine.open(args.directory)
+    try:
+        result = engine.compact(force=args.force, orphan_grace_s=args.orphan_grace)
+    finally:
+        engine.close()
+    print(json.dumps(result))
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
-    print(json.dumps(IndexStore.open(args.directory).stats(), indent=2))
+    engine = Engine.open(args.directory)
+    try:
+        print(json.dumps(engine.stats(), indent=2))
+    finally:
+        engine.close()
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    print(json.dumps(migrate_index(args.directory)))
     return 0

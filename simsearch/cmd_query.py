@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from simsearch.pipeline import checkpoint_for, open_index, query_images
+from engine import Engine
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -13,7 +13,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--index", required=True, help="index directory")
     p.add_argument("--checkpoint", help="checkpoint (default: the one stored in the index)")
-    p.add_argument("-k", type=int, default=10, help="neighbours to return (default 10)")
+    p.add_argument("-k", type=int, default=10, help="neighbors to return (default 10)")
     p.add_argument("--weighted", action="store_true", help="similarity-weighted vote")
     p.add_argument("--unknown-below", type=float, default=None,
                    help="answer 'unknown' when the winner's best cosine is below this")
@@ -25,19 +25,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")
-    checkpoint = checkpoint_for(args.index, args.checkpoint)
-    store = open_index(args.index, checkpoint)
-    results = query_images(store, checkpoint.embedder(), args.images, k=args.k, weighted=args.weighted,
-                           unknown_below=args.unknown_below)
+    engine = Engine.open(args.index, args.checkpoint)
+    try:
+        results = engine.search(args.images, k=args.k, weighted=args.weighted, unknown_below=args.unknown_below,
+                                names=args.images)
+    finally:
+        engine.close()
     if args.json:
         print(json.dumps([{"image": image, "prediction": {"label": r.vote.label, "confidence": r.vote.confidence,
                                                           "votes": r.vote.votes, "unknown": r.vote.is_unknown},
-                           "neighbors": [n.to_dict() for n in r.neighbours]}
+                           "neighbors": [n.to_dict() for n in r.neighbors]}
                           for image, r in zip(args.images, results)], indent=2))
         return 0
     for image, r in zip(args.images, results):
         guess = "unknown" if r.vote.is_unknown else r.vote.label
         print(f"{image}: {guess} (confidence {r.vote.confidence:.2f}; votes {r.vote.votes})")
-        for rank, n in enumerate(r.neighbours, 1):
+        for rank, n in enumerate(r.neighbors, 1):
             print(f"  {rank:>3}. id={n.id:<7} {n.label:<16} cos={n.similarity:+.4f} score={n.score:.4f}  {n.path}")
     return 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from report import ReportConfig
+from engine.reporting import ReportConfig, report_for_index
+
+DEFAULTS = ReportConfig()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,18 +18,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="'test' (the checkpoint's held-out split), a folder/CSV of images, or 'none' for "
                         "leave-one-out within the index (default: test)")
     p.add_argument("--out", help="output folder (default: INDEX/report, served by the API at /report)")
-    p.add_argument("--tsne-sample", type=int, default=5000, help="points in the t-SNE map")
-    p.add_argument("-k", type=int, default=10, help="neighbours in the kNN vote")
-    p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tsne-sample", type=int, default=DEFAULTS.tsne_sample,
+                   help="points in the t-SNE map (default %(default)s)")
+    p.add_argument("-k", type=int, default=DEFAULTS.k, help="neighbours in the kNN vote (default %(default)s)")
+    p.add_argument("--threads", type=int, default=DEFAULTS.threads, help="BLAS/OpenMP threads (default %(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from simsearch.reporting import report_for_index
-
     config = ReportConfig(k=args.k, tsne_sample=args.tsne_sample, threads=args.threads, seed=args.seed)
     queries = None if args.queries == "none" else args.queries
     result = report_for_index(args.index, checkpoint=args.checkpoint, queries=queries, out_dir=args.out,

@@ -21,28 +21,33 @@ import shutil
 import sys
 import tempfile
 
-DEFAULT_TOKEN_ENV = "SIMSEARCH_API_TOKEN"
+from engine.layout import MODEL_FILE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("serve", help="serve the web API and page over an index directory",
                                    description=__doc__.split("\n\n")[1])
-    parser.add_argument("--index", required=True, help="index directory (holds model.pt and the FAISS index)")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint to use instead of <index>/model.pt")
+    parser.add_argument("--index", required=True, help=f"index directory (holds {MODEL_FILE} and the FAISS index)")
+    parser.add_argument("--checkpoint", default=None, help=f"checkpoint to use instead of <index>/{MODEL_FILE}")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch intra-op threads per worker (default: cores / workers, at least 1)")
-    parser.add_argument("--max-k", type=int, default=100)
-    parser.add_argument("--max-upload-mb", type=float, default=16.0)
+    # unset limits and --token-env fall back to ApiConfig's defaults and TOKEN_ENV, read in run() and not
+    # here: importing api imports prometheus_client, which must wait until PROMETHEUS_MULTIPROC_DIR is set
+    parser.add_argument("--max-k", type=int, default=None,
+                        help="most neighbours one request may ask for (default: ApiConfig.max_k)")
+    parser.add_argument("--max-upload-mb", type=float, default=None,
+                        help="largest accepted upload in MiB (default: ApiConfig.max_upload_bytes)")
     parser.add_argument("--unknown-below", type=float, default=None,
-                        help="flag a prediction as unknown when its best cosine is below this")
+                        help="flag a prediction as unknown when its best cosine is below this "
+                             "(default: ApiConfig.unknown_below, never)")
     parser.add_argument("--timeout", type=int, default=60, help="gunicorn worker timeout in seconds")
     parser.add_argument("--dev", action="store_true", help="Flask's development server (one process)")
-    parser.add_argument("--token-env", default=DEFAULT_TOKEN_ENV,
-                        help=f"environment variable holding the write token (default {DEFAULT_TOKEN_ENV}); "
+    parser.add_argument("--token-env", default=None,
+                        help="environment variable holding the write token (default: api.config.TOKEN_ENV); "
                              "unset or empty: writes are disabled")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=run)
@@ -63,15 +68,17 @@ def run(args: argparse.Namespace) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="simsearch-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from api.auth import RedactCredentials  # imports prometheus_client: only after the line above
+    from api.config import TOKEN_ENV
 
+    token_env = args.token_env or TOKEN_ENV
     for handler in logging.getLogger().handlers:  # werkzeug's request lines and ours propagate to these
         handler.addFilter(RedactCredentials())
     try:
-        config = _config(args, torch_threads)
+        config = _config(args, torch_threads, token_env)
         if config is None:
             return 2
         url = f"http://{_url_host(args.host)}:{args.port}/"
-        writes = "enabled" if config.writes_enabled else f"disabled (set ${args.token_env} to enable)"
+        writes = "enabled" if config.writes_enabled else f"disabled (set ${token_env} to enable)"
         print(f"simsearch: serving {config.index_dir} at {url}  (writes {writes})", flush=True)
         if args.dev:
             from api import create_app
@@ -90,34 +97,35 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _config(args: argparse.Namespace, torch_threads: int):
+def _config(args: argparse.Namespace, torch_threads: int, token_env: str):
     """Build the ApiConfig and check, before any worker starts, that the index and model load and match."""
     from api.config import ApiConfig
-    from index import IndexStoreError
-    from similarity.checkpoint import CheckpointError
+    from engine import CheckpointError, Engine, IndexStoreError, check_index, set_torch_threads
 
     index_dir = os.path.abspath(args.index)
-    if not os.path.isfile(os.path.join(index_dir, "manifest.json")):
-        print(f"simsearch serve: {index_dir} is not an index directory (no manifest.json)", file=sys.stderr)
+    if not os.path.isdir(index_dir):
+        print(f"simsearch serve: index directory {index_dir} does not exist", file=sys.stderr)
         return None
     checkpoint = os.path.abspath(args.checkpoint) if args.checkpoint else None
-    if checkpoint is None and not os.path.isfile(os.path.join(index_dir, "model.pt")):
-        print(f"simsearch serve: {index_dir} has no model.pt; pass --checkpoint", file=sys.stderr)
+    if checkpoint is None and not os.path.isfile(os.path.join(index_dir, MODEL_FILE)):
+        try:
+            check_index(index_dir)  # not an index at all, or an old layout: say that first
+        except IndexStoreError as exc:
+            print(f"simsearch serve: cannot serve {index_dir}: {exc}", file=sys.stderr)
+            return None
+        print(f"simsearch serve: {index_dir} has no {MODEL_FILE}; pass --checkpoint", file=sys.stderr)
         return None
     try:
-        config = ApiConfig.from_env(index_dir, token_env=args.token_env, checkpoint=checkpoint,
-                                    max_k=args.max_k, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                                    unknown_below=args.unknown_below, torch_threads=torch_threads)
+        limits = {"max_k": args.max_k, "unknown_below": args.unknown_below,
+                  "max_upload_bytes": None if args.max_upload_mb is None else int(args.max_upload_mb * 2**20)}
+        config = ApiConfig.from_env(index_dir, token_env=token_env, checkpoint=checkpoint, torch_threads=torch_threads,
+                                    **{name: value for name, value in limits.items() if value is not None})
     except ValueError as exc:
         print(f"simsearch serve: {exc}", file=sys.stderr)
         return None
     try:
-        import torch
-
-        torch.set_num_threads(1)  # no thread pool in the master process before gunicorn forks
-        from simsearch.pipeline import checkpoint_for, open_index
-
-        open_index(index_dir, checkpoint_for(index_dir, checkpoint)).close()
+        set_torch_threads(1)  # no thread pool in the master process before gunicorn forks
+        Engine.open(index_dir, checkpoint).close()
     except (CheckpointError, IndexStoreError, OSError) as exc:
         print(f"simsearch serve: cannot serve {index_dir}: {exc}", file=sys.stderr)
         return None

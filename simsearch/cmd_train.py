@@ -7,10 +7,9 @@ import json
 import logging
 from dataclasses import replace
 
-from similarity.config import LOSSES, SAMPLERS, BACKBONES, with_overrides
-from similarity.data import LabelledImages, load_fashion_mnist, load_labelled_images
-from similarity.models import default_preprocess
-from similarity.presets import PRESETS
+from engine.training import (BACKBONES, CHECKPOINT_FILE, LOSSES, PRESETS, SAMPLERS, LabelledImages, TrainConfig,
+                             default_preprocess, default_sampler, find_fashion_mnist, load_fashion_mnist,
+                             load_labelled_images, train, with_overrides)
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               description="Train an embedding network. --data is a folder with one sub-folder "
                                           "per class, a CSV of path,label, or 'fashion-mnist'.")
     p.add_argument("--data", required=True, help="image folder, CSV of path,label, or 'fashion-mnist'")
-    p.add_argument("--out", default="runs/model", help="output folder (model.pt, history.json, curves.png)")
+    p.add_argument("--out", default="runs/model", help=f"output folder ({CHECKPOINT_FILE}, history.json, curves.png)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="recipe to start from (default: fashion-mnist-demo for Fashion-MNIST, photos otherwise)")
     p.add_argument("--fashion-mnist-dir", default=None, help="folder with the four Fashion-MNIST .gz files")
@@ -52,14 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def load_training_data(args: argparse.Namespace) -> tuple[LabelledImages, LabelledImages | None]:
     """(training collection, official test collection or None)."""
     if args.data == "fashion-mnist":
-        from similarity.data import find_fashion_mnist
-
         root = find_fashion_mnist(args.fashion_mnist_dir, download_to="data/downloads" if args.download else None)
         return load_fashion_mnist(root, "train"), load_fashion_mnist(root, "test")
     return load_labelled_images(args.data), None
 
 
-def build_config(args: argparse.Namespace, data: LabelledImages):
+def build_config(args: argparse.Namespace, data: LabelledImages) -> TrainConfig:
     preset = args.preset or ("fashion-mnist-demo" if data.in_memory else "photos")
     config = PRESETS[preset]()
     model = with_overrides(config.model, backbone=args.backbone, embedding_dim=args.embedding_dim,
@@ -71,12 +68,11 @@ def build_config(args: argparse.Namespace, data: LabelledImages):
         preprocess = default_preprocess(model, args.image_size or (config.preprocess.image_size
                                                                    if model.backbone == config.model.backbone else None))
     loss = with_overrides(config.loss, name=args.loss)
-    sampler = with_overrides(config.sampler, kind=args.sampler, positive_fraction=args.positive_fraction,
+    kind = args.sampler
+    if kind is None and args.loss is not None:  # a loss chosen on the command line brings its sampler
+        kind = default_sampler(args.loss)
+    sampler = with_overrides(config.sampler, kind=kind, positive_fraction=args.positive_fraction,
                              m_per_class=args.m_per_class)
-    if args.loss == "contrastive" and args.sampler is None:
-        sampler = replace(sampler, kind="pairs")
-    if args.loss in ("triplet", "multisimilarity") and args.sampler is None:
-        sampler = replace(sampler, kind="m_per_class")
     return with_overrides(replace(config, model=model, preprocess=preprocess, loss=loss, sampler=sampler),
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
                           test_fraction=args.test_fraction, patience=args.patience, max_minutes=args.max_minutes,
@@ -84,8 +80,6 @@ def build_config(args: argparse.Namespace, data: LabelledImages):
 
 
 def run(args: argparse.Namespace) -> int:
-    from similarity.train import train
-
     data, test = load_training_data(args)
     print(data.summary())
     for item in data.skipped:

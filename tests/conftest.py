@@ -60,7 +60,7 @@ def checkpoint_path(trained) -> str:
 @pytest.fixture(scope="session")
 def built_index(checkpoint_path, fmnist_folder, tmp_path_factory) -> str:
     """A Flat index of the 600 PNGs built with the trained checkpoint (read-only: copy before writing)."""
-    from simsearch.pipeline import build_index
+    from engine.build import build_index
 
     out = tmp_path_factory.mktemp("idx") / "index"
     build_index(checkpoint_path, fmnist_folder, out, progress=False)

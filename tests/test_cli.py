@@ -52,10 +52,18 @@ def test_index_build_add_query_remove(checkpoint_path, fmnist_folder, tmp_path, 
     assert result["neighbors"][0]["similarity"] == pytest.approx(1.0, abs=1e-4)
     assert result["neighbors"][0]["path"].endswith(("new0.png", "x.png"))
 
-    assert main(["index", "remove", str(out), "600", "602"]) == 0
+    assert main(["index", "remove", str(out), "600", "602", "99999"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"removed": [600, 602], "requested": 3}
+    assert main(["index", "remove", str(out), "5"]) == 0  # an item of the last checkpoint: a tombstone
+    assert json.loads(capsys.readouterr().out)["removed"] == [5]
+    assert main(["index", "compact", str(out), "--force"]) == 0
+    compacted = json.loads(capsys.readouterr().out)
+    # 600 and 602 came and went after the checkpoint: the compacting process's view never held them
+    assert compacted["rebuilt"] and compacted["dropped_tombstones"] == 1 and compacted["orphans_removed"] == 0
     assert main(["index", "stats", str(out)]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert stats["ntotal"] == 602 and stats["label_counts"]["Bag"] == 61
+    bags = sum(fmnist_folder.labels[i] == 8 for i in range(600) if i != 5) + 1  # + new1.png
+    assert stats["ntotal"] == 601 and stats["label_counts"]["Bag"] == bags and stats["tombstones"] == 0
     store = IndexStore.open(str(out))
     assert store.get(600) is None and store.get(601).path.endswith("new1.png")
 
@@ -86,8 +94,31 @@ def test_index_refuses_another_model(built_index, trained, tmp_path, capsys):
 
 
 def test_in_memory_images_are_refused_for_an_index(checkpoint_path, fmnist_small, tmp_path):
-    from simsearch.pipeline import build_index
+    from engine.build import build_index
 
     with pytest.raises(ValueError, match="needs image files"):
         build_index(checkpoint_path, fmnist_small, tmp_path / "idx", progress=False)
     assert not (tmp_path / "idx").exists()
+
+
+def test_version_is_the_installed_package_version(capsys):
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"simsearch {importlib.metadata.version('simsearch')}"
+
+
+@pytest.mark.parametrize("flags, sampler", [
+    ([], "random"),  # the preset's
+    (["--loss", "contrastive"], "pairs"),
+    (["--loss", "triplet"], "m_per_class"),
+    (["--loss", "triplet", "--sampler", "random"], "random"),  # an explicit sampler wins
+])
+def test_train_picks_the_sampler_the_loss_needs(fmnist_small, flags, sampler):
+    from simsearch.cli import build_parser
+    from simsearch.cmd_train import build_config
+
+    args = build_parser().parse_args(["train", "--data", "fashion-mnist", *flags])
+    assert build_config(args, fmnist_small).sampler.kind == sampler

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from report import ReportConfig
 from simsearch.cli import main
-from simsearch.reporting import report_for_index
+from engine.reporting import report_for_index
 
 SMALL = ReportConfig(tsne_sample=200, tsne_max_iter=250, examples=3, failures=2, silhouette_sample=300)
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from apitest_helpers import TOKEN
-from simsearch.reliability.server import ServerProcess
+from bench.reliability.server import ServerProcess
 
 pytestmark = pytest.mark.browser
 

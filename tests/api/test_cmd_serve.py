@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from apitest_helpers import TOKEN
+from bench.reliability.server import ServerProcess
 from simsearch import cmd_serve
-from simsearch.reliability.server import ServerProcess
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -24,7 +24,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def test_parser_defaults_and_options():
     args = parse(["serve", "--index", "/x"])
     assert (args.host, args.port, args.workers, args.threads, args.dev) == ("127.0.0.1", 8000, 2, 4, False)
-    assert args.token_env == "SIMSEARCH_API_TOKEN" and args.func is cmd_serve.run
+    assert args.token_env is None and args.func is cmd_serve.run  # run() falls back to api.config.TOKEN_ENV
+    assert args.max_k is None and args.max_upload_mb is None  # run() falls back to ApiConfig's defaults
     args = parse(["serve", "--index", "/x", "--checkpoint", "c.pt", "--port", "9001", "--workers", "3",
                   "--threads", "2", "--dev", "--token-env", "MY_TOKEN"])
     assert (args.checkpoint, args.port, args.workers, args.threads, args.dev, args.token_env) == \
@@ -35,6 +36,9 @@ def test_parser_defaults_and_options():
 
 def test_refuses_missing_index_and_checkpoint(tmp_path, capsys, index_copy):
     assert cmd_serve.run(parse(["serve", "--index", str(tmp_path / "nope")])) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cmd_serve.run(parse(["serve", "--index", str(tmp_path / "empty")])) == 2
     assert "not an index directory" in capsys.readouterr().err
     os.remove(os.path.join(index_copy, "model.pt"))
     assert cmd_serve.run(parse(["serve", "--index", index_copy])) == 2

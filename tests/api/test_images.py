@@ -78,10 +78,8 @@ def test_missing_file_is_404(make_writable_app, index_copy):
 
     copy = index_copy + "/copy.png"
     shutil.copyfile(path, copy)
-    with service._index.writing() as store:  # noqa: SLF001 - test setup
-        new_id = int(store.add(store.reconstruct(9)[None, :].numpy() if hasattr(store.reconstruct(9), "numpy")
-                               else store.reconstruct(9)[None, :], labels=["Dress"], paths=[copy])[0])
-        store.save()
+    store = service.engine.store
+    new_id = int(store.add(store.reconstruct(9)[None, :], labels=["Dress"], paths=[copy])[0])
     assert get(client, f"/api/images/{new_id}").status_code == 200
     import os
 

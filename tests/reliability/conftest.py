@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from simsearch.reliability.server import ServerProcess
+from bench.reliability.server import ServerProcess
 
 TOKEN = "reliability-token-5f2c9a71"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from simsearch.reliability.badinput import bad_cases, run_bad_inputs, valid_cases, Limits
+from bench.reliability.badinput import bad_cases, run_bad_inputs, valid_cases, Limits
 
 
 def test_suite_covers_the_kinds_the_issue_lists():

@@ -1,19 +1,21 @@
-"""SIGKILL the whole server at random moments during adds, deletes and saves."""
+"""SIGKILL the whole server at random moments during adds and deletes, and during compactions."""
 
 from __future__ import annotations
 
+from bench.reliability.crash import check_on_disk, interrupted_write, Ledger, run_crash_trials
+from bench.reliability.soak import verify_items
 from index import IndexStore
-from simsearch.reliability.crash import check_on_disk, interrupted_write, Ledger, run_crash_trials
-from simsearch.reliability.soak import verify_items
 
-KILLS = 3  # the bench kills 20 times: python -m bench.reliability
+KILLS, COMPACTION_KILLS = 3, 2  # the bench kills 20 + 10 times: python -m bench.reliability
 
 
 def test_every_acknowledged_write_survives_sigkill(start_server, index_copy, token):
-    summary, ledger = run_crash_trials(index_copy, token, kills=KILLS, seed=3, min_delay_s=1.0, max_delay_s=2.5)
+    summary, ledger = run_crash_trials(index_copy, token, kills=KILLS, compaction_kills=COMPACTION_KILLS, seed=3,
+                                       min_delay_s=1.0, max_delay_s=2.5)
 
     assert summary["problems"] == []
-    assert summary["kills_survived"] == KILLS and summary["lost_items"] == 0
+    assert summary["kills_survived"] == KILLS + COMPACTION_KILLS and summary["lost_items"] == 0
+    assert summary["compactions_running_at_kill"] >= 1 and summary["orphan_uploads_after_compaction"] == 0
     assert summary["acknowledged_adds_live"] > 0 and summary["acknowledged_deletes"] > 0
 
     server = start_server()  # and the restarted server agrees with the disk

@@ -20,10 +20,10 @@ from hypothesis import given, settings
 from PIL import Image, ImageFile
 from torchvision.transforms import v2
 
+from bench.reliability.decode_fuzz import FUZZ_SPECS, fuzz_inputs, image_bytes, run_decode_fuzz
 from similarity.config import PreprocessSpec
 from similarity.imageio import DEFAULT_MAX_PIXELS, MAX_SIDE, ImageDecodeError, open_image
 from similarity.transforms import ResizeCenterCrop, eval_transform, pixels_to_tensor
-from simsearch.reliability.decode_fuzz import FUZZ_SPECS, fuzz_inputs, image_bytes, run_decode_fuzz
 
 TRANSFORMS = [(spec, eval_transform(spec)) for spec in FUZZ_SPECS]
 

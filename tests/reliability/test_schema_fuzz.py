@@ -18,7 +18,7 @@ from PIL import Image
 from api import ApiConfig, SearchService, create_app
 from api.openapi import STRIPPED_WHITESPACE, openapi_spec
 from api.service import MAX_LABEL_CHARS
-from simsearch.reliability.schema_fuzz import MAX_SIDE, image_files, run_schema_fuzz
+from bench.reliability.schema_fuzz import MAX_SIDE, image_files, run_schema_fuzz
 
 CI_EXAMPLES = 10  # per operation and phase: ~550 requests in ~20 s (server start included) on 2 cores
 # schemathesis leaves out the operation that served the schema it loaded
@@ -87,8 +87,8 @@ def test_every_operation_documents_the_errors_its_shape_allows():
                 expected.add(404)
             if "requestBody" in operation:
                 expected.add(415)
-            if "security" in operation:
-                expected.add(403)
+            if "security" in operation:  # writes: disabled without a token; busy past the lock timeout
+                expected |= {403, 503}
             errors = {int(code): answer for code, answer in operation["responses"].items() if int(code) >= 400}
             assert set(errors) == expected, (method, path)
             for answer in errors.values():

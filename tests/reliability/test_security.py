@@ -6,8 +6,8 @@ from __future__ import annotations
 import requests
 
 from api import ApiConfig, SearchService, create_app
-from simsearch.reliability import corpus
-from simsearch.reliability.snapshot import fingerprint
+from bench.reliability import corpus
+from bench.reliability.snapshot import fingerprint
 
 
 def _add(url: str, headers: dict | None = None, query: str = "") -> requests.Response:

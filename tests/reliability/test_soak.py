@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simsearch.reliability.soak import run_soak, verify_items
+from bench.reliability.soak import run_soak, verify_items
 
 SOAK_SECONDS = 15  # the bench runs 60 s: python -m bench.reliability
 

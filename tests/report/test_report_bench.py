@@ -35,7 +35,7 @@ SLOW_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     import numpy as np
     sys.path.insert(0, sys.argv[1])
-    from report.retrieval import retrieval_summary, score_queries
+    from similarity.metrics import retrieval_summary, score_queries
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(10, 64))
     def make(n):

@@ -14,10 +14,10 @@ from PIL import Image
 from report_synthetic import clustered
 
 from report import EmbeddingSet, ReportConfig, build_report
-from report.retrieval import retrieval_summary, score_queries
+from similarity.metrics import retrieval_summary, score_queries
 
 CLASSES = ["shirt", "trouser", "bag <b>", "sneaker"]
-FAST = ReportConfig(tsne_sample=60, tsne_max_iter=250, examples=3, failures=2, neighbours_shown=4, k=5,
+FAST = ReportConfig(tsne_sample=60, tsne_max_iter=250, examples=3, failures=2, neighbors_shown=4, k=5,
                     thumbnail_size=32, hover_thumbnails=40)
 SECTIONS = ("summary", "retrieval", "per-class", "confusion", "clusters", "tsne", "examples", "training", "model")
 
@@ -78,7 +78,7 @@ def test_report_with_queries(sets, tmp_path):
     assert metrics["counts"] == {"gallery": 120, "queries": 48, "classes": 4, "dim": 16, "mode": "queries"}
     assert np.sum(metrics["confusion_matrix"]) == 48
     expected, _ = retrieval_summary(score_queries(queries.embeddings, queries.labels, gallery.embeddings,
-                                                  gallery.labels, keep=FAST.neighbours_kept),
+                                                  gallery.labels, keep=FAST.neighbors_kept),
                                     queries.labels, gallery.labels, k=5, recall_at=FAST.recall_at, num_classes=4)
     assert metrics["retrieval"] == pytest.approx(expected)
     accuracy = [row["accuracy"] for row in metrics["per_class"]]

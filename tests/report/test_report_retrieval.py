@@ -9,8 +9,9 @@ from report_synthetic import clustered, normalise
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 from report.classification import class_confusion, most_confused_pairs, per_class_accuracy
-from report.retrieval import _rank_scores, recall_at_k, retrieval_summary, score_queries
-from similarity.metrics import knn_accuracy
+from similarity.metrics import (QueryScores, _rank_scores, recall_at_k, retrieval_metrics, retrieval_summary,
+                                score_queries)
+from similarity.vote import majority_vote
 
 PML = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
 
@@ -33,6 +34,20 @@ def summary(query, query_labels, gallery=None, gallery_labels=None, *, k=5, chun
     return retrieval_summary(scores, query_labels, labels, k=k, recall_at=(1, 5, 10), num_classes=num_classes)
 
 
+def brute_force_knn_accuracy(query, query_labels, gallery, gallery_labels, *, k, weighted) -> float:
+    """The API's vote (majority_vote) on each query's k most similar items from a full similarity matrix."""
+    leave_one_out = gallery is None
+    if leave_one_out:
+        gallery, gallery_labels = query, query_labels
+    sims = query.astype(np.float64) @ gallery.T.astype(np.float64)
+    if leave_one_out:
+        np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    right = [majority_vote(gallery_labels[row].tolist(), sims[i, row], weighted=weighted).label == query_labels[i]
+             for i, row in enumerate(order)]
+    return float(np.mean(right))
+
+
 def test_rank_scores_by_hand():
     # R = 2, ranking right, wrong, right: AP@R = (1/1 + 0) / 2; R-precision = 1/2; P@1 = 1
     # R = 3, ranking wrong, right, right: AP@R = (0 + 1/2 + 2/3) / 3; R-precision = 2/3; P@1 = 0
@@ -44,10 +59,10 @@ def test_rank_scores_by_hand():
 
 
 def test_recall_at_k_by_hand():
-    neighbours = np.array([[1, 0, 2], [2, 2, 2], [0, 0, 1]])
-    assert recall_at_k(neighbours, np.array([0, 0, 1]), 1) == 0.0
-    assert recall_at_k(neighbours, np.array([0, 0, 1]), 2) == pytest.approx(1 / 3)
-    assert recall_at_k(neighbours, np.array([0, 0, 1]), 3) == pytest.approx(2 / 3)
+    neighbors = np.array([[1, 0, 2], [2, 2, 2], [0, 0, 1]])
+    assert recall_at_k(neighbors, np.array([0, 0, 1]), 1) == 0.0
+    assert recall_at_k(neighbors, np.array([0, 0, 1]), 2) == pytest.approx(1 / 3)
+    assert recall_at_k(neighbors, np.array([0, 0, 1]), 3) == pytest.approx(2 / 3)
 
 
 def test_perfect_clusters_score_one():
@@ -83,9 +98,9 @@ def test_agrees_with_pml_accuracy_calculator(leave_one_out):
     for name in PML:
         assert ours[name] == pytest.approx(theirs[name], abs=1e-9), name
     assert ours["recall@1"] == pytest.approx(ours["precision_at_1"])
-    reference = (query, query_labels) if gallery is None else (gallery, gallery_labels)
-    assert ours["knn_accuracy@5"] == pytest.approx(
-        knn_accuracy(query, query_labels, *reference, k=5, exclude_self=leave_one_out))
+    for weighted, name in ((False, "knn_accuracy@5"), (True, "weighted_knn_accuracy@5")):
+        assert ours[name] == pytest.approx(brute_force_knn_accuracy(query, query_labels, gallery, gallery_labels,
+                                                                    k=5, weighted=weighted)), name
     assert ours["queries_without_relevant"] == (0 if leave_one_out else (query_labels == 5).sum())
 
 
@@ -112,3 +127,34 @@ def test_one_swapped_class_shows_in_per_class_accuracy_and_confusion():
     pairs = most_confused_pairs(confusion, ["a", "b", "c", "d"], top=5)
     assert pairs == [{"true": 2, "predicted": 3, "true_name": "c", "predicted_name": "d", "count": 20,
                       "share_of_true": 0.5}]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_knn_vote_is_the_apis_majority_vote(seed):
+    """The report's plain and weighted kNN predictions are majority_vote's label, row by row, ties included."""
+    rng = np.random.default_rng(seed)
+    nq, m, k = 2000, 8, 6
+    gallery_labels = rng.integers(0, 3, 50)
+    indices = rng.integers(0, 50, (nq, m))
+    similarities = rng.choice([-1.0, -0.2, 0.2, 0.6, 1.0], size=(nq, m)).astype(np.float32)  # many ties
+    query_labels = rng.integers(0, 3, nq)
+    nan = np.full(nq, np.nan)
+    scores = QueryScores(indices, similarities, np.zeros(nq, dtype=np.int64), nan, nan, nan)
+    metrics, predicted = retrieval_summary(scores, query_labels, gallery_labels, k=k, recall_at=(1,), num_classes=3)
+    neighbor_labels = gallery_labels[indices[:, :k]].tolist()
+    plain = [majority_vote(labels, sims).label for labels, sims in zip(neighbor_labels, similarities[:, :k])]
+    weighted = [majority_vote(labels, sims, weighted=True).label
+                for labels, sims in zip(neighbor_labels, similarities[:, :k])]
+    np.testing.assert_array_equal(predicted, plain)
+    assert metrics["knn_accuracy@6"] == np.mean(np.array(plain) == query_labels)
+    assert metrics["weighted_knn_accuracy@6"] == np.mean(np.array(weighted) == query_labels)
+    assert np.mean(np.array(plain) != np.array(weighted)) > 0.05  # the weights mattered
+
+
+def test_retrieval_metrics_is_score_queries_and_summary():
+    """What training validation reports is the report's numbers, leave-one-out and with a gallery."""
+    gallery, gallery_labels = clustered(200, 4, 16, noise=1.0, seed=10)
+    query, query_labels = clustered(60, 4, 16, noise=1.0, seed=11)
+    assert retrieval_metrics(query, query_labels, gallery, gallery_labels, k=5) == summary(
+        query, query_labels, gallery, gallery_labels)[0]
+    assert retrieval_metrics(gallery, gallery_labels, k=5) == summary(gallery, gallery_labels)[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def test_checkpoint_carries_what_the_embedder_needs(checkpoint_path):
     assert ckpt.class_names[0] == "T-shirt/top" and len(ckpt.class_names) == 10
     assert ckpt.preprocess.image_size == 28 and ckpt.preprocess.channels == 1
     assert {"torch", "torchvision", "simsearch"} <= set(ckpt.versions)
+    assert ckpt.versions["simsearch"] == importlib.metadata.version("simsearch")  # the installed package's
     assert ckpt.history and "val_knn_accuracy" in ckpt.history[0]
     assert ckpt.extra["split"]["val"] and ckpt.model_info()["embedding_dim"] == 128
     assert len(ckpt.sha256) == 64

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from simsearch.reliability import corpus
+from bench.reliability import corpus
 
 K = 10
 
@@ -51,8 +51,9 @@ def unique_image(seed: int) -> bytes:
 
 class _Client(threading.Thread):
     def __init__(self, n: int, base_url: str, token: str, state: SoakState, stop_at: float, seed: int,
-                 queries: list[bytes]) -> None:
+                 queries: list[bytes], write_fraction: float | None = None) -> None:
         super().__init__(name=f"soak-client-{n}", daemon=True)
+        self.write_fraction = write_fraction
         self.n, self.base_url, self.token, self.state = n, base_url, token, state
         self.stop_at, self.rng, self.queries = stop_at, random.Random(seed * 1000 + n), queries
         self.own: list[int] = []  # this client's live adds, oldest first (only it deletes them)
@@ -62,6 +63,9 @@ class _Client(threading.Thread):
     def run(self) -> None:
         try:
             while time.monotonic() < self.stop_at:
+                if self.write_fraction is not None:
+                    self.step_with_write_fraction(self.write_fraction)
+                    continue
                 roll = self.rng.random()
                 if roll < 0.5:
                     self.search()
@@ -75,6 +79,19 @@ class _Client(threading.Thread):
                     self.search()
         finally:
             self.http.close()
+
+    def step_with_write_fraction(self, fraction: float) -> None:
+        """One request, a write with probability ``fraction`` (adds 60%, deletes 40%), else a read (search
+        80%, similar 20%); an add is not followed by a check search here, to keep the mix as asked."""
+        roll = self.rng.random()
+        if roll < 0.6 * fraction or (roll < fraction and not self.own):
+            self.add(check=False)
+        elif roll < fraction:
+            self.delete()
+        elif self.own and self.rng.random() < 0.2:
+            self.similar()
+        else:
+            self.search()
 
     def request(self, op: str, method: str, path: str, expected: int, **kwargs) -> requests.Response | None:
         started = time.perf_counter()
@@ -116,7 +133,7 @@ class _Client(threading.Thread):
                     self.state.resurrected.append(f"{op} started {started - acked:.3f} s after deleting {item_id} "
                                                   "returned it")
 
-    def add(self) -> None:
+    def add(self, check: bool = True) -> None:
         self.next_image += 1
         data, label = unique_image(self.next_image), f"soak-{self.n}"
         response = self.request("add", "POST", "/api/images", 201, files={"image": ("a.png", data, "image/png")},
@@ -127,6 +144,8 @@ class _Client(threading.Thread):
         with self.state.lock:
             self.state.live[item_id] = (label, data)
         self.own.append(item_id)
+        if not check:
+            return
         neighbors = self.search(data, op="search-own")
         if neighbors is not None and not any(n["id"] == item_id and n["similarity"] > 0.999 for n in neighbors):
             with self.state.lock:
@@ -152,13 +171,14 @@ class _Client(threading.Thread):
 
 
 def run_soak(base_url: str, token: str, *, seconds: float, clients: int = 8, seed: int = 0,
-             queries: list[bytes] | None = None) -> tuple[dict, SoakState]:
+             queries: list[bytes] | None = None, write_fraction: float | None = None) -> tuple[dict, SoakState]:
     """Run ``clients`` threads for ``seconds`` against ``base_url``; returns ``(summary, state)``.  Pass
-    ``state`` to :func:`verify_items` after the run (and after a restart)."""
+    ``state`` to :func:`verify_items` after the run (and after a restart).  ``write_fraction``: the share
+    of requests that are writes (default: the soak's own mix, where each add is checked by a search)."""
     queries = queries or [unique_image(seed * 7919 + i) for i in range(16)]
     state = SoakState()
     stop_at = time.monotonic() + seconds
-    threads = [_Client(n, base_url, token, state, stop_at, seed, queries) for n in range(clients)]
+    threads = [_Client(n, base_url, token, state, stop_at, seed, queries, write_fraction) for n in range(clients)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -178,6 +198,7 @@ def run_soak(base_url: str, token: str, *, seconds: float, clients: int = 8, see
         "resurrected_deletes": len(state.resurrected), "resurrected_examples": state.resurrected[:5],
         "adds_not_found": len(state.not_found_after_add), "adds_not_found_examples": state.not_found_after_add[:5],
         "acknowledged_adds": state.counts["add"], "acknowledged_deletes": state.counts["delete"],
+        "write_fraction": round((state.counts["add"] + state.counts["delete"]) / max(1, state.counts["requests"]), 3),
         "latency_ms": {"p50": percentile(0.5), "p95": percentile(0.95), "p99": percentile(0.99)},
     }
     return summary, state

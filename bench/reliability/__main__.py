@@ -7,7 +7,8 @@
 2. schemathesis against ``/openapi.json`` (all checks);
 3. decoder fuzzing: mutated image files through decode + preprocessing, time and memory bounded per input;
 4. soak: 8 client threads mixing search, add, delete and similar for 60 s, then a restart;
-5. crash: SIGKILL the server (master and workers) at random moments during adds, deletes and saves.
+5. crash: SIGKILL the server (master and workers) at random moments during adds and deletes, and during
+   compactions run by another process.
 
 The index is copied to a temporary folder first; the one given is never written.  Prints JSON (with the
 machine) and writes ``bench/results/reliability.json``.  The fast versions of the same suites run in CI
@@ -22,13 +23,14 @@ import shutil
 import tempfile
 import time
 
+from bench import REPO
 from bench.machine import emit
-from simsearch.reliability.badinput import run_bad_inputs
-from simsearch.reliability.crash import run_crash_trials
-from simsearch.reliability.server import ServerProcess
-from simsearch.reliability.soak import run_soak, verify_items
+from bench.reliability.badinput import run_bad_inputs
+from bench.reliability.crash import run_crash_trials
+from bench.reliability.server import ServerProcess
+from bench.reliability.soak import run_soak, verify_items
+from index.db import DB_FILE
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "bench-reliability-token-" + os.urandom(8).hex()
 
 
@@ -49,7 +51,7 @@ def bad_input(index_dir: str, workdir: str) -> dict:
 
 
 def schema_fuzz(index_dir: str, workdir: str, examples: int, seed: int) -> dict:
-    from simsearch.reliability.schema_fuzz import run_schema_fuzz
+    from bench.reliability.schema_fuzz import run_schema_fuzz
 
     with ServerProcess(index_dir, token=TOKEN, log_path=os.path.join(workdir, "schema.log")) as server:
         summary, seconds = _timed(run_schema_fuzz, server.url, TOKEN, max_examples=examples, seed=seed)
@@ -57,7 +59,7 @@ def schema_fuzz(index_dir: str, workdir: str, examples: int, seed: int) -> dict:
 
 
 def decode_fuzz(inputs: int, seed: int) -> dict:
-    from simsearch.reliability.decode_fuzz import run_decode_fuzz
+    from bench.reliability.decode_fuzz import run_decode_fuzz
 
     summary, seconds = _timed(run_decode_fuzz, n_inputs=inputs, seed=seed)
     return {**summary, "seconds": seconds}
@@ -74,20 +76,23 @@ def soak(index_dir: str, workdir: str, seconds: float, clients: int, seed: int) 
             "live_items_checked": len(state.live), "deleted_items_checked": len(state.deleted)}
 
 
-def crash(index_dir: str, kills: int, seed: int) -> dict:
-    (summary, ledger), seconds = _timed(run_crash_trials, index_dir, TOKEN, kills=kills, seed=seed)
+def crash(index_dir: str, kills: int, compaction_kills: int, seed: int) -> dict:
+    (summary, ledger), seconds = _timed(run_crash_trials, index_dir, TOKEN, kills=kills,
+                                        compaction_kills=compaction_kills, seed=seed)
     with ServerProcess(index_dir, token=TOKEN) as server:
         after = verify_items(server.url, {i: (label, None) for i, label in ledger.live.items()}, ledger.deleted)
     return {**summary, "seconds": seconds, "problems_via_restarted_server": after[:10]}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.reliability", description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", default=os.path.join(REPO, "runs", "fmnist-index"),
                         help="index directory with its model.pt (copied, never written)")
     parser.add_argument("--soak-seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs during writes")
+    parser.add_argument("--compaction-kills", type=int, default=10,
+                        help="SIGKILLs during writes while another process compacts in a loop")
     parser.add_argument("--schema-examples", type=int, default=200)
     parser.add_argument("--fuzz-inputs", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
@@ -95,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated subset of the suites")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "reliability.json"))
     args = parser.parse_args(argv)
-    if not os.path.isfile(os.path.join(args.index, "manifest.json")):
+    if not os.path.isfile(os.path.join(args.index, DB_FILE)):
         parser.error(f"{args.index} is not an index directory; build one first (bash scripts/demo.sh)")
     only = set(args.only.split(","))
     results: dict = {}
-    with tempfile.TemporaryDirectory(prefix="simsearch-reliability-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="bench-reliability-") as workdir:
         def fresh_copy(name: str) -> str:
             target = os.path.join(workdir, name)
-            shutil.copytree(args.index, target, ignore=shutil.ignore_patterns("uploads", ".write.lock"))
+            shutil.copytree(args.index, target, ignore=shutil.ignore_patterns("uploads", ".lock"))
             return target
 
         if "bad_input" in only:
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if "soak" in only:
             results["soak"] = soak(fresh_copy("soak"), workdir, args.soak_seconds, args.clients, args.seed)
         if "crash" in only:
-            results["crash"] = crash(fresh_copy("crash"), args.kills, args.seed)
+            results["crash"] = crash(fresh_copy("crash"), args.kills, args.compaction_kills, args.seed)
     emit({"benchmark": "reliability", "index": os.path.abspath(args.index),
           "server": {"workers": 2, "threads": 4, "mode": "gunicorn (simsearch serve)"}, **results}, args.out)
     return 0

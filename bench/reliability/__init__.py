@@ -1,7 +1,7 @@
 """Reliability and security suites run against a real ``simsearch serve`` (issue 6).
 
 Each module is one suite with a plain function that returns a JSON-able summary; the fast versions run in
-``tests/reliability`` and the long ones in ``bench/reliability.py``:
+``tests/reliability`` and the long ones in ``python -m bench.reliability`` (``__main__.py``):
 
 * :mod:`.server`: start, kill and restart a real server on loopback, in its own process group.
 * :mod:`.badinput`: generated bad (and odd but valid) uploads, ids and parameters, with expected answers.

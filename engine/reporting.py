@@ -12,17 +12,10 @@ import numpy as np
 
 from report import EmbeddingSet, ReportConfig, ReportResult, build_report
 from similarity.checkpoint import Checkpoint
-from similarity.data import LabelledImages, export_to_folder, load_fashion_mnist, load_labelled_images
-from simsearch.pipeline import checkpoint_for, open_index
+from similarity.data import LabelledImages, fashion_mnist_folder, load_labelled_images
+from engine.build import checkpoint_for, open_index
 
 log = logging.getLogger(__name__)
-
-DEFAULT_EXPORT_ROOT = Path("data") / "fashion-mnist-png"
-
-
-def fashion_mnist_folder(split: str, root: str | os.PathLike = DEFAULT_EXPORT_ROOT) -> LabelledImages:
-    """Fashion-MNIST ``split`` as PNG files under ``root/split`` (written once, then reused)."""
-    return export_to_folder(load_fashion_mnist(None, split), Path(root) / split)
 
 
 def held_out_queries(checkpoint: Checkpoint, which: str | None) -> LabelledImages | None:

@@ -1,24 +1,41 @@
 """Crash safety: SIGKILL a real server (master and workers at once) at random moments while client threads
-add and delete images (every add and delete saves the index), then check on disk that the index loads and
-holds every add acknowledged before the kill and none of the acknowledged deletes."""
+add and delete images (each one a durable SQLite transaction) and, in compaction trials, while another
+process compacts the index in a loop (killed too); then check on disk that the index opens and holds every
+add acknowledged before the kill and none of the acknowledged deletes, and that a compaction afterwards
+leaves no orphan upload file."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 import random
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 
 import requests
 
+from bench import REPO
+from bench.reliability.server import ServerProcess
+from bench.reliability.soak import unique_image
+from engine import UPLOADS_DIR
 from index import IndexStore
-from index.persist import GENERATION_FILE
-from simsearch.reliability.server import ServerProcess
-from simsearch.reliability.soak import unique_image
+from index.store import CHECKPOINT_DIR
+
+# a separate process that compacts the index over and over (forced rebuilds), as `simsearch index compact`
+# would, while the server writes; killed with the server
+_COMPACT_LOOP = """
+import sys
+from engine import Engine
+engine = Engine.open(sys.argv[1])
+while True:
+    engine.compact(force=True)
+    print("compacted", flush=True)
+"""
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +93,9 @@ def check_on_disk(index_dir: str, ledger: Ledger) -> list[str]:
         return [f"index does not load: {type(exc).__name__}: {exc}"]
     problems = []
     try:
-        stats = store.stats()
-        if stats["ntotal"] != len(store):  # live vectors (stored - tombstones) against metadata rows
-            problems.append(f"{stats['ntotal']} live vectors but {len(store)} metadata rows")
+        rows = sum(1 for _ in store.iter_items())
+        if len(store) != rows:  # live vectors in the FAISS view against rows in the truth
+            problems.append(f"{len(store)} live vectors in the view but {rows} items in the database")
         with ledger.lock:
             live, deleted, in_doubt = dict(ledger.live), set(ledger.deleted), dict(ledger.in_doubt)
         for item_id, label in live.items():
@@ -100,32 +117,54 @@ def check_on_disk(index_dir: str, ledger: Ledger) -> list[str]:
 
 
 def interrupted_write(index_dir: str) -> bool:
-    """True when a kill left a save half done: a ``.tmp`` file, or generation files newer than the
-    manifest's (evidence that the kill landed inside a write, not between two)."""
-    with open(os.path.join(index_dir, "manifest.json")) as handle:
-        generation = json.load(handle)["generation"]
-    for root, _dirs, files in os.walk(index_dir):
-        for name in files:
-            match = GENERATION_FILE.match(name)
-            if name.endswith(".tmp") or (match and int(match.group(2)) > generation):
-                return True
-    return False
+    """True when a kill left a write half done: a temporary file (an upload or a checkpoint being written)
+    or an upload file that no item references (written, but killed before its transaction committed)."""
+    uploads = os.path.join(index_dir, UPLOADS_DIR)
+    folders = [os.path.join(index_dir, CHECKPOINT_DIR), uploads]
+    if any(name.endswith(".tmp") for folder in folders if os.path.isdir(folder) for name in os.listdir(folder)):
+        return True
+    return bool(orphan_uploads(index_dir))
 
 
-def run_crash_trials(index_dir: str, token: str, *, kills: int, seed: int = 0, writers: int = 4,
-                     min_delay_s: float = 0.3, max_delay_s: float = 3.0, workers: int = 2) -> tuple[dict, Ledger]:
-    """``kills`` trials of: start the server, let ``writers`` threads add and delete, SIGKILL the whole
-    process group after a random delay, check the index on disk.  Returns a JSON-able summary and the
-    ledger of acknowledged writes (to check again through a restarted server)."""
+def orphan_uploads(index_dir: str) -> list[str]:
+    """Upload files that no live item references."""
+    uploads = os.path.join(os.path.abspath(index_dir), UPLOADS_DIR)
+    if not os.path.isdir(uploads):
+        return []
+    store = IndexStore.open(index_dir)
+    try:
+        referenced = store.paths_under(uploads + os.sep)
+    finally:
+        store.close()
+    return sorted(name for name in os.listdir(uploads) if os.path.join(uploads, name) not in referenced)
+
+
+def _start_compactor(index_dir: str, log_path: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-c", _COMPACT_LOOP, index_dir], stdout=log, stderr=log, env=env,
+                                start_new_session=True)
+
+
+def run_crash_trials(index_dir: str, token: str, *, kills: int, compaction_kills: int = 0, seed: int = 0,
+                     writers: int = 4, min_delay_s: float = 0.3, max_delay_s: float = 3.0,
+                     workers: int = 2) -> tuple[dict, Ledger]:
+    """``kills + compaction_kills`` trials of: start the server, let ``writers`` threads add and delete (and,
+    in the last ``compaction_kills`` trials, another process compact in a loop), SIGKILL everything after a
+    random delay, check the index on disk.  At the end, compact with no grace period (nothing is writing)
+    and check that no orphan upload file survives.  Returns a JSON-able summary and the ledger of
+    acknowledged writes (to check again through a restarted server)."""
     rng = random.Random(seed)
     ledger = Ledger()
     problems: list[str] = []
-    survived = mid_write = 0
+    survived = mid_write = compactions_killed = 0
     delays = []
     with tempfile.TemporaryDirectory(prefix="simsearch-crash-logs-") as logs:
-        for trial in range(kills):
+        for trial in range(kills + compaction_kills):
             server = ServerProcess(index_dir, token=token, workers=workers, threads=4,
                                    log_path=os.path.join(logs, f"server-{trial}.log")).start()
+            compactor = (_start_compactor(index_dir, os.path.join(logs, f"compact-{trial}.log"))
+                         if trial >= kills else None)
             stop = threading.Event()
             threads = [threading.Thread(target=_writer, daemon=True,
                                         args=(server.url, token, ledger, stop, random.Random(rng.random()),
@@ -136,6 +175,10 @@ def run_crash_trials(index_dir: str, token: str, *, kills: int, seed: int = 0, w
             delay = rng.uniform(min_delay_s, max_delay_s)
             delays.append(delay)
             time.sleep(delay)
+            if compactor is not None:
+                compactions_killed += compactor.poll() is None
+                os.killpg(compactor.pid, signal.SIGKILL)
+                compactor.wait()
             server.kill()  # SIGKILL to master and workers, mid-request
             stop.set()
             for thread in threads:
@@ -146,13 +189,23 @@ def run_crash_trials(index_dir: str, token: str, *, kills: int, seed: int = 0, w
                 problems += [f"kill {trial + 1}: {p}" for p in found]
             else:
                 survived += 1
-            logger.info("kill %d/%d after %.2f s: %s", trial + 1, kills, delay, "ok" if not found else found[:3])
-    store = IndexStore.open(index_dir)
-    try:  # deletes saved but killed before their answer: the reason they are in doubt, not lost
-        landed = sum(store.get(item_id) is None for item_id in ledger.in_doubt)
+            logger.info("kill %d/%d after %.2f s: %s", trial + 1, kills + compaction_kills, delay,
+                        "ok" if not found else found[:3])
+    from engine import Engine
+
+    orphans_before = len(orphan_uploads(index_dir))
+    engine = Engine.open(index_dir)
+    try:  # deletes committed but killed before their answer: the reason they are in doubt, not lost
+        landed = sum(engine.get(item_id) is None for item_id in ledger.in_doubt)
+        engine.compact(orphan_grace_s=0.0)
     finally:
-        store.close()
-    return {"kills": kills, "kills_survived": survived, "acknowledged_adds_live": len(ledger.live),
+        engine.close()
+    orphans_after = orphan_uploads(index_dir)
+    problems += [f"orphan upload {name} survived compaction" for name in orphans_after]
+    problems += check_on_disk(index_dir, ledger)
+    return {"kills": kills, "compaction_kills": compaction_kills, "compactions_running_at_kill": compactions_killed,
+            "kills_survived": survived, "acknowledged_adds_live": len(ledger.live),
+            "orphan_uploads_before_compaction": orphans_before, "orphan_uploads_after_compaction": len(orphans_after),
             "acknowledged_deletes": len(ledger.deleted), "kills_inside_a_write": mid_write,
             "deletes_unanswered_at_kill": len(ledger.in_doubt), "unanswered_deletes_that_landed": landed,
             "lost_items": sum("missing" in p for p in problems),

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from simsearch.reliability import corpus
-from simsearch.reliability.http import Answer, Part, multipart, send
-from simsearch.reliability.snapshot import differences, fingerprint
+from bench.reliability import corpus
+from bench.reliability.http import Answer, Part, multipart, send
+from bench.reliability.snapshot import differences, fingerprint
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,5 @@
-"""Glue between the model (``similarity``) and the index (``index``): build, grow and query an index
-directory with a checkpoint. An index directory is self-contained: it holds a copy of the checkpoint
-as ``model.pt`` beside the FAISS index, its SQLite metadata and its manifest.
+"""Building and growing an index directory with a checkpoint.  An index directory is self-contained: it
+holds a copy of the checkpoint (``model.pt``, see :mod:`engine.layout`) beside the store (``index``).
 """
 
 from __future__ import annotations
@@ -8,21 +7,19 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from index import IndexConfig, IndexStore, Neighbor, Vote, majority_vote
+from engine.layout import MODEL_FILE
+from index import MODEL_FIELDS, IndexConfig, IndexStore
+from index.persist import fsync_dir, write_file_atomic
 from similarity.checkpoint import Checkpoint, load_checkpoint
 from similarity.data import LabelledImages, SkippedFile
 from similarity.embedder import Embedder
-from similarity.imageio import ImageSource, open_image
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.pt"
 
 
 @dataclass
@@ -46,9 +43,14 @@ def open_index(index_dir: str | os.PathLike, checkpoint: Checkpoint) -> IndexSto
     return IndexStore.open(str(index_dir), expect_model=index_model_info(checkpoint))
 
 
+def check_index(index_dir: str | os.PathLike) -> None:
+    """Raise ``IndexStoreError`` saying why ``index_dir`` is not a usable index (without its model)."""
+    IndexStore.open(str(index_dir)).close()
+
+
 def index_model_info(checkpoint: Checkpoint) -> dict:
     info = checkpoint.model_info()
-    return {key: info[key] for key in ("checkpoint_sha256", "embedding_dim", "metric", "preprocess")}
+    return {key: info[key] for key in MODEL_FIELDS}
 
 
 def add_images(store: IndexStore, embedder: Embedder, data: LabelledImages, *, batch_size: int = 256,
@@ -88,8 +90,8 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out_di
         raise FileExistsError(f"{out} exists and is not empty; choose a new directory or delete it")
     checkpoint = load_checkpoint(checkpoint_path)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(checkpoint_path, out / (MODEL_FILE + ".tmp"))
-    os.replace(out / (MODEL_FILE + ".tmp"), out / MODEL_FILE)
+    write_file_atomic(str(out / MODEL_FILE), lambda tmp: shutil.copyfile(checkpoint_path, tmp))
+    fsync_dir(str(out))
     embedder = checkpoint.embedder()
     started = time.perf_counter()
     result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress)
@@ -98,22 +100,11 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out_di
         config = replace(config, expected_size=max(1, len(result.kept)))
     store = IndexStore.create(str(out), checkpoint.config.model.embedding_dim, config=config,
                               model_info=index_model_info(checkpoint))
-    _append(store, data, result.embeddings, result.kept)
-    store.save()
-    return BuildSummary(str(out), len(result.kept), result.skipped, store.index_type or "",
+    try:
+        _append(store, data, result.embeddings, result.kept)
+        store.checkpoint()  # so that opening loads the FAISS index instead of replaying the whole log
+        index_type = store.index_type or ""
+    finally:
+        store.close()
+    return BuildSummary(str(out), len(result.kept), result.skipped, index_type,
                         seconds, len(data) / seconds if seconds else 0.0)
-
-
-@dataclass
-class QueryResult:
-    neighbours: list[Neighbor]
-    vote: Vote
-
-
-def query_images(store: IndexStore, embedder: Embedder, images: Sequence[ImageSource], *, k: int = 10,
-                 weighted: bool = False, unknown_below: float | None = None) -> list[QueryResult]:
-    """Decode, embed and search each image; returns its neighbours and their majority vote."""
-    decoded = [open_image(image) for image in images]
-    hits = store.search(embedder.embed_images(decoded), k)
-    return [QueryResult(h, majority_vote([n.label for n in h], [n.similarity for n in h], weighted=weighted,
-                                         unknown_below=unknown_below)) for h in hits]

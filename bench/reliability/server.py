@@ -13,7 +13,7 @@ import time
 
 import requests
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import REPO
 
 
 def free_port() -> int:
@@ -31,13 +31,14 @@ class ServerProcess:
 
     def __init__(self, index_dir: str, *, token: str | None = None, workers: int = 2, threads: int = 4,
                  dev: bool = False, log_level: str = "warning", log_path: str | None = None,
-                 extra_args: tuple[str, ...] = (), env: dict | None = None) -> None:
+                 extra_args: tuple[str, ...] = (), env: dict | None = None, cwd: str = REPO) -> None:
         self.index_dir = str(index_dir)
         self.token = token
         self.workers, self.threads, self.dev = workers, threads, dev
         self.log_level = log_level
         self.extra_args = tuple(extra_args)
         self.env = dict(env or {})
+        self.cwd = cwd  # the code that runs: `python -m` imports from here first (benches run older code)
         if log_path is None:
             handle, log_path = tempfile.mkstemp(prefix="simsearch-server-", suffix=".log")
             os.close(handle)
@@ -53,7 +54,7 @@ class ServerProcess:
         """Start the server and wait until ``/api/health`` answers 200; raise ``RuntimeError`` if it exits
         or does not answer within ``timeout`` seconds."""
         self.port = free_port()
-        env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1", **self.env}
+        env = {**os.environ, "PYTHONPATH": self.cwd, "OMP_NUM_THREADS": "1", **self.env}
         env.pop("SIMSEARCH_API_TOKEN", None)
         if self.token:
             env["SIMSEARCH_API_TOKEN"] = self.token
@@ -64,7 +65,7 @@ class ServerProcess:
             cmd.append("--dev")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, cwd=REPO, start_new_session=True)
+                                         env=env, cwd=self.cwd, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

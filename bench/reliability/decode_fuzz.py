@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from bench import REPO
 from similarity.config import PreprocessSpec
-from simsearch.reliability.server import REPO
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -324,7 +324,7 @@ class _Worker:
                "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
         self._stderr, self._buffer = tempfile.TemporaryFile(), b""
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from simsearch.reliability.decode_fuzz import worker_main; worker_main()",
+            [sys.executable, "-c", "from bench.reliability.decode_fuzz import worker_main; worker_main()",
              str(memory_limit_mb)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         ready = self._read_line(startup_timeout_s)
         if ready is None:

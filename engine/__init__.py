@@ -1,0 +1,40 @@
+"""The search engine: an index directory together with the checkpoint it was built with.
+
+Everything that turns images into answers lives here, once: opening an index with its model, building and
+growing it, and the single search path (decode -> embed -> search -> vote).  The API, the CLI, the
+notebook and the report call it; none of them repeats a step.
+"""
+
+from engine.build import (BuildSummary, add_images, build_index, check_index, checkpoint_for, index_model_info,
+                          open_index)
+from engine.engine import (DEFAULT_REQUEST_PIXELS, ORPHAN_GRACE_S, UPLOAD_FORMATS, Engine, PixelBudgetExceeded,
+                           SearchResult, make_rng, mime_type, set_torch_threads)
+from engine.layout import MODEL_FILE, REPORT_DIR, REPORT_HTML, UPLOADS_DIR
+
+__all__ = ["BuildSummary", "DEFAULT_REQUEST_PIXELS", "Engine", "MODEL_FILE", "ORPHAN_GRACE_S", "PixelBudgetExceeded",
+           "REPORT_DIR", "REPORT_HTML", "SearchResult", "UPLOADS_DIR", "UPLOAD_FORMATS", "add_images", "build_index",
+           "check_index", "checkpoint_for", "index_model_info", "make_rng", "mime_type", "open_index", "set_torch_threads"]
+
+# the index's public types, so that the API and the CLI import from the engine only
+from index import (INDEX_TYPES, IndexBusyError, IndexConfig, IndexMismatchError, ItemMeta,  # noqa: E402
+                   Neighbor, Vote)
+from index.migrate import migrate_legacy as migrate_index  # noqa: E402
+from similarity.data import LabelledImages, load_labelled_images  # noqa: E402
+
+__all__ += ["INDEX_TYPES", "IndexBusyError", "IndexConfig", "IndexMismatchError", "ItemMeta", "LabelledImages",
+            "Neighbor", "Vote", "load_labelled_images", "migrate_index"]
+
+# what the CLI needs from the layers below, so that it imports from the engine only
+from index import IndexStoreError  # noqa: E402
+from similarity.checkpoint import CheckpointError  # noqa: E402
+from similarity.data import DatasetError, fashion_mnist_folder  # noqa: E402
+from similarity.imageio import ImageDecodeError  # noqa: E402
+from similarity.version import simsearch_version  # noqa: E402
+
+__all__ += ["CheckpointError", "DatasetError", "ImageDecodeError", "IndexStoreError", "fashion_mnist_folder",
+            "simsearch_version"]
+
+# the one thumbnail scaling, shared by the API and the report
+from similarity.imageio import scale_to_fit  # noqa: E402
+
+__all__ += ["scale_to_fit"]

@@ -1,0 +1,282 @@
+"""``Engine``: an index directory opened together with the checkpoint it was built with.
+
+The single search path lives here (decode -> embed -> search -> vote), and so do the writes that involve
+images: an upload's file is written and fsynced (file and folder) before the transaction that references
+it commits, and :meth:`Engine.compact` removes whatever a crash left unreferenced.  The API, the CLI, the
+notebook and the benchmarks all call these methods.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from engine.build import add_images, checkpoint_for, open_index
+from engine.layout import UPLOADS_DIR
+from index import IndexStore, ItemMeta, Neighbor, Vote, majority_vote
+from index.persist import fsync_dir
+from similarity.checkpoint import Checkpoint
+from similarity.data import LabelledImages, SkippedFile
+from similarity.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource, open_image
+
+logger = logging.getLogger(__name__)
+
+# format Pillow reports -> (file extension, MIME type) of stored uploads
+UPLOAD_FORMATS = {"PNG": (".png", "image/png"), "JPEG": (".jpg", "image/jpeg"), "GIF": (".gif", "image/gif"),
+                  "BMP": (".bmp", "image/bmp"), "WEBP": (".webp", "image/webp"), "TIFF": (".tif", "image/tiff"),
+                  "PPM": (".ppm", "image/x-portable-anymap")}
+DEFAULT_REQUEST_PIXELS = 100_000_000
+ORPHAN_GRACE_S = 300.0
+
+
+class PixelBudgetExceeded(ValueError):
+    """The images of one request hold more pixels in total than the request budget allows."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One query's neighbors (best first), their vote and the time of each step in milliseconds."""
+
+    neighbors: list[Neighbor]
+    vote: Vote
+    weighted: bool
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def mime_type(path: str) -> str | None:
+    """The MIME type of a stored image file, from its extension (None if unknown)."""
+    lower = path.lower()
+    if lower.endswith(".jpeg"):
+        return "image/jpeg"
+    return next((mime for ext, mime in UPLOAD_FORMATS.values() if lower.endswith(ext)), None)
+
+
+class Engine:
+    """Search, classify and maintain one index directory with its model.  Thread-safe; one per process."""
+
+    def __init__(self, directory: str, checkpoint: Checkpoint, store: IndexStore) -> None:
+        self.directory = directory
+        self.checkpoint = checkpoint
+        self.store = store
+        self.embedder = checkpoint.embedder()
+        self._uploads = os.path.join(os.path.abspath(directory), UPLOADS_DIR)
+
+    @classmethod
+    def open(cls, index_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> "Engine":
+        """Load the checkpoint (``index_dir/model.pt`` unless given) and open the index, refusing one built
+        with another model.  Raises ``CheckpointError`` / ``IndexStoreError``."""
+        ckpt = checkpoint_for(index_dir, checkpoint)
+        return cls(os.fspath(index_dir), ckpt, open_index(index_dir, ckpt))
+
+    def close(self) -> None:
+        self.store.close()
+
+    @property
+    def model_info(self) -> dict:
+        return self.checkpoint.model_info()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    # ------------------------------------------------------------------ the search path
+    def embed(self, images: Sequence[ImageSource], *, names: Sequence[str] | None = None,
+              max_pixels: int = DEFAULT_MAX_PIXELS, request_pixels: int = DEFAULT_REQUEST_PIXELS) -> np.ndarray:
+        """Decode and embed each image in turn (one decoded image in memory at a time): ``(n, d) float32``.
+
+        Raises ``ImageDecodeError`` naming the image, or :class:`PixelBudgetExceeded` once the images
+        decoded so far hold more than ``request_pixels`` pixels."""
+        return self._embed_timed(images, names, max_pixels, request_pixels)[0]
+
+    def _embed_timed(self, images: Sequence[ImageSource], names: Sequence[str] | None, max_pixels: int,
+                     request_pixels: int) -> tuple[np.ndarray, float, float]:
+        names = list(names) if names is not None else [f"images[{i}]" for i in range(len(images))]
+        vectors, pixels, decode_s, embed_s = [], 0, 0.0, 0.0
+        for source, name in zip(images, names, strict=True):
+            started = time.perf_counter()
+            try:
+                image = open_image(source, max_pixels=max_pixels)
+            except ImageDecodeError as exc:
+                raise ImageDecodeError(str(exc).replace("upload:", f"{name}:", 1)) from None
+            pixels += image.width * image.height
+            if pixels > request_pixels:
+                raise PixelBudgetExceeded(f"the images of this request hold over {request_pixels} pixels in total "
+                                          f"(reached at {name}); send fewer or smaller images")
+            decoded = time.perf_counter()
+            vectors.append(self.embedder.embed_images([image]))
+            del image
+            decode_s += decoded - started
+            embed_s += time.perf_counter() - decoded
+        xq = np.concatenate(vectors) if vectors else np.zeros((0, self.store.dim), np.float32)
+        return xq, decode_s, embed_s
+
+    def search(self, images: Sequence[ImageSource], *, k: int = 10, weighted: bool = False,
+               unknown_below: float | None = None, names: Sequence[str] | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS,
+               request_pixels: int = DEFAULT_REQUEST_PIXELS) -> list[SearchResult]:
+        """Nearest ``k`` items and their majority vote for each image (a path, bytes or a file object)."""
+        if not len(images):
+            raise ValueError("no image given")
+        started = time.perf_counter()
+        xq, decode_s, embed_s = self._embed_timed(images, names, max_pixels, request_pixels)
+        embedded = time.perf_counter()
+        hits = self.store.search(xq, k)
+        searched = time.perf_counter()
+        votes = [self.vote(h, weighted=weighted, unknown_below=unknown_below) for h in hits]
+        done = time.perf_counter()
+        timings = {"decode": _ms(decode_s), "embed": _ms(embed_s), "search": _ms(searched - embedded),
+                   "vote": _ms(done - searched), "total": _ms(done - started)}
+        return [SearchResult(h, v, weighted, timings) for h, v in zip(hits, votes)]
+
+    @staticmethod
+    def vote(neighbors: list[Neighbor], *, weighted: bool = False, unknown_below: float | None = None) -> Vote:
+        return majority_vote([n.label for n in neighbors], [n.similarity for n in neighbors], weighted=weighted,
+                             unknown_below=unknown_below)
+
+    def similar(self, item_id: int, *, k: int = 10, weighted: bool = False,
+                unknown_below: float | None = None) -> tuple[ItemMeta, SearchResult] | None:
+        """The ``k`` nearest other items of an indexed item (itself left out), or None if it is not live."""
+        started = time.perf_counter()
+        item = self.get(item_id)
+        if item is None:
+            return None
+        try:
+            xq = self.store.reconstruct(item.id).reshape(1, -1)
+        except KeyError:  # deleted meanwhile
+            return None
+        hits = [n for n in self.store.search(xq, k + 1)[0] if n.id != item.id][:k]
+        searched = time.perf_counter()
+        vote = self.vote(hits, weighted=weighted, unknown_below=unknown_below)
+        return item, SearchResult(hits, vote, weighted, {"search": _ms(searched - started),
+                                                         "total": _ms(time.perf_counter() - started)})
+
+    # ------------------------------------------------------------------ items
+    def get(self, item_id: int) -> ItemMeta | None:
+        """A live item's metadata, or None (also for ids out of range)."""
+        return self.store.get(item_id) if 0 <= item_id < 2**63 else None
+
+    def random_items(self, n: int, rng: np.random.Generator) -> list[ItemMeta]:
+        ids = self.store.random_ids(n, rng)
+        return [m for m in (self.store.get(int(i)) for i in ids) if m is not None]
+
+    def open_file(self, item: ItemMeta, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """Decode an item's stored image file; raises ``ImageDecodeError`` if it is missing or unreadable."""
+        return open_image(item.path, max_pixels=max_pixels)
+
+    def is_upload(self, path: str) -> bool:
+        return os.path.abspath(path).startswith(self._uploads + os.sep)
+
+    # ------------------------------------------------------------------ writes
+    def add_image(self, data: bytes, label: str, *, source: str = "upload",
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> ItemMeta:
+        """Decode and embed an uploaded image, store its file under ``uploads/`` (written and fsynced with its
+        folder), then add it in one durable transaction.  If the add fails the file is removed; if the
+        process dies in between, :meth:`compact` removes the unreferenced file."""
+        xb = self.embed([data], names=["image"], max_pixels=max_pixels)
+        ext = UPLOAD_FORMATS.get(_sniff_format(data), (".img", None))[0]
+        path = self._write_upload(data, ext)
+        try:
+            ids = self.store.add(xb, labels=[label], paths=[path], sources=[source])
+        except BaseException:
+            _remove_quietly(path)
+            raise
+        item = self.store.get(int(ids[0]))
+        if item is None:  # deleted by another writer in the instant since it committed
+            return ItemMeta(int(ids[0]), path, label, time.time(), source)
+        logger.info("added image %d (%s) as %s", item.id, label, path)
+        return item
+
+    def add_collection(self, data: LabelledImages, *, batch_size: int = 256, num_workers: int = 0,
+                       progress: bool = True, source: str | None = None) -> tuple[np.ndarray, list[SkippedFile]]:
+        """Embed a labelled collection of files and add it in one transaction; returns (ids, skipped)."""
+        return add_images(self.store, self.embedder, data, batch_size=batch_size, num_workers=num_workers,
+                          progress=progress, source=source)
+
+    def delete(self, ids: Sequence[int]) -> list[ItemMeta]:
+        """Delete items for good (durable when this returns); their uploaded files, if any, are removed."""
+        gone = self.store.remove(list(ids))
+        for item in gone:
+            if self.is_upload(item.path):
+                _remove_quietly(item.path)
+        return gone
+
+    def compact(self, *, force: bool = False, orphan_grace_s: float = ORPHAN_GRACE_S) -> dict:
+        """Checkpoint (rebuilding when due, see ``IndexStore.compact``) and remove upload files that no item
+        references and that are older than ``orphan_grace_s`` (younger ones may belong to an add in flight)."""
+        result = self.store.compact(force=force).to_dict()
+        result["orphans_removed"] = self.remove_orphan_uploads(orphan_grace_s)
+        return result
+
+    def remove_orphan_uploads(self, grace_s: float = ORPHAN_GRACE_S) -> int:
+        if not os.path.isdir(self._uploads):
+            return 0
+        names = os.listdir(self._uploads)
+        referenced = self.store.paths_under(self._uploads + os.sep)
+        cutoff = time.time() - grace_s
+        removed = 0
+        for name in names:
+            path = os.path.join(self._uploads, name)
+            try:
+                if path not in referenced and os.stat(path).st_mtime <= cutoff:
+                    os.remove(path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            fsync_dir(self._uploads)
+            logger.info("removed %d orphan upload file(s) from %s", removed, self._uploads)
+        return removed
+
+    def _write_upload(self, data: bytes, ext: str) -> str:
+        os.makedirs(self._uploads, exist_ok=True)
+        path = os.path.join(self._uploads, uuid.uuid4().hex + ext)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(self._uploads)
+        return path
+
+    def stats(self) -> dict:
+        return self.store.stats()
+
+
+def make_rng(seed: int | None) -> np.random.Generator:
+    """The random generator for :meth:`Engine.random_items` (``seed`` None: fresh entropy)."""
+    return np.random.default_rng(seed)
+
+
+def set_torch_threads(n: int) -> None:
+    """Intra-op threads for embedding in this process (a server gives each worker a share of the cores)."""
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+def _sniff_format(data: bytes) -> str | None:
+    """Pillow's name for the format of already-validated image bytes (reads the header only)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format
+    except Exception:  # noqa: BLE001 - open_image already accepted it; the name is only cosmetic
+        return None
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

@@ -1,0 +1,15 @@
+"""Names inside an index directory that belong to the engine (the store's own files are ``index``'s business).
+
+    <index_dir>/model.pt     the checkpoint the index was built with (a copy, fsynced)
+    <index_dir>/uploads/     images added through the API, referenced by their items
+    <index_dir>/report/      the last report (served by the API at /report)
+"""
+
+from __future__ import annotations
+
+from similarity.checkpoint import CHECKPOINT_FILE
+
+MODEL_FILE = CHECKPOINT_FILE  # the index keeps its model under the name training gives it
+UPLOADS_DIR = "uploads"
+REPORT_DIR = "report"
+REPORT_HTML = "report.html"

@@ -1,0 +1,421 @@
+"""The truth of an index: one SQLite database in WAL mode (``<index_dir>/store.sqlite``).
+
+Tables::
+
+    settings     key -> JSON value: format, dim, model identity, config, index type, id counter, log floor
+    items        id, vector (float32 blob, as searched), label, path, added_at, source
+    changes      the ordered change log: seq (AUTOINCREMENT), op ('add' | 'delete'), item_id, at
+    checkpoints  the FAISS checkpoints written so far: gen, the log seq each covers, file, sha256, tombstones
+
+An add or a delete is one ``BEGIN IMMEDIATE`` transaction that changes ``items`` and appends to ``changes``;
+it is durable when it commits (``synchronous=FULL``: the WAL is fsynced at every commit, so a commit
+survives a power cut, not only a killed process).  SQLite orders writers across threads and processes;
+a writer that cannot get the lock within ``busy_timeout_s`` gets :class:`IndexBusyError`.
+
+Every thread gets its own connection (SQLite connections are not meant to be shared across threads).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from index.errors import IndexBusyError, IndexStoreError
+
+logger = logging.getLogger(__name__)
+
+DB_FILE = "store.sqlite"
+FORMAT = "simsearch-index"
+FORMAT_VERSION = 2
+SYNCHRONOUS = ("full", "normal")
+_CHUNK = 900  # stays under SQLite's bound-parameter limit
+
+_SCHEMA = """
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE items (
+    id INTEGER PRIMARY KEY,
+    vector BLOB NOT NULL,
+    label TEXT NOT NULL,
+    path TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    source TEXT
+);
+CREATE INDEX items_label ON items(label);
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL CHECK (op IN ('add', 'delete')),
+    item_id INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE checkpoints (
+    gen INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    index_type TEXT NOT NULL,
+    factory TEXT NOT NULL,
+    stored INTEGER NOT NULL,
+    tombstones BLOB NOT NULL,
+    trained_on INTEGER NOT NULL,
+    rebuilt INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class ItemMeta:
+    """What the store knows about one indexed item; ``added_at`` is a Unix time in seconds."""
+
+    id: int
+    path: str
+    label: str
+    added_at: float
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    """One FAISS checkpoint: the file holds the view of the log up to ``seq`` (``tombstones``: ids deleted
+    but still inside the file's graph/lists; ``trained_on``: vectors an IVF quantizer was trained on;
+    ``rebuilt``: built afresh from the truth, as a compaction does, rather than a copy of a view)."""
+
+    gen: int
+    seq: int
+    file: str
+    sha256: str
+    index_type: str
+    factory: str
+    stored: int
+    tombstones: np.ndarray
+    trained_on: int
+    rebuilt: bool
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The log after some seq, resolved against ``items`` in one snapshot.
+
+    ``add_ids: (a,) int64`` with ``add_vectors: (a, d) float32`` are the items added in the tail and still
+    alive at ``head``; ``delete_ids`` are the items deleted in the tail that were added before it (an item
+    both added and deleted in the tail appears in neither)."""
+
+    head: int
+    add_ids: np.ndarray
+    add_vectors: np.ndarray
+    delete_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.add_ids) + len(self.delete_ids)
+
+
+def db_path(directory: str) -> str:
+    return os.path.join(directory, DB_FILE)
+
+
+class StoreDB:
+    """The SQLite truth of one index directory, shared by the threads of a process."""
+
+    def __init__(self, path: str, *, synchronous: str = "full", busy_timeout_s: float = 30.0,
+                 read_only: bool = False) -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, got {synchronous!r}")
+        self.path = path
+        self._synchronous = synchronous
+        self._timeout = float(busy_timeout_s)
+        self._read_only = read_only
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ connections
+    @classmethod
+    def create(cls, path: str, settings: dict, **options) -> "StoreDB":
+        """A new database at ``path`` (which must not exist) holding the schema and ``settings``."""
+        if os.path.exists(path):
+            raise IndexStoreError(f"{path} already exists")
+        db = cls(path, **options)
+        conn = sqlite3.connect(path, isolation_level=None)  # creates the file; the schema in one transaction
+        try:
+            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+        finally:
+            conn.close()
+        with db.transaction() as conn:
+            conn.executemany("INSERT INTO settings VALUES (?, ?)",
+                             [(k, json.dumps(v)) for k, v in settings.items()])
+        return db
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise IndexStoreError(f"the index database {self.path} is closed")
+        uri = f"file:{self.path}?mode={'ro' if self._read_only else 'rw'}"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self._timeout, isolation_level=None,
+                                   check_same_thread=False)
+            if not self._read_only:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise IndexStoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+        except sqlite3.Error as exc:
+            raise IndexStoreError(f"cannot open the index database {self.path}: {exc}") from None
+        self._local.conn = conn
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        self._closed = True
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing never matters for the data
+                pass
+        self._local = threading.local()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``): committed when the block ends, rolled back if it raises."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _busy_or_error(exc, self.path) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise _busy_or_error(exc, self.path) from None
+            raise
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query in the block sees the same committed state."""
+        conn = self._conn()
+        try:  # a corrupt file ("database disk image is malformed") surfaces here, in a read
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise _busy_or_error(exc, self.path) from None
+
+    def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise _busy_or_error(exc, self.path) from None
+
+    # ------------------------------------------------------------------ settings
+    def settings(self) -> dict:
+        return {k: json.loads(v) for k, v in self.query("SELECT key, value FROM settings")}
+
+    @staticmethod
+    def set_setting(conn: sqlite3.Connection, key: str, value: object) -> None:
+        conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
+
+    @staticmethod
+    def get_setting(conn: sqlite3.Connection, key: str, default: object = None) -> object:
+        row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    # ------------------------------------------------------------------ writes
+    @staticmethod
+    def insert_items(conn: sqlite3.Connection, xb: np.ndarray, labels: Sequence[str], paths: Sequence[str],
+                     sources: Sequence[str | None]) -> np.ndarray:
+        """Inside a transaction: store ``xb: (n, d) float32`` and log their adds; returns the new ids."""
+        n = len(xb)
+        start = int(StoreDB.get_setting(conn, "next_id", 0))
+        ids = np.arange(start, start + n, dtype=np.int64)
+        now = time.time()
+        conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                         ((int(i), x.tobytes(), lab, p, now, s)
+                          for i, x, lab, p, s in zip(ids, xb, labels, paths, sources, strict=True)))
+        conn.executemany("INSERT INTO changes (op, item_id, at) VALUES ('add', ?, ?)",
+                         ((int(i), now) for i in ids))
+        StoreDB.set_setting(conn, "next_id", start + n)
+        return ids
+
+    @staticmethod
+    def delete_items(conn: sqlite3.Connection, ids: Sequence[int]) -> list[ItemMeta]:
+        """Inside a transaction: delete the live items among ``ids`` and log it; returns what was deleted."""
+        gone = list(StoreDB.get_items(conn, ids).values())
+        now = time.time()
+        conn.executemany("DELETE FROM items WHERE id = ?", ((m.id,) for m in gone))
+        conn.executemany("INSERT INTO changes (op, item_id, at) VALUES ('delete', ?, ?)",
+                         ((m.id, now) for m in gone))
+        return gone
+
+    # ------------------------------------------------------------------ reads
+    @staticmethod
+    def head(conn: sqlite3.Connection) -> int:
+        """The seq of the newest change ever logged (0 for none); an O(1) lookup."""
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+        return int(row[0]) if row else 0
+
+    def head_and_checkpoint(self) -> tuple[int, int]:
+        """``(log head, newest checkpoint gen)``: the one cheap query a reader makes before each search."""
+        row = self.query("SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'changes'), "
+                         "(SELECT max(gen) FROM checkpoints)")[0]
+        return int(row[0] or 0), int(row[1] or 0)
+
+    @staticmethod
+    def changes_since(conn: sqlite3.Connection, seq: int, dim: int) -> Changes:
+        """The resolved tail of the log after ``seq`` (call inside :meth:`snapshot`)."""
+        rows = conn.execute("SELECT c.op, c.item_id, i.vector FROM changes c LEFT JOIN items i ON i.id = c.item_id "
+                            "WHERE c.seq > ? ORDER BY c.seq", (seq,)).fetchall()
+        head = StoreDB.head(conn)
+        added: dict[int, bytes] = {}
+        deleted: list[int] = []
+        added_in_tail: set[int] = set()
+        for op, item_id, blob in rows:
+            if op == "add":
+                added_in_tail.add(item_id)
+                if blob is not None:  # still alive at the snapshot
+                    added[item_id] = blob
+            elif item_id not in added_in_tail:
+                deleted.append(item_id)
+        ids = np.fromiter(added.keys(), dtype=np.int64, count=len(added))
+        xb = (np.frombuffer(b"".join(added.values()), dtype=np.float32).reshape(len(added), dim)
+              if added else np.zeros((0, dim), dtype=np.float32))
+        return Changes(head, ids, xb, np.array(sorted(deleted), dtype=np.int64))
+
+    @staticmethod
+    def get_items(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, ItemMeta]:
+        out: dict[int, ItemMeta] = {}
+        ids = sorted({int(i) for i in ids})
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT id, path, label, added_at, source FROM items WHERE id IN ({marks})",
+                                    chunk):
+                out[row[0]] = ItemMeta(*row)
+        return out
+
+    def items(self, ids: Sequence[int]) -> dict[int, ItemMeta]:
+        """Metadata of the ids that are live, keyed by id."""
+        return self.get_items(self._conn(), ids)
+
+    def vectors(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        out = {}
+        for i in sorted({int(i) for i in ids}):
+            row = self.query("SELECT vector FROM items WHERE id = ?", (i,))
+            if row:
+                out[i] = np.frombuffer(row[0][0], dtype=np.float32).reshape(dim).copy()
+        return out
+
+    def count(self) -> int:
+        return int(self.query("SELECT count(*) FROM items")[0][0])
+
+    def label_counts(self) -> dict[str, int]:
+        return dict(self.query("SELECT label, count(*) FROM items GROUP BY label ORDER BY label"))
+
+    def id_after(self, value: int) -> int | None:
+        """The smallest live id >= ``value`` (an O(log n) seek), or None."""
+        row = self.query("SELECT id FROM items WHERE id >= ? ORDER BY id LIMIT 1", (int(value),))
+        return int(row[0][0]) if row else None
+
+    def id_range(self) -> tuple[int, int] | None:
+        row = self.query("SELECT min(id), max(id) FROM items")[0]
+        return None if row[0] is None else (int(row[0]), int(row[1]))
+
+    def iter_items(self, batch: int = 10_000) -> Iterator[ItemMeta]:
+        """All live items in id order, ``batch`` rows per query (no transaction is held between batches)."""
+        last = -1
+        while True:
+            rows = self.query("SELECT id, path, label, added_at, source FROM items WHERE id > ? ORDER BY id LIMIT ?",
+                              (last, batch))
+            if not rows:
+                return
+            for row in rows:
+                yield ItemMeta(*row)
+            last = rows[-1][0]
+
+    @staticmethod
+    def all_vectors(conn: sqlite3.Connection, dim: int, batch: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids (n,) int64, xb (n, d) float32)`` of every live item in id order (call inside a snapshot)."""
+        n = int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
+        ids = np.empty(n, dtype=np.int64)
+        xb = np.empty((n, dim), dtype=np.float32)
+        filled, last = 0, -1
+        while filled < n:
+            rows = conn.execute("SELECT id, vector FROM items WHERE id > ? ORDER BY id LIMIT ?",
+                                (last, batch)).fetchall()
+            if not rows:
+                break
+            m = len(rows)
+            ids[filled:filled + m] = [r[0] for r in rows]
+            xb[filled:filled + m] = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(m, dim)
+            filled += m
+            last = rows[-1][0]
+        return ids[:filled], xb[:filled]
+
+    def paths_under(self, prefix: str) -> set[str]:
+        """Paths of live items that start with ``prefix`` (for finding orphan upload files)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return {r[0] for r in self.query("SELECT path FROM items WHERE path LIKE ? ESCAPE '\\'", (escaped + "%",))}
+
+    # ------------------------------------------------------------------ checkpoints
+    @staticmethod
+    def checkpoint_row(conn: sqlite3.Connection, gen: int | None = None) -> CheckpointRow | None:
+        """The newest checkpoint (or generation ``gen``), or None."""
+        sql = ("SELECT gen, seq, file, sha256, index_type, factory, stored, tombstones, trained_on, rebuilt, "
+               "created_at FROM checkpoints ")
+        row = (conn.execute(sql + "ORDER BY gen DESC LIMIT 1").fetchone() if gen is None
+               else conn.execute(sql + "WHERE gen = ?", (gen,)).fetchone())
+        if row is None:
+            return None
+        return CheckpointRow(*row[:7], np.frombuffer(row[7], dtype=np.int64).copy(), row[8], bool(row[9]), row[10])
+
+    @staticmethod
+    def record_checkpoint(conn: sqlite3.Connection, *, seq: int, file: str, sha256: str, index_type: str,
+                          factory: str, stored: int, tombstones: np.ndarray, trained_on: int, rebuilt: bool) -> int:
+        cur = conn.execute("INSERT INTO checkpoints (seq, file, sha256, index_type, factory, stored, tombstones, "
+                           "trained_on, rebuilt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (seq, file, sha256, index_type, factory, stored,
+                            np.ascontiguousarray(tombstones, dtype=np.int64).tobytes(), trained_on, int(rebuilt),
+                            time.time()))
+        return int(cur.lastrowid)
+
+    @staticmethod
+    def prune(conn: sqlite3.Connection, keep_checkpoints: int = 2) -> tuple[list[str], int]:
+        """Drop all but the newest ``keep_checkpoints`` checkpoint rows and the log entries the oldest kept one
+        covers (a view loaded from any kept checkpoint can still catch up).  Returns (dropped files, new floor)."""
+        kept = conn.execute("SELECT gen, seq FROM checkpoints ORDER BY gen DESC LIMIT ?",
+                            (keep_checkpoints,)).fetchall()
+        if len(kept) < keep_checkpoints:
+            return [], int(StoreDB.get_setting(conn, "log_floor", 0))
+        oldest_gen, floor = kept[-1]
+        dropped = [r[0] for r in conn.execute("SELECT file FROM checkpoints WHERE gen < ?", (oldest_gen,))]
+        conn.execute("DELETE FROM checkpoints WHERE gen < ?", (oldest_gen,))
+        conn.execute("DELETE FROM changes WHERE seq <= ?", (floor,))
+        StoreDB.set_setting(conn, "log_floor", int(floor))
+        return dropped, int(floor)
+
+
+def _busy_or_error(exc: sqlite3.DatabaseError, path: str) -> Exception:
+    message = str(exc)
+    if "locked" in message or "busy" in message:
+        return IndexBusyError(f"the index database {path} is busy (another writer held it too long): {message}")
+    return IndexStoreError(f"index database {path}: {message}")
