@@ -15,10 +15,10 @@ from api.openapi import openapi_spec
 from api.params import form_label, get_bool, get_choice, get_k, many_uploads, positive_int, single_upload
 from api.schemas import item_json, prediction_json, search_json
 from api.service import THUMBNAIL_FORMATS, SearchService
+from engine import REPORT_DIR, REPORT_HTML
 
 bp = Blueprint("api", __name__)
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
-REPORT_DIR = "report"
 
 
 def service() -> SearchService:
@@ -62,7 +62,7 @@ def page():
 
 @bp.get("/report")
 def report():
-    return _report_file("report.html")
+    return _report_file(REPORT_HTML)
 
 
 @bp.get("/report/<path:name>")
@@ -72,7 +72,7 @@ def report_asset(name: str):
 
 def _report_file(name: str):
     folder = os.path.join(service().config.index_dir, REPORT_DIR)
-    if not os.path.isfile(os.path.join(folder, "report.html")):
+    if not os.path.isfile(os.path.join(folder, REPORT_HTML)):
         raise ItemNotFound("no report yet: generate one into <index_dir>/report/report.html")
     return send_from_directory(folder, name, max_age=0)  # send_from_directory refuses paths outside folder
 

@@ -27,7 +27,7 @@ import time
 import numpy as np
 import requests
 
-from bench import REPO
+from bench import DEMO_INDEX, REPO, copy_index
 from bench.machine import emit
 from bench.reliability.server import ServerProcess
 from bench.reliability.soak import unique_image
@@ -107,15 +107,14 @@ def store_catch_up(directory: str, writes: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.catch_up", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--index", default=os.path.join(REPO, "runs", "demo", "index"))
+    parser.add_argument("--index", default=DEMO_INDEX)
     parser.add_argument("--store", default=None, help="a large store to open and write (copied first)")
     parser.add_argument("--writes", type=int, default=200)
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "catch_up.json"))
     args = parser.parse_args(argv)
     result = {}
     with tempfile.TemporaryDirectory(prefix="bench-catch-up-") as work:
-        copy = os.path.join(work, "index")
-        shutil.copytree(args.index, copy, ignore=shutil.ignore_patterns("uploads", "report"))
+        copy = copy_index(args.index, os.path.join(work, "index"))
         result["http"] = http_catch_up(copy, work, args.writes)
         if args.store:
             big = os.path.join(work, "store")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,12 +25,13 @@ import time
 
 import requests
 
-from bench import REPO
+from bench import DEMO_INDEX, REPO, copy_index
 from bench.machine import emit
 from bench.reliability.server import ServerProcess
 from bench.reliability.soak import run_soak, unique_image, verify_items
 from bench.write_latency import OLD_REV, percentiles_ms
 from engine import MODEL_FILE
+from similarity.data import FASHION_MNIST_PNG_ROOT
 
 TOKEN = "bench-mixed-load-" + os.urandom(6).hex()
 
@@ -82,15 +82,17 @@ def old_tree(rev: str, target: str) -> str:
 def build_old_index(code: str, checkpoint: str, data: str, out: str) -> float:
     env = {**os.environ, "PYTHONPATH": code}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "simsearch.cli", "index", "build", "--checkpoint", checkpoint, "--data", data,
+    subprocess.run([sys.executable, "-m", "simsearch.cli", "index", "build", "--checkpoint", checkpoint,
+                    "--data", os.path.abspath(data),
                     "--out", out, "--quiet"], check=True, env=env, cwd=code, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mixed_load", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--index", default=os.path.join(REPO, "runs", "demo", "index"))
-    parser.add_argument("--data", default="fashion-mnist", help="the images the index was built from (old side)")
+    parser.add_argument("--index", default=DEMO_INDEX)
+    parser.add_argument("--data", default=str(FASHION_MNIST_PNG_ROOT / "train"),
+                        help="the images the index was built from, as a folder (old side)")
     parser.add_argument("--adds", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=8)
@@ -101,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-mixed-load-") as work:
-        copy = os.path.join(work, "new-index")
-        shutil.copytree(args.index, copy, ignore=shutil.ignore_patterns("uploads", "report"))
+        copy = copy_index(args.index, os.path.join(work, "new-index"))
         results["new"] = measure(copy, work, "new", args)
         if args.old_rev != "none":
             code = old_tree(args.old_rev, os.path.join(work, "old-code"))

@@ -33,7 +33,7 @@ from bench import REPO
 from bench.index_ann import mixture
 from bench.machine import emit
 from index import IndexConfig, IndexStore
-from index.store import CHECKPOINT_DIR
+from index.keeper import CHECKPOINT_DIR
 
 OLD_REV = "6c06d63"  # the last commit of the generation-file design
 MODEL = {"checkpoint_sha256": "0" * 64, "embedding_dim": 128, "metric": "cosine", "preprocess": {"bench": True}}

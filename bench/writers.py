@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 
-from bench import REPO
+from bench import DEMO_INDEX, REPO, copy_index
 from bench.machine import emit
 from bench.reliability.server import ServerProcess
 from bench.reliability.writers import WriterLedger, run_writers_trial, verify_on_disk, verify_on_workers
@@ -37,7 +37,7 @@ def image_folder(root: str, n: int, offset: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.writers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--index", default=os.path.join(REPO, "runs", "demo", "index"))
+    parser.add_argument("--index", default=DEMO_INDEX)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--images", type=int, default=40, help="images per `simsearch index add`")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "writers.json"))
@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     trials = []
     total = WriterLedger()
     with tempfile.TemporaryDirectory(prefix="bench-writers-") as work:
-        index = os.path.join(work, "index")
-        shutil.copytree(args.index, index, ignore=shutil.ignore_patterns("uploads", "report"))
+        index = copy_index(args.index, os.path.join(work, "index"))
         with ServerProcess(index, token=TOKEN, workers=2, threads=4, log_path=os.path.join(work, "server.log")) as server:
             for trial in range(args.trials):
                 folder = image_folder(os.path.join(work, f"images-{trial}"), args.images, trial * args.images)

@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
+from report.config import HTML_FILE
 from similarity.checkpoint import CHECKPOINT_FILE
 
 MODEL_FILE = CHECKPOINT_FILE  # the index keeps its model under the name training gives it
 UPLOADS_DIR = "uploads"
 REPORT_DIR = "report"
-REPORT_HTML = "report.html"
+REPORT_HTML = HTML_FILE

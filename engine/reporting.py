@@ -13,7 +13,8 @@ import numpy as np
 from report import EmbeddingSet, ReportConfig, ReportResult, build_report
 from similarity.checkpoint import Checkpoint
 from similarity.data import LabelledImages, fashion_mnist_folder, load_labelled_images
-from engine.build import checkpoint_for, open_index
+from engine.engine import Engine
+from engine.layout import REPORT_DIR
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,21 @@ def without_paths(gallery: EmbeddingSet, paths: set[str]) -> EmbeddingSet:
 def report_for_index(index_dir: str | os.PathLike, *, checkpoint: str | None = None, queries: str | None = "test",
                      out_dir: str | os.PathLike | None = None, config: ReportConfig = ReportConfig(),
                      progress: bool = True) -> ReportResult:
-    ckpt = checkpoint_for(index_dir, checkpoint)
-    store = open_index(index_dir, ckpt)
+    engine = Engine.open(index_dir, checkpoint)
+    try:
+        return _report(engine, queries, out_dir, config, progress)
+    finally:
+        engine.close()
+
+
+def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | None, config: ReportConfig,
+            progress: bool) -> ReportResult:
+    ckpt, store = engine.checkpoint, engine.store
     gallery = index_embeddings(store, ckpt.class_names)
     query_data = held_out_queries(ckpt, queries)
     query_set = None
     if query_data is not None:
-        result = ckpt.embedder().embed_data(query_data, progress=progress)
+        result = engine.embedder.embed_data(query_data, progress=progress)
         lookup = {name: i for i, name in enumerate(gallery.class_names)}
         unknown = sorted(set(query_data.class_names) - set(lookup))
         if unknown:
@@ -87,8 +96,8 @@ def report_for_index(index_dir: str | os.PathLike, *, checkpoint: str | None = N
                       "loss": ckpt.config.loss.name, "sampler": ckpt.config.sampler.kind,
                       "checkpoint_sha256": ckpt.sha256[:16], "trained_on": ckpt.extra.get("data_source", ""),
                       "best_epoch": ckpt.metrics.get("best_epoch")},
-            "index": {"type": stats["index_type"], "items": stats["ntotal"], "directory": str(index_dir)},
+            "index": {"type": stats["index_type"], "items": stats["ntotal"], "directory": engine.directory},
             "queries": str(queries) if queries else "leave-one-out within the index"}
-    out = Path(out_dir) if out_dir else Path(index_dir) / "report"
+    out = Path(out_dir) if out_dir else Path(engine.directory) / REPORT_DIR
     return build_report(gallery, query_set, out, config=config, info=info, history=ckpt.history,
                         progress=progress)

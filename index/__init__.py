@@ -7,7 +7,8 @@ from index.config import INDEX_TYPES, IndexConfig, auto_nlist, auto_pq_m, choose
 from index.db import ItemMeta
 from index.errors import IndexBusyError, IndexMismatchError, IndexStoreError
 from index.persist import MODEL_FIELDS
-from index.store import CompactResult, IndexStore, Neighbor
+from index.keeper import CompactResult
+from index.store import IndexStore, Neighbor
 from index.vote import Vote, majority_vote
 
 __all__ = [

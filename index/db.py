@@ -12,7 +12,8 @@ it is durable when it commits (``synchronous=FULL``: the WAL is fsynced at every
 survives a power cut, not only a killed process).  SQLite orders writers across threads and processes;
 a writer that cannot get the lock within ``busy_timeout_s`` gets :class:`IndexBusyError`.
 
-Every thread gets its own connection (SQLite connections are not meant to be shared across threads).
+Connections come from a small pool: a thread borrows one for a query or a transaction (a SQLite
+connection must not be used by two threads at once, and servers may start a thread per request).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ FORMAT = "simsearch-index"
 FORMAT_VERSION = 2
 SYNCHRONOUS = ("full", "normal")
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
+MAX_IDLE = 8  # pooled connections kept open per process
 
 _SCHEMA = """
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -134,9 +136,8 @@ class StoreDB:
         self._synchronous = synchronous
         self._timeout = float(busy_timeout_s)
         self._read_only = read_only
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []  # a pool: any thread borrows one, one at a time
+        self._pool_lock = threading.Lock()
         self._closed = False
 
     # ------------------------------------------------------------------ connections
@@ -156,12 +157,7 @@ class StoreDB:
                              [(k, json.dumps(v)) for k, v in settings.items()])
         return db
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if self._closed:
-            raise IndexStoreError(f"the index database {self.path} is closed")
+    def _connect(self) -> sqlite3.Connection:
         uri = f"file:{self.path}?mode={'ro' if self._read_only else 'rw'}"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=self._timeout, isolation_level=None,
@@ -173,59 +169,79 @@ class StoreDB:
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
         except sqlite3.Error as exc:
             raise IndexStoreError(f"cannot open the index database {self.path}: {exc}") from None
-        self._local.conn = conn
-        with self._all_lock:
-            self._all.append(conn)
         return conn
 
+    @contextmanager
+    def _borrow(self) -> Iterator[sqlite3.Connection]:
+        """A connection of the pool for the duration of the block (SQLite connections must not be used by
+        two threads at once; a pool rather than one per thread, since servers may start a thread per
+        request).  At most ``MAX_IDLE`` stay open between uses."""
+        with self._pool_lock:
+            if self._closed:
+                raise IndexStoreError(f"the index database {self.path} is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:  # only after an error inside a block
+                conn.execute("ROLLBACK")
+            with self._pool_lock:
+                keep = not self._closed and len(self._idle) < MAX_IDLE
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
     def close(self) -> None:
-        self._closed = True
-        with self._all_lock:
-            conns, self._all = self._all, []
-        for conn in conns:
+        with self._pool_lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
             try:
                 conn.close()
             except sqlite3.Error:  # pragma: no cover - closing never matters for the data
                 pass
-        self._local = threading.local()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE``): committed when the block ends, rolled back if it raises."""
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise _busy_or_error(exc, self.path) from None
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.DatabaseError):
+        with self._borrow() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
                 raise _busy_or_error(exc, self.path) from None
-            raise
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise _busy_or_error(exc, self.path) from None
+                raise
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query in the block sees the same committed state."""
-        conn = self._conn()
-        try:  # a corrupt file ("database disk image is malformed") surfaces here, in a read
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            raise _busy_or_error(exc, self.path) from None
+        with self._borrow() as conn:
+            try:  # a corrupt file ("database disk image is malformed") surfaces here, in a read
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                raise _busy_or_error(exc, self.path) from None
 
     def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        try:
-            return self._conn().execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise _busy_or_error(exc, self.path) from None
+        with self._borrow() as conn:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise _busy_or_error(exc, self.path) from None
 
     # ------------------------------------------------------------------ settings
     def settings(self) -> dict:
@@ -315,7 +331,8 @@ class StoreDB:
 
     def items(self, ids: Sequence[int]) -> dict[int, ItemMeta]:
         """Metadata of the ids that are live, keyed by id."""
-        return self.get_items(self._conn(), ids)
+        with self._borrow() as conn:
+            return self.get_items(conn, ids)
 
     def vectors(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
         out = {}

@@ -22,7 +22,8 @@ from index import factory, persist
 from index.config import IndexConfig
 from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path
 from index.errors import IndexStoreError
-from index.store import CHECKPOINT_DIR, LEGACY_MANIFEST, IndexStore
+from index.keeper import CHECKPOINT_DIR
+from index.store import LEGACY_MANIFEST, IndexStore
 
 logger = logging.getLogger(__name__)
 

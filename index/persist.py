@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from index.errors import IndexMismatchError, IndexStoreError
+from index.errors import IndexMismatchError
 
 logger = logging.getLogger(__name__)
 

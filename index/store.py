@@ -18,30 +18,24 @@ Scores: a neighbour's ``similarity`` is the inner product of L2-normalised vecto
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-import faiss
 import numpy as np
 
 from index import factory, persist
 from index.arrays import check_ids, check_positive_int, check_strings, check_vectors, normalized
 from index.config import IndexConfig, choose_index_type
-from index.db import DB_FILE, FORMAT, FORMAT_VERSION, CheckpointRow, ItemMeta, StoreDB, db_path
+from index.db import DB_FILE, FORMAT, FORMAT_VERSION, ItemMeta, StoreDB, db_path
 from index.errors import IndexStoreError
-from index.view import IndexView
+from index.keeper import CHECKPOINT_DIR, CompactResult, ViewKeeper
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_LOCK = ".lock"
 LEGACY_MANIFEST = "manifest.json"  # the generation-file layout of simsearch <= 0.1 (see index.migrate)
 
 
@@ -55,22 +49,6 @@ class Neighbor:
     label: str
     path: str
     source: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class CompactResult:
-    """What :meth:`IndexStore.compact` did: ``rebuilt`` (the FAISS index from the truth) and why,
-    the checkpoint it wrote, and how many tombstones it dropped."""
-
-    rebuilt: bool
-    reason: str
-    checkpoint_gen: int
-    checkpoint_seq: int
-    dropped_tombstones: int
-    seconds: float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,12 +69,7 @@ class IndexStore:
         self._settings = settings
         self._dim = int(settings["dim"])
         self._config = IndexConfig.from_dict(settings["config"])
-        self._catch_up_lock = threading.Lock()
-        self._reload_lock = threading.Lock()
-        self._reloading = False
-        self._background: threading.Thread | None = None
-        self._view: IndexView = self._load_view()
-        self._last_checkpoint_check = time.monotonic()
+        self._keeper = ViewKeeper(directory, db, self._dim, self._config)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -158,7 +131,7 @@ class IndexStore:
             db.close()
             raise
         logger.info("opened index %s: %d items, %s, view at seq %d", directory, len(store), store.factory,
-                    store._view.seq)
+                    store._keeper.view.seq)
         return store
 
     # ------------------------------------------------------------------ properties
@@ -177,20 +150,20 @@ class IndexStore:
     @property
     def index_type(self) -> str | None:
         """``"flat"``, ``"hnsw"``, ``"ivfpq"``, or None while an ``auto`` index is still empty."""
-        self._refresh()
-        return self._view.index_type
+        self._keeper.refresh()
+        return self._keeper.view.index_type
 
     @property
     def factory(self) -> str | None:
-        return self._view.factory
+        return self._keeper.view.factory
 
     @property
     def model_info(self) -> dict:
         return dict(self._settings["model"])
 
     def __len__(self) -> int:
-        self._refresh()
-        return self._view.live
+        self._keeper.refresh()
+        return self._keeper.view.live
 
     def log_head(self) -> int:
         """The seq of the newest committed change (one cheap query)."""
@@ -215,7 +188,7 @@ class IndexStore:
                 self._decide_index_type(conn, n)
             self._check_trainable(conn, n)
             ids = StoreDB.insert_items(conn, xb, labels, paths, sources)
-        self._after_write()
+        self._keeper.after_write()
         return ids
 
     def remove(self, ids: int | list[int] | np.ndarray) -> list[ItemMeta]:
@@ -228,7 +201,7 @@ class IndexStore:
         with self._db.transaction() as conn:
             gone = StoreDB.delete_items(conn, ids)
         if gone:
-            self._after_write()
+            self._keeper.after_write()
         return gone
 
     def _decide_index_type(self, conn, n: int) -> None:
@@ -251,195 +224,6 @@ class IndexStore:
             raise ValueError(f"an IVF-PQ index needs at least {need} vectors to train, got {have + n}; "
                              "add a larger first batch or use index_type='flat'/'hnsw'")
 
-    def _after_write(self) -> None:
-        self._refresh()
-        if self._config.auto_checkpoint:
-            self._maybe_checkpoint_in_background()
-
-    # ------------------------------------------------------------------ the view
-    def _load_view(self) -> IndexView:
-        """The view from the newest checkpoint (retrying if a newer one replaced it meanwhile), caught up;
-        rebuilt from the truth when there is no usable checkpoint."""
-        for _attempt in range(5):
-            with self._db.snapshot() as conn:
-                row = StoreDB.checkpoint_row(conn)
-                settings = {"index_type": StoreDB.get_setting(conn, "index_type"),
-                            "factory": StoreDB.get_setting(conn, "factory")}
-            if row is None:
-                view = IndexView.empty(self._dim, self._config, settings["index_type"], settings["factory"])
-                if view.is_trained:
-                    break
-                return self._rebuild_view()  # an IVF index that has data but no checkpoint yet
-            try:
-                view = self._read_checkpoint(row)
-                break
-            except FileNotFoundError:
-                logger.info("checkpoint %s was replaced while opening; trying the newest one", row.file)
-                continue
-            except (OSError, ValueError, RuntimeError) as exc:
-                logger.warning("checkpoint %s is unusable (%s); rebuilding the view from the database",
-                               row.file, exc)
-                return self._rebuild_view()
-        else:
-            return self._rebuild_view()
-        return self._caught_up(view)
-
-    def _read_checkpoint(self, row: CheckpointRow) -> IndexView:
-        path = os.path.join(self._directory, CHECKPOINT_DIR, row.file)
-        with open(path, "rb") as handle:
-            blob = np.frombuffer(handle.read(), dtype=np.uint8)
-        if persist.sha256_bytes(blob) != row.sha256:
-            raise ValueError("sha256 does not match the database")
-        return IndexView.from_bytes(blob, dim=self._dim, config=self._config, index_type=row.index_type,
-                                    factory_string=row.factory, seq=row.seq, gen=row.gen,
-                                    tombstones=row.tombstones, trained_on=row.trained_on)
-
-    def _rebuild_view(self, fstring: str | None = None) -> IndexView:
-        """A view built from every vector in the truth (the slow path: compaction, or a lost checkpoint).
-
-        It takes the generation of the newest checkpoint, which it is at least as new as: with gen 0, an
-        unusable newest checkpoint would start a background reload (another full rebuild) at every read."""
-        with self._db.snapshot() as conn:
-            seq = StoreDB.head(conn)
-            newest = StoreDB.checkpoint_row(conn)
-            index_type = StoreDB.get_setting(conn, "index_type")
-            fstring = fstring or StoreDB.get_setting(conn, "factory")
-            ids, xb = StoreDB.all_vectors(conn, self._dim)
-        gen = newest.gen if newest is not None else 0
-        if fstring is None:
-            return IndexView.empty(self._dim, self._config, None, None, seq=seq, gen=gen)
-        index_type = _type_of(fstring) or index_type
-        started = time.perf_counter()
-        view = IndexView.build(ids, xb, dim=self._dim, config=self._config, index_type=index_type,
-                               factory_string=fstring, seq=seq)
-        view.gen = gen
-        logger.info("built %s over %d vectors at seq %d in %.1f s", fstring, len(ids), seq,
-                    time.perf_counter() - started)
-        return view
-
-    def _refresh(self) -> None:
-        """Bring this process's view up to the log head: one cheap query when nothing changed."""
-        head, gen = self._db.head_and_checkpoint()
-        view = self._view
-        if gen > view.gen and not self._reloading:
-            self._on_new_checkpoint(view)
-        if head > view.seq:
-            with self._catch_up_lock:  # one thread at a time; the others wait, then find nothing to do
-                current = self._view
-                caught_up = self._caught_up(current)
-                if caught_up is not current:
-                    self._swap(caught_up)
-
-    def _caught_up(self, view: IndexView) -> IndexView:
-        """``view`` with the log after ``view.seq`` applied (O(1) per change), or a reloaded view when
-        ``view`` is behind the pruned log or its index still has to be trained.  Caller holds the catch-up
-        lock (or owns ``view`` alone)."""
-        with self._db.snapshot() as conn:
-            floor = int(StoreDB.get_setting(conn, "log_floor", 0))
-            fstring = StoreDB.get_setting(conn, "factory")
-            changes = StoreDB.changes_since(conn, view.seq, self._dim) if view.seq >= floor else None
-        if changes is None:
-            return self._reload_view_locked()
-        if view.index is None and fstring is not None:  # a first add decided the index type
-            decided = IndexView.empty(self._dim, self._config, _type_of(fstring), fstring, seq=view.seq,
-                                      gen=view.gen)
-            if not decided.is_trained:
-                return self._reload_view_locked()
-            view = decided
-        if len(changes.add_ids) and not view.is_trained:
-            return self._reload_view_locked()
-        if len(changes) or changes.head != view.seq:
-            with view.lock.write():
-                view.apply(changes)
-        return view
-
-    def _reload_view_locked(self) -> IndexView:
-        """Under the catch-up lock: the newest checkpoint, or (IVF without one) a trained view written as the
-        first checkpoint by whichever process gets the checkpoint lock first."""
-        with self._db.snapshot() as conn:
-            has_checkpoint = StoreDB.checkpoint_row(conn) is not None
-        if has_checkpoint:
-            view = self._load_view_without_catch_up()
-        else:
-            with self._checkpoint_lock():
-                with self._db.snapshot() as conn:
-                    has_checkpoint = StoreDB.checkpoint_row(conn) is not None
-                if has_checkpoint:
-                    view = self._load_view_without_catch_up()
-                else:
-                    view = self._rebuild_view()
-                    if view.index is not None and view.is_trained:
-                        self._write_checkpoint(view, rebuilt=True)
-        with self._db.snapshot() as conn:
-            changes = StoreDB.changes_since(conn, view.seq, self._dim)
-        if view.index is not None and view.is_trained:
-            with view.lock.write():
-                view.apply(changes)
-        return view
-
-    def _load_view_without_catch_up(self) -> IndexView:
-        for _attempt in range(5):
-            with self._db.snapshot() as conn:
-                row = StoreDB.checkpoint_row(conn)
-            try:
-                return self._read_checkpoint(row)
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError, RuntimeError) as exc:
-                logger.warning("checkpoint %s is unusable (%s); rebuilding from the database", row.file, exc)
-                break
-        return self._rebuild_view()
-
-    def _swap(self, view: IndexView) -> None:
-        old, self._view = self._view, view
-        logger.info("index %s: view now at checkpoint %d, seq %d (was %d, seq %d)", self._directory, view.gen,
-                    view.seq, old.gen, old.seq)
-
-    def _on_new_checkpoint(self, view: IndexView) -> None:
-        """Another process wrote a checkpoint.  A copy of a view changes nothing for this one (adopt its
-        generation); a rebuilt one (fewer tombstones, another index type, a retrained IVF) is loaded."""
-        with self._db.snapshot() as conn:
-            row = StoreDB.checkpoint_row(conn)
-        if row is None or row.gen <= view.gen:
-            return
-        if row.rebuilt or row.factory != view.factory:
-            self._reload_in_background()
-        else:
-            view.gen = row.gen
-
-    def _reload_in_background(self) -> None:
-        """Another process wrote a newer checkpoint (e.g. a compaction): load it aside, then swap it in."""
-        with self._reload_lock:
-            if self._reloading:
-                return
-            self._reloading = True
-
-        def reload() -> None:
-            try:
-                view = self._load_view_without_catch_up()
-                with self._catch_up_lock:
-                    with self._db.snapshot() as conn:
-                        changes = StoreDB.changes_since(conn, view.seq, self._dim)
-                    if view.index is not None and view.is_trained:
-                        with view.lock.write():
-                            view.apply(changes)
-                    if view.gen > self._view.gen or view.seq >= self._view.seq:
-                        self._swap(view)
-            except Exception:  # noqa: BLE001 - keep serving the current view; the next read retries
-                logger.exception("could not load the newer checkpoint of %s", self._directory)
-            finally:
-                self._reloading = False
-
-        thread = threading.Thread(target=reload, name="simsearch-reload", daemon=True)
-        thread.start()
-        self._background = thread
-
-    def wait_for_background(self, timeout: float | None = None) -> None:
-        """Wait for a background reload or checkpoint of this process (tests and benchmarks use it)."""
-        thread = self._background
-        if thread is not None:
-            thread.join(timeout)
-
     # ------------------------------------------------------------------ search
     def search(self, xq: np.ndarray, k: int, *, ef_search: int | None = None,
                nprobe: int | None = None) -> list[list[Neighbor]]:
@@ -455,8 +239,8 @@ class IndexStore:
         nprobe = check_positive_int(nprobe, "nprobe", allow_none=True) or self._config.nprobe
         if self._config.normalize and len(xq):
             xq = normalized(xq, "xq")
-        self._refresh()
-        view = self._view
+        self._keeper.refresh()
+        view = self._keeper.view
         with view.lock.read():
             D, I = view.search(xq, k, ef_search=ef_search, nprobe=nprobe)
         metas = self._db.items(np.unique(I[I >= 0]).tolist()) if I.size else {}
@@ -533,8 +317,8 @@ class IndexStore:
 
     def stats(self) -> dict:
         """Counts (live items, stored vectors, tombstones, per label), index type, log and checkpoint state."""
-        self._refresh()
-        view = self._view
+        self._keeper.refresh()
+        view = self._keeper.view
         with self._db.snapshot() as conn:
             head = StoreDB.head(conn)
             row = StoreDB.checkpoint_row(conn)
@@ -549,147 +333,23 @@ class IndexStore:
                 "created_at": self._settings["created_at"], "directory": self._directory}
 
     # ------------------------------------------------------------------ checkpoints and compaction
-    @contextmanager
-    def _checkpoint_lock(self, blocking: bool = True) -> Iterator[bool]:
-        """An exclusive ``flock`` over the checkpoint files (a derived view, never the data: the data is
-        ordered by SQLite).  Yields False when ``blocking`` is off and another process holds it."""
-        path = os.path.join(self._directory, CHECKPOINT_DIR, CHECKPOINT_LOCK)
-        with open(path, "a+b") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
     def checkpoint(self) -> int:
-        """Write this process's view as a new checkpoint (searches go on meanwhile); returns its generation."""
-        with self._checkpoint_lock():
-            self._refresh()
-            with self._db.snapshot() as conn:
-                newest = StoreDB.checkpoint_row(conn)
-            if newest is not None and newest.seq >= self._view.seq:
-                # nothing to add: the newest checkpoint already covers this view; still clear what a killed
-                # checkpoint or compaction left behind (a half-written file can be as large as the index)
-                self._remove_stale_checkpoint_files(os.path.join(self._directory, CHECKPOINT_DIR))
-                return newest.gen
-            return self._write_checkpoint(self._view)
-
-    def _write_checkpoint(self, view: IndexView, rebuilt: bool = False) -> int:
-        """Serialise ``view`` (under its read lock: a memory copy), write it aside, fsync, rename, then record
-        it in SQLite (the commit point) and prune older checkpoints and the log they covered.  Caller holds
-        the checkpoint lock."""
-        if view.index is None:
-            return 0
-        with view.lock.read():
-            blob, seq, tombstones = view.serialize(), view.seq, view.tombstones()
-            stored = view.stored
-        folder = os.path.join(self._directory, CHECKPOINT_DIR)
-        name = f"view.{seq}.{uuid.uuid4().hex[:8]}.faiss"
-        persist.write_file_atomic(os.path.join(folder, name), lambda tmp: blob.tofile(tmp))
-        persist.fsync_dir(folder)
-        with self._db.transaction() as conn:
-            gen = StoreDB.record_checkpoint(conn, seq=seq, file=name, sha256=persist.sha256_bytes(blob),
-                                            index_type=view.index_type, factory=view.factory, stored=stored,
-                                            tombstones=tombstones, trained_on=view.trained_on, rebuilt=rebuilt)
-            StoreDB.set_setting(conn, "index_type", view.index_type)
-            StoreDB.set_setting(conn, "factory", view.factory)
-            dropped, _floor = StoreDB.prune(conn)
-        view.gen = gen
-        self._remove_stale_checkpoint_files(folder)
-        logger.info("checkpoint %d of %s at seq %d: %d vectors, %d tombstones, %.1f MB", gen, self._directory, seq,
-                    stored, len(tombstones), blob.nbytes / 1e6)
-        return gen
-
-    def _remove_stale_checkpoint_files(self, folder: str) -> None:
-        """Delete checkpoint files no row names (older generations, and leftovers of a crash mid-write);
-        caller holds the checkpoint lock, so no other process is writing one."""
-        named = {r[0] for r in self._db.query("SELECT file FROM checkpoints")}
-        for name in os.listdir(folder):
-            if name != CHECKPOINT_LOCK and name not in named:
-                try:
-                    os.remove(os.path.join(folder, name))
-                except OSError as exc:  # harmless: the next checkpoint retries
-                    logger.warning("could not remove stale checkpoint file %s: %s", name, exc)
+        """Write this process's view as a new checkpoint (searches go on meanwhile); returns its generation.
+        Does nothing new when the newest checkpoint already covers the view."""
+        return self._keeper.checkpoint()
 
     def compact(self, *, force: bool = False) -> CompactResult:
-        """Write a new checkpoint.  Rebuild the FAISS index from the truth first when tombstones exceed
-        ``config.compact_fraction`` of the stored vectors (any tombstone with ``force``), when an ``auto``
-        index has outgrown its type, or when IVF has outgrown its training sample (4x); otherwise the
-        current view is written as it is.  Searches continue meanwhile (in this and other processes)."""
-        started = time.perf_counter()
-        with self._checkpoint_lock():
-            self._refresh()
-            view = self._view
-            reason = self._rebuild_reason(view, force)
-            dropped = view.tombstone_count
-            if reason:
-                target = self._target_factory(view)
-                fresh = self._rebuild_view(target)
-                with self._catch_up_lock:
-                    with self._db.snapshot() as conn:
-                        changes = StoreDB.changes_since(conn, fresh.seq, self._dim)
-                    with fresh.lock.write():
-                        fresh.apply(changes)
-                    self._swap(fresh)
-                view = fresh
-                dropped -= fresh.tombstone_count
-            else:
-                dropped = 0
-            gen = self._write_checkpoint(view, rebuilt=bool(reason))
-        return CompactResult(bool(reason), reason or "checkpoint only", gen, view.seq, dropped,
-                             round(time.perf_counter() - started, 3))
+        """Write a new checkpoint, rebuilding the FAISS index from the truth first when it is due (see
+        :meth:`ViewKeeper.compact`); searches continue meanwhile, here and in other processes."""
+        return self._keeper.compact(force=force)
 
-    def _target_factory(self, view: IndexView) -> str:
-        if self._config.index_type == "auto" or view.index_type == "ivfpq":
-            n = max(view.live, 1)
-            return factory.factory_string(choose_index_type(n, self._dim, self._config), self._dim, self._config, n)
-        return view.factory
-
-    def _rebuild_reason(self, view: IndexView, force: bool) -> str:
-        if view.index is None:
-            return ""
-        if view.tombstone_count and (force or view.tombstone_count >= self._config.compact_fraction * view.stored):
-            return f"{view.tombstone_count} tombstones of {view.stored} stored vectors"
-        if self._config.index_type == "auto" and _type_of(self._target_factory(view)) != view.index_type:
-            return f"{view.live} items outgrew {view.index_type}"
-        if view.index_type == "ivfpq" and view.trained_on and view.live > 4 * view.trained_on:
-            return f"IVF trained on {view.trained_on} vectors, now {view.live}"
-        return ""
-
-    def _maybe_checkpoint_in_background(self) -> None:
-        """The automatic policy: after ``config.checkpoint_every`` changes since the newest checkpoint, or
-        after ``config.checkpoint_interval_s`` with any change pending, checkpoint (compacting if due) in a
-        background thread of whichever process notices first (the others skip: the lock is taken)."""
-        if self._background is not None and self._background.is_alive():
-            return
-        head, _gen = self._db.head_and_checkpoint()
-        with self._db.snapshot() as conn:
-            row = StoreDB.checkpoint_row(conn)
-        pending = head - (row.seq if row else 0)
-        age = time.time() - (row.created_at if row else 0.0)
-        if pending < self._config.checkpoint_every and not (pending and age >= self._config.checkpoint_interval_s):
-            return
-
-        def run() -> None:
-            try:
-                with self._checkpoint_lock(blocking=False) as got:
-                    if not got:
-                        return
-                self.compact()
-            except Exception:  # noqa: BLE001 - the log stays the truth; the next write tries again
-                logger.exception("automatic checkpoint of %s failed", self._directory)
-
-        thread = threading.Thread(target=run, name="simsearch-checkpoint", daemon=True)
-        thread.start()
-        self._background = thread
+    def wait_for_background(self, timeout: float | None = None) -> None:
+        """Wait for this process's background reloads and checkpoints (tests and benchmarks use it)."""
+        self._keeper.wait_for_background(timeout)
 
     def close(self) -> None:
         """Release the database connections (nothing is lost: every write was committed when it returned)."""
-        self.wait_for_background()
+        self._keeper.close()
         self._db.close()
 
 
@@ -702,16 +362,6 @@ def _check_settings(settings: dict, path: str) -> None:
     for key in ("dim", "model", "config", "created_at"):
         if key not in settings:
             raise IndexStoreError(f"index database {path} lacks the setting {key!r}")
-
-
-def _type_of(fstring: str | None) -> str | None:
-    if fstring is None:
-        return None
-    if "HNSW" in fstring:
-        return "hnsw"
-    if fstring.startswith("IVF"):
-        return "ivfpq"
-    return "flat"
 
 
 def _iso(seconds: float) -> str:

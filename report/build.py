@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from report import figures as figs
 from report.classification import class_confusion, most_confused_pairs, per_class_accuracy
 from report.cluster import cluster_quality
-from report.config import EmbeddingSet, ReportConfig, ReportResult
+from report.config import HTML_FILE, JSON_FILE, EmbeddingSet, ReportConfig, ReportResult
 from report.examples import choose_examples, example_rows, render_grid
 from report.html import render_html, tsne_payload
 from report.thumbnails import png_data_uri, thumbnail_uris
@@ -145,7 +145,7 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
                                    [evaluated.name_of(i) for i in tsne.rows], thumbs, names,
                                    figs.class_colours(len(names))),
             info=info, settings=config.to_dict())
-        html_path, json_path = out / "report.html", out / "report.json"
+        html_path, json_path = out / HTML_FILE, out / JSON_FILE
         html_path.write_text(html, encoding="utf-8")
         document = _json_safe({"title": title, "config": config.to_dict(), "info": dict(info or {}),
                                "history": list(history or []), "metrics": metrics,

@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+HTML_FILE = "report.html"
+JSON_FILE = "report.json"
+
 
 @dataclass(frozen=True)
 class ReportConfig:

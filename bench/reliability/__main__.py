@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import tempfile
 import time
 
-from bench import REPO
+from bench import REPO, copy_index
 from bench.machine import emit
 from bench.reliability.badinput import run_bad_inputs
-from bench.reliability.crash import run_crash_trials
+from bench.reliability.crash import kill_compactor, run_crash_trials, start_compactor
 from bench.reliability.server import ServerProcess
 from bench.reliability.soak import run_soak, verify_items
 from index.db import DB_FILE
@@ -66,12 +65,21 @@ def decode_fuzz(inputs: int, seed: int) -> dict:
 
 
 def soak(index_dir: str, workdir: str, seconds: float, clients: int, seed: int) -> dict:
+    """The soak, while another process compacts the index over and over; then a restart."""
+    log = os.path.join(workdir, "soak-compact.log")
     with ServerProcess(index_dir, token=TOKEN, log_path=os.path.join(workdir, "soak.log")) as server:
-        summary, state = run_soak(server.url, TOKEN, seconds=seconds, clients=clients, seed=seed)
+        compactor = start_compactor(index_dir, log)
+        try:
+            summary, state = run_soak(server.url, TOKEN, seconds=seconds, clients=clients, seed=seed)
+        finally:
+            compactor_survived = kill_compactor(compactor)
         before_restart = verify_items(server.url, state.live, state.deleted, search_sample=200)
     with ServerProcess(index_dir, token=TOKEN, log_path=os.path.join(workdir, "soak-restart.log")) as server:
         after_restart = verify_items(server.url, state.live, state.deleted, search_sample=200)
-    return {**summary, "problems_before_restart": before_restart[:10], "problems_after_restart": after_restart[:10],
+    with open(log) as handle:
+        compactions = handle.read().count("compacted")
+    return {**summary, "compactions_during_soak": compactions, "compactor_survived": compactor_survived,
+            "problems_before_restart": before_restart[:10], "problems_after_restart": after_restart[:10],
             "lost_after_restart": sum("acknowledged add" in p for p in after_restart),
             "live_items_checked": len(state.live), "deleted_items_checked": len(state.deleted)}
 
@@ -106,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-reliability-") as workdir:
         def fresh_copy(name: str) -> str:
-            target = os.path.join(workdir, name)
-            shutil.copytree(args.index, target, ignore=shutil.ignore_patterns("uploads", ".lock"))
-            return target
+            return copy_index(args.index, os.path.join(workdir, name))
 
         if "bad_input" in only:
             results["bad_input"] = bad_input(fresh_copy("bad_input"), workdir)

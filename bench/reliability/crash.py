@@ -24,7 +24,7 @@ from bench.reliability.server import ServerProcess
 from bench.reliability.soak import unique_image
 from engine import UPLOADS_DIR
 from index import IndexStore
-from index.store import CHECKPOINT_DIR
+from index.keeper import CHECKPOINT_DIR
 
 # a separate process that compacts the index over and over (forced rebuilds), as `simsearch index compact`
 # would, while the server writes; killed with the server
@@ -139,11 +139,21 @@ def orphan_uploads(index_dir: str) -> list[str]:
     return sorted(name for name in os.listdir(uploads) if os.path.join(uploads, name) not in referenced)
 
 
-def _start_compactor(index_dir: str, log_path: str) -> subprocess.Popen:
+def start_compactor(index_dir: str, log_path: str) -> subprocess.Popen:
+    """A process compacting ``index_dir`` (forced rebuilds) over and over; it prints a line per compaction
+    into ``log_path``.  Stop it with :func:`kill_compactor`."""
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with open(log_path, "ab") as log:
         return subprocess.Popen([sys.executable, "-c", _COMPACT_LOOP, index_dir], stdout=log, stderr=log, env=env,
                                 start_new_session=True)
+
+
+def kill_compactor(compactor: subprocess.Popen) -> bool:
+    """SIGKILL the compactor; returns whether it was still running (not crashed)."""
+    running = compactor.poll() is None
+    os.killpg(compactor.pid, signal.SIGKILL)
+    compactor.wait()
+    return running
 
 
 def run_crash_trials(index_dir: str, token: str, *, kills: int, compaction_kills: int = 0, seed: int = 0,
@@ -163,7 +173,7 @@ def run_crash_trials(index_dir: str, token: str, *, kills: int, compaction_kills
         for trial in range(kills + compaction_kills):
             server = ServerProcess(index_dir, token=token, workers=workers, threads=4,
                                    log_path=os.path.join(logs, f"server-{trial}.log")).start()
-            compactor = (_start_compactor(index_dir, os.path.join(logs, f"compact-{trial}.log"))
+            compactor = (start_compactor(index_dir, os.path.join(logs, f"compact-{trial}.log"))
                          if trial >= kills else None)
             stop = threading.Event()
             threads = [threading.Thread(target=_writer, daemon=True,
@@ -176,9 +186,7 @@ def run_crash_trials(index_dir: str, token: str, *, kills: int, compaction_kills
             delays.append(delay)
             time.sleep(delay)
             if compactor is not None:
-                compactions_killed += compactor.poll() is None
-                os.killpg(compactor.pid, signal.SIGKILL)
-                compactor.wait()
+                compactions_killed += kill_compactor(compactor)
             server.kill()  # SIGKILL to master and workers, mid-request
             stop.set()
             for thread in threads:

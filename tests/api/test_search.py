@@ -181,3 +181,27 @@ def test_batch_errors(client, png_bytes):
     assert client.post("/api/search/batch", data=png_bytes, content_type="image/png").status_code == 415
     r = client.post("/api/search/batch", data={"x": "y"}, content_type="multipart/form-data")
     assert r.status_code == 400
+
+
+def test_batch_decodes_and_embeds_one_image_at_a_time_within_a_pixel_budget(make_writable_app, png_bytes,
+                                                                             monkeypatch):
+    """16 large images used to be decoded before any was embedded (16 x 40 MP of pixels per request): now
+    each image is decoded, embedded and dropped in turn, and the request's pixels are capped."""
+    import engine.engine as engine_module
+
+    app = make_writable_app(max_request_pixels=2000)  # 28x28 = 784 pixels: the third image is over
+    service = app.extensions["simsearch"]
+    events: list[str] = []
+    real_open, real_embed = engine_module.open_image, service.engine.embedder.embed_images
+    monkeypatch.setattr(engine_module, "open_image", lambda *a, **k: events.append("decode") or real_open(*a, **k))
+    monkeypatch.setattr(service.engine.embedder, "embed_images",
+                        lambda images: events.append(f"embed {len(images)}") or real_embed(images))
+    client = app.test_client()
+    two = [(io.BytesIO(png_bytes), f"{i}.png") for i in range(2)]
+    r = client.post("/api/search/batch", data={"images": two}, content_type="multipart/form-data")
+    assert r.status_code == 200 and events == ["decode", "embed 1", "decode", "embed 1"]
+    events.clear()
+    five = [(io.BytesIO(png_bytes), f"{i}.png") for i in range(5)]
+    r = client.post("/api/search/batch", data={"images": five}, content_type="multipart/form-data")
+    assert r.status_code == 413 and "images[2]" in r.get_json()["error"] and "2000 pixels" in r.get_json()["error"]
+    assert events == ["decode", "embed 1", "decode", "embed 1", "decode"]  # images 3 and 4 never decoded

@@ -1,15 +1,22 @@
-"""A concurrent soak on a real server (2 workers x 4 threads, 8 clients), then a restart."""
+"""A concurrent soak on a real server (2 workers x 4 threads, 8 clients) while another process compacts the
+index over and over, then a restart."""
 
 from __future__ import annotations
 
+from bench.reliability.crash import kill_compactor, start_compactor
 from bench.reliability.soak import run_soak, verify_items
 
 SOAK_SECONDS = 15  # the bench runs 60 s: python -m bench.reliability
 
 
-def test_soak_loses_nothing_and_resurrects_nothing(start_server, index_copy, token):
+def test_soak_loses_nothing_and_resurrects_nothing(start_server, index_copy, token, tmp_path):
     server = start_server()
-    summary, state = run_soak(server.url, token, seconds=SOAK_SECONDS, clients=8, seed=1)
+    compactor = start_compactor(index_copy, str(tmp_path / "compact.log"))
+    try:
+        summary, state = run_soak(server.url, token, seconds=SOAK_SECONDS, clients=8, seed=1)
+    finally:
+        assert kill_compactor(compactor), (tmp_path / "compact.log").read_text()[-2000:]  # it never crashed
+    assert (tmp_path / "compact.log").read_text().count("compacted") >= 2
 
     assert summary["errors"] == 0, summary["error_examples"]
     assert summary["resurrected_deletes"] == 0, summary["resurrected_examples"]

@@ -1,0 +1,389 @@
+"""``ViewKeeper``: keeps one process's FAISS view of an index in step with its SQLite truth.
+
+The view is loaded from the newest checkpoint (a FAISS file stamped with the log seq it covers) and caught up
+by applying the change log after that seq; before every read :meth:`ViewKeeper.refresh` compares the log
+head with the view (one cheap query) and applies only what is new.  Checkpoints are written here, and so is
+compaction (a rebuild from the truth).  When another process writes a rebuilt checkpoint, it is loaded in a
+background thread and swapped in; a checkpoint that merely copies a view is adopted as it is.
+
+Locks: the catch-up lock lets one thread at a time apply changes (the others wait, then find nothing to
+do); the checkpoint lock (an ``flock`` on ``checkpoints/.lock``) lets one process at a time write checkpoint
+files; it guards the derived files only, never the data, which SQLite orders.  A thread that holds the
+catch-up lock never waits for the checkpoint lock (compaction takes them in the other order).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from index import factory, persist
+from index.config import IndexConfig, choose_index_type
+from index.db import CheckpointRow, StoreDB
+from index.view import IndexView
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_LOCK = ".lock"
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    """What :meth:`IndexStore.compact` did: ``rebuilt`` (the FAISS index from the truth) and why,
+    the checkpoint it wrote, and how many tombstones it dropped."""
+
+    rebuilt: bool
+    reason: str
+    checkpoint_gen: int
+    checkpoint_seq: int
+    dropped_tombstones: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+
+def _type_of(fstring: str | None) -> str | None:
+    if fstring is None:
+        return None
+    if "HNSW" in fstring:
+        return "hnsw"
+    if fstring.startswith("IVF"):
+        return "ivfpq"
+    return "flat"
+
+
+class ViewKeeper:
+    """The view of one index directory in this process; thread-safe."""
+
+    def __init__(self, directory: str, db: StoreDB, dim: int, config: IndexConfig) -> None:
+        self._directory = directory
+        self._db = db
+        self._dim = dim
+        self._config = config
+        self._catch_up_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._reloading = False
+        self._threads: list[threading.Thread] = []  # background reloads and checkpoints of this process
+        self._opened_at = time.time()
+        self._damaged_gen = 0  # a checkpoint found unusable here: the next checkpoint() replaces it
+        self._view: IndexView = self._load_view()
+
+    @property
+    def view(self) -> IndexView:
+        """The current view (call :meth:`refresh` first to include every committed change)."""
+        return self._view
+
+    def after_write(self) -> None:
+        """Include this process's own write at once, then apply the automatic checkpoint policy."""
+        self.refresh()
+        if self._config.auto_checkpoint:
+            self._maybe_checkpoint_in_background()
+
+    def _load_view(self) -> IndexView:
+        """The newest checkpoint caught up with the log (or, without a usable one, a view of the truth)."""
+        return self._caught_up(self._checkpoint_view())
+
+    def _checkpoint_view(self) -> IndexView:
+        """The newest checkpoint as a view, not yet caught up: read again if a newer checkpoint replaced it
+        while it was being read; an empty view when there is none yet; built from the truth when its file is
+        unusable, or when an IVF index holds data but has no checkpoint (see :meth:`_first_trained_view`)."""
+        for _attempt in range(5):
+            with self._db.snapshot() as conn:
+                row = StoreDB.checkpoint_row(conn)
+                index_type = StoreDB.get_setting(conn, "index_type")
+                fstring = StoreDB.get_setting(conn, "factory")
+                has_items = conn.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
+            if row is None:
+                view = IndexView.empty(self._dim, self._config, index_type, fstring)
+                return view if view.is_trained or not has_items else self._first_trained_view()
+            try:
+                return self._read_checkpoint(row)
+            except FileNotFoundError:
+                logger.info("checkpoint %s was replaced while being read; reading the newest one", row.file)
+            except (OSError, ValueError, RuntimeError) as exc:
+                logger.warning("checkpoint %s is unusable (%s); rebuilding the view from the database",
+                               row.file, exc)
+                self._damaged_gen = row.gen
+                break
+        return self._rebuild_view()
+
+    def _first_trained_view(self) -> IndexView:
+        """An IVF index is trained once, by whichever process takes the checkpoint lock first, and written
+        as the first checkpoint, so that every process searches the same quantizer.  If the lock is taken (a
+        compaction in this or another process), train locally for now (seeded, so the same on the same data)
+        and switch to the checkpoint when it appears; never wait for that lock while holding the catch-up
+        lock, which a compaction takes after it."""
+        with self._checkpoint_lock(blocking=False) as got:
+            if not got:
+                return self._rebuild_view()
+            with self._db.snapshot() as conn:
+                row = StoreDB.checkpoint_row(conn)
+            if row is not None:
+                return self._read_checkpoint(row)
+            view = self._rebuild_view()
+            if view.index is not None and view.is_trained:
+                self._write_checkpoint(view, rebuilt=True)
+            return view
+
+    def _read_checkpoint(self, row: CheckpointRow) -> IndexView:
+        path = os.path.join(self._directory, CHECKPOINT_DIR, row.file)
+        with open(path, "rb") as handle:
+            blob = np.frombuffer(handle.read(), dtype=np.uint8)
+        if persist.sha256_bytes(blob) != row.sha256:
+            raise ValueError("sha256 does not match the database")
+        return IndexView.from_bytes(blob, dim=self._dim, config=self._config, index_type=row.index_type,
+                                    factory_string=row.factory, seq=row.seq, gen=row.gen,
+                                    tombstones=row.tombstones, trained_on=row.trained_on)
+
+    def _rebuild_view(self, fstring: str | None = None) -> IndexView:
+        """A view built from every vector in the truth (the slow path: compaction, or a lost checkpoint).
+
+        It takes the generation of the newest checkpoint, which it is at least as new as: with gen 0, an
+        unusable newest checkpoint would start a background reload (another full rebuild) at every read."""
+        with self._db.snapshot() as conn:
+            seq = StoreDB.head(conn)
+            newest = StoreDB.checkpoint_row(conn)
+            index_type = StoreDB.get_setting(conn, "index_type")
+            fstring = fstring or StoreDB.get_setting(conn, "factory")
+            ids, xb = StoreDB.all_vectors(conn, self._dim)
+        gen = newest.gen if newest is not None else 0
+        if fstring is None:
+            return IndexView.empty(self._dim, self._config, None, None, seq=seq, gen=gen)
+        index_type = _type_of(fstring) or index_type
+        started = time.perf_counter()
+        view = IndexView.build(ids, xb, dim=self._dim, config=self._config, index_type=index_type,
+                               factory_string=fstring, seq=seq)
+        view.gen = gen
+        logger.info("built %s over %d vectors at seq %d in %.1f s", fstring, len(ids), seq,
+                    time.perf_counter() - started)
+        return view
+
+    def refresh(self) -> None:
+        """Bring this process's view up to the log head: one cheap query when nothing changed."""
+        head, gen = self._db.head_and_checkpoint()
+        view = self._view
+        if gen > view.gen and not self._reloading:
+            self._on_new_checkpoint(view)
+        if head > view.seq:
+            with self._catch_up_lock:  # one thread at a time; the others wait, then find nothing to do
+                current = self._view
+                caught_up = self._caught_up(current)
+                if caught_up is not current:
+                    self._swap(caught_up)
+
+    def _caught_up(self, view: IndexView) -> IndexView:
+        """``view`` with the log after ``view.seq`` applied (O(1) per change), or the newest checkpoint caught
+        up instead when ``view`` is behind the pruned log or its index still has to be trained.  Caller holds
+        the catch-up lock (or owns ``view`` alone)."""
+        with self._db.snapshot() as conn:
+            floor = int(StoreDB.get_setting(conn, "log_floor", 0))
+            fstring = StoreDB.get_setting(conn, "factory")
+            changes = StoreDB.changes_since(conn, view.seq, self._dim) if view.seq >= floor else None
+        if view.index is None and fstring is not None and changes is not None:  # a first add decided the type
+            view = IndexView.empty(self._dim, self._config, _type_of(fstring), fstring, seq=view.seq, gen=view.gen)
+        if changes is None or (len(changes.add_ids) and not view.is_trained):
+            return self._caught_up(self._checkpoint_view())
+        if len(changes) or changes.head != view.seq:
+            with view.lock.write():
+                view.apply(changes)
+        return view
+
+    def _swap(self, view: IndexView) -> None:
+        old, self._view = self._view, view
+        logger.info("index %s: view now at checkpoint %d, seq %d (was %d, seq %d)", self._directory, view.gen,
+                    view.seq, old.gen, old.seq)
+
+    def _on_new_checkpoint(self, view: IndexView) -> None:
+        """Another process wrote a checkpoint.  A copy of a view changes nothing for this one (adopt its
+        generation); a rebuilt one (fewer tombstones, another index type, a retrained IVF) is loaded."""
+        with self._db.snapshot() as conn:
+            row = StoreDB.checkpoint_row(conn)
+        if row is None or row.gen <= view.gen:
+            return
+        if row.rebuilt or row.factory != view.factory:
+            self._reload_in_background()
+        else:
+            view.gen = row.gen
+
+    def _reload_in_background(self) -> None:
+        """Another process wrote a newer checkpoint (e.g. a compaction): load it aside, then swap it in."""
+        with self._reload_lock:
+            if self._reloading:
+                return
+            self._reloading = True
+
+        def reload() -> None:
+            try:
+                view = self._checkpoint_view()  # the slow part (reading a file), outside the lock
+                with self._catch_up_lock:
+                    view = self._caught_up(view)
+                    if view.gen > self._view.gen or view.seq >= self._view.seq:
+                        self._swap(view)
+            except Exception:  # noqa: BLE001 - keep serving the current view; the next read retries
+                logger.exception("could not load the newer checkpoint of %s", self._directory)
+            finally:
+                self._reloading = False
+
+        self._start_background(reload, "simsearch-reload")
+
+    def _start_background(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _background_busy(self, name: str) -> bool:
+        return any(t.is_alive() and t.name == name for t in self._threads)
+
+    def wait_for_background(self, timeout: float | None = None) -> None:
+        """Wait for the background reloads and checkpoints of this process (tests and benchmarks use it)."""
+        for thread in list(self._threads):
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------ checkpoints and compaction
+    @contextmanager
+    def _checkpoint_lock(self, blocking: bool = True) -> Iterator[bool]:
+        """An exclusive ``flock`` over the checkpoint files (a derived view, never the data: the data is
+        ordered by SQLite).  Yields False when ``blocking`` is off and another process holds it."""
+        path = os.path.join(self._directory, CHECKPOINT_DIR, CHECKPOINT_LOCK)
+        with open(path, "a+b") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def checkpoint(self) -> int:
+        """Write this process's view as a new checkpoint (searches go on meanwhile); returns its generation."""
+        with self._checkpoint_lock():
+            self.refresh()
+            with self._db.snapshot() as conn:
+                newest = StoreDB.checkpoint_row(conn)
+            if newest is not None and newest.seq >= self._view.seq and newest.gen != self._damaged_gen:
+                # nothing to add: the newest checkpoint already covers this view; still clear what a killed
+                # checkpoint or compaction left behind (a half-written file can be as large as the index)
+                self._remove_stale_checkpoint_files(os.path.join(self._directory, CHECKPOINT_DIR))
+                return newest.gen
+            return self._write_checkpoint(self._view)
+
+    def _write_checkpoint(self, view: IndexView, rebuilt: bool = False) -> int:
+        """Serialise ``view`` (under its read lock: a memory copy), write it aside, fsync, rename, then record
+        it in SQLite (the commit point) and prune older checkpoints and the log they covered.  Caller holds
+        the checkpoint lock."""
+        if view.index is None:
+            return 0
+        with view.lock.read():
+            blob, seq, tombstones = view.serialize(), view.seq, view.tombstones()
+            stored = view.stored
+        folder = os.path.join(self._directory, CHECKPOINT_DIR)
+        name = f"view.{seq}.{uuid.uuid4().hex[:8]}.faiss"
+        persist.write_file_atomic(os.path.join(folder, name), lambda tmp: blob.tofile(tmp))
+        persist.fsync_dir(folder)
+        with self._db.transaction() as conn:
+            gen = StoreDB.record_checkpoint(conn, seq=seq, file=name, sha256=persist.sha256_bytes(blob),
+                                            index_type=view.index_type, factory=view.factory, stored=stored,
+                                            tombstones=tombstones, trained_on=view.trained_on, rebuilt=rebuilt)
+            StoreDB.set_setting(conn, "index_type", view.index_type)
+            StoreDB.set_setting(conn, "factory", view.factory)
+            dropped, _floor = StoreDB.prune(conn)
+        view.gen = gen
+        self._remove_stale_checkpoint_files(folder)
+        logger.info("checkpoint %d of %s at seq %d: %d vectors, %d tombstones, %.1f MB", gen, self._directory, seq,
+                    stored, len(tombstones), blob.nbytes / 1e6)
+        return gen
+
+    def _remove_stale_checkpoint_files(self, folder: str) -> None:
+        """Delete checkpoint files no row names (older generations, and leftovers of a crash mid-write);
+        caller holds the checkpoint lock, so no other process is writing one."""
+        named = {r[0] for r in self._db.query("SELECT file FROM checkpoints")}
+        for name in os.listdir(folder):
+            if name != CHECKPOINT_LOCK and name not in named:
+                try:
+                    os.remove(os.path.join(folder, name))
+                except OSError as exc:  # harmless: the next checkpoint retries
+                    logger.warning("could not remove stale checkpoint file %s: %s", name, exc)
+
+    def compact(self, *, force: bool = False) -> CompactResult:
+        """Write a new checkpoint.  Rebuild the FAISS index from the truth first when tombstones exceed
+        ``config.compact_fraction`` of the stored vectors (any tombstone with ``force``), when an ``auto``
+        index has outgrown its type, or when IVF has outgrown its training sample (4x); otherwise the
+        current view is written as it is.  Searches continue meanwhile (in this and other processes)."""
+        started = time.perf_counter()
+        with self._checkpoint_lock():
+            self.refresh()
+            view = self._view
+            reason = self._rebuild_reason(view, force)
+            dropped = view.tombstone_count
+            if reason:
+                target = self._target_factory(view)
+                fresh = self._rebuild_view(target)
+                with self._catch_up_lock:
+                    fresh = self._caught_up(fresh)
+                    self._swap(fresh)
+                view = fresh
+                dropped -= fresh.tombstone_count
+            else:
+                dropped = 0
+            gen = self._write_checkpoint(view, rebuilt=bool(reason))
+        return CompactResult(bool(reason), reason or "checkpoint only", gen, view.seq, dropped,
+                             round(time.perf_counter() - started, 3))
+
+    def _target_factory(self, view: IndexView) -> str:
+        if self._config.index_type == "auto" or view.index_type == "ivfpq":
+            n = max(view.live, 1)
+            return factory.factory_string(choose_index_type(n, self._dim, self._config), self._dim, self._config, n)
+        return view.factory
+
+    def _rebuild_reason(self, view: IndexView, force: bool) -> str:
+        if view.index is None:
+            return ""
+        if view.tombstone_count and (force or view.tombstone_count >= self._config.compact_fraction * view.stored):
+            return f"{view.tombstone_count} tombstones of {view.stored} stored vectors"
+        if self._config.index_type == "auto" and _type_of(self._target_factory(view)) != view.index_type:
+            return f"{view.live} items outgrew {view.index_type}"
+        if view.index_type == "ivfpq" and view.trained_on and view.live > 4 * view.trained_on:
+            return f"IVF trained on {view.trained_on} vectors, now {view.live}"
+        return ""
+
+    def _maybe_checkpoint_in_background(self) -> None:
+        """The automatic policy: after ``config.checkpoint_every`` changes since the newest checkpoint, or
+        after ``config.checkpoint_interval_s`` with any change pending, checkpoint (compacting if due) in a
+        background thread of whichever process notices first (the others skip: the lock is taken)."""
+        if self._background_busy("simsearch-checkpoint"):
+            return
+        head, _gen = self._db.head_and_checkpoint()
+        with self._db.snapshot() as conn:
+            row = StoreDB.checkpoint_row(conn)
+        pending = head - (row.seq if row else 0)
+        age = time.time() - (row.created_at if row else self._opened_at)
+        if pending < self._config.checkpoint_every and not (pending and age >= self._config.checkpoint_interval_s):
+            return
+
+        def run() -> None:
+            try:
+                with self._checkpoint_lock(blocking=False) as got:
+                    if not got:
+                        return
+                self.compact()
+            except Exception:  # noqa: BLE001 - the log stays the truth; the next write tries again
+                logger.exception("automatic checkpoint of %s failed", self._directory)
+
+        self._start_background(run, "simsearch-checkpoint")
+
+    def close(self) -> None:
+        self.wait_for_background()
