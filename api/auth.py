@@ -6,6 +6,7 @@ import hmac
 import logging
 import re
 
+from api.config import TOKEN_ENV
 from api.errors import Unauthorized, WritesDisabled
 
 # query parameters that look like credentials: refused everywhere, since URLs end up in logs and histories
@@ -45,7 +46,7 @@ def check_bearer(authorization: str | None, expected_token: str | None) -> None:
     ``authorization`` is ``"Bearer <expected_token>"`` (compared in constant time)."""
     if not expected_token:
         raise WritesDisabled("writes are disabled on this server: no API token is configured "
-                             "(start it with SIMSEARCH_API_TOKEN set)")
+                             f"(start it with {TOKEN_ENV} set)")
     scheme, _, given = (authorization or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         raise Unauthorized("this endpoint needs an 'Authorization: Bearer <token>' header")

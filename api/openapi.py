@@ -30,7 +30,8 @@ def _error(description: str) -> dict:
 def _errors(*codes: int) -> dict:
     """The error answers ``codes``, and those that every endpoint may give: 401 for a credential-like query
     parameter (``token``, ``key``, ...: credentials go in the Authorization header only), 413 for a body over
-    the upload limit (checked before anything reads it) and 500."""
+    the upload limit (checked before anything reads it), 414 for a request line over the HTTP server's limit
+    (gunicorn answers it, in HTML, before the application sees the request) and 500."""
     text = {400: "Bad parameter, missing field or undecodable image",
             401: "Missing or invalid bearer token, or a credential in the URL",
             403: "Writes are disabled (no token configured on the server)", 404: "Unknown id or missing file",
@@ -39,7 +40,10 @@ def _errors(*codes: int) -> dict:
             503: "The index is busy with other writers; nothing was written, retry"}
     if 401 not in codes:
         text[401] = "A credential in the URL (query parameter token, key, ...): use the Authorization header"
-    return {str(c): _error(text[c]) for c in sorted({*codes, 401, 413, 500})}
+    answers = {str(c): _error(text[c]) for c in sorted({*codes, 401, 413, 500})}
+    answers["414"] = {"description": "Request line longer than the HTTP server's limit (an HTML page from gunicorn)",
+                      "content": {"text/html": {"schema": {"type": "string"}}}}
+    return dict(sorted(answers.items()))
 
 
 def openapi_spec(config: ApiConfig) -> dict:

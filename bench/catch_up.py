@@ -16,6 +16,7 @@ holding a 1M-item HNSW index costs to open and to keep.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -37,7 +38,7 @@ from index import IndexStore
 TOKEN = "bench-catch-up-" + os.urandom(6).hex()
 
 _WRITER = r"""
-import sys, time
+import json, sys, time
 import numpy as np
 from index import IndexStore
 store = IndexStore.open(sys.argv[1])
@@ -46,9 +47,7 @@ for line in sys.stdin:  # one write per line the parent sends
     x = rng.standard_normal((1, store.dim)).astype(np.float32)
     ids = store.add(x, labels=["catch-up"], paths=["catch-up.png"])
     acked = time.clock_gettime(time.CLOCK_MONOTONIC)
-    np.save(sys.stdout.buffer, x)
-    sys.stdout.buffer.write(f"{int(ids[0])} {acked!r}\n".encode())
-    sys.stdout.buffer.flush()
+    print(json.dumps({"id": int(ids[0]), "acked": acked, "vector": x[0].tolist()}), flush=True)
 """
 
 
@@ -74,34 +73,42 @@ def http_catch_up(index: str, work: str, writes: int) -> dict:
             "max_searches_needed": max(tries)}
 
 
+def resident_mb() -> float:
+    """This process's resident memory now (VmRSS), in MB."""
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
 def store_catch_up(directory: str, writes: int) -> dict:
     started = time.perf_counter()
     store = IndexStore.open(directory)
     open_s = time.perf_counter() - started
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = resident_mb()
     stats = store.stats()
     env = {**os.environ, "PYTHONPATH": REPO}
     child = subprocess.Popen([sys.executable, "-c", _WRITER, directory, "7"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, env=env, cwd=REPO)
+                             stdout=subprocess.PIPE, env=env, cwd=REPO, text=True)
     latencies, first_try = [], 0
     try:
         for _ in range(writes):
-            child.stdin.write(b"go\n")
+            child.stdin.write("go\n")
             child.stdin.flush()
-            x = np.load(child.stdout)
-            item_id, acked = child.stdout.readline().split()
+            ack = json.loads(child.stdout.readline())
+            x = np.array([ack["vector"]], dtype=np.float32)
             for attempt in range(1, 1000):
                 hits = store.search(x, 3)[0]
-                if any(h.id == int(item_id) for h in hits):
+                if any(h.id == ack["id"] for h in hits):
                     break
-            latencies.append(time.clock_gettime(time.CLOCK_MONOTONIC) - float(acked))
+            latencies.append(time.clock_gettime(time.CLOCK_MONOTONIC) - ack["acked"])
             first_try += attempt == 1
     finally:
         child.stdin.close()
         child.wait(timeout=60)
         store.close()
     return {"items": stats["ntotal"], "factory": stats["factory"], "open_from_checkpoint_s": round(open_s, 2),
-            "rss_after_open_mb": round(rss_mb, 1), "writes": writes, "latency_ms": percentiles_ms(latencies),
+            "rss_after_open_mb": round(rss_mb, 1), "peak_rss_mb": round(peak_mb, 1), "writes": writes, "latency_ms": percentiles_ms(latencies),
             "seen_by_first_search": first_try}
 
 

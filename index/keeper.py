@@ -139,13 +139,13 @@ class ViewKeeper:
 
     def _read_checkpoint(self, row: CheckpointRow) -> IndexView:
         path = os.path.join(self._directory, CHECKPOINT_DIR, row.file)
-        with open(path, "rb") as handle:
-            blob = np.frombuffer(handle.read(), dtype=np.uint8)
-        if persist.sha256_bytes(blob) != row.sha256:
-            raise ValueError("sha256 does not match the database")
-        return IndexView.from_bytes(blob, dim=self._dim, config=self._config, index_type=row.index_type,
-                                    factory_string=row.factory, seq=row.seq, gen=row.gen,
-                                    tombstones=row.tombstones, trained_on=row.trained_on)
+        with open(path, "rb") as handle:  # one open file: a pruning that unlinks it meanwhile changes nothing
+            if persist.sha256_of(handle) != row.sha256:
+                raise ValueError("sha256 does not match the database")
+            handle.seek(0)
+            return IndexView.from_file(handle, dim=self._dim, config=self._config, index_type=row.index_type,
+                                       factory_string=row.factory, seq=row.seq, gen=row.gen,
+                                       tombstones=row.tombstones, trained_on=row.trained_on)
 
     def _rebuild_view(self, fstring: str | None = None) -> IndexView:
         """A view built from every vector in the truth (the slow path: compaction, or a lost checkpoint).

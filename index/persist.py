@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from typing import BinaryIO
 
 from index.errors import IndexMismatchError
 
@@ -15,11 +16,16 @@ logger = logging.getLogger(__name__)
 MODEL_FIELDS = ("checkpoint_sha256", "embedding_dim", "metric", "preprocess")
 
 
-def sha256_file(path: str, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: str) -> str:
     with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
+        return sha256_of(handle)
+
+
+def sha256_of(handle: BinaryIO, chunk: int = 1 << 22) -> str:
+    """sha256 of what is left to read in an open binary file (read in ``chunk``-byte blocks)."""
+    digest = hashlib.sha256()
+    while block := handle.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
 
 

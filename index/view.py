@@ -11,6 +11,7 @@ stays in the FAISS structure until the next rebuild (compaction).  That keeps ev
 from __future__ import annotations
 
 import logging
+from typing import BinaryIO
 
 import faiss
 import numpy as np
@@ -66,10 +67,11 @@ class IndexView:
                    gen=0, trained_on=trained_on)
 
     @classmethod
-    def from_bytes(cls, blob: np.ndarray, *, dim: int, config: IndexConfig, index_type: str,
-                   factory_string: str, seq: int, gen: int, tombstones: np.ndarray,
-                   trained_on: int) -> "IndexView":
-        index = faiss.deserialize_index(blob)
+    def from_file(cls, handle: BinaryIO, *, dim: int, config: IndexConfig, index_type: str,
+                  factory_string: str, seq: int, gen: int, tombstones: np.ndarray,
+                  trained_on: int) -> "IndexView":
+        """A view read from an open checkpoint file (streamed: no second copy of the index in memory)."""
+        index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
         if index.d != dim:
             raise ValueError(f"checkpoint has dimension {index.d}, the index {dim}")
         _apply_search_defaults(index, config)

@@ -88,6 +88,7 @@ def run_schema_fuzz(base_url: str, token: str | None, max_examples: int, seed: i
     hypothesis example database, no schemathesis cache; hypothesis' own caches are redirected while it runs.
     """
     from schemathesis.config import SchemathesisConfig
+    from schemathesis.config._checks import NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES
     from schemathesis.engine import events, from_schema
 
     register_image_media_types()
@@ -95,7 +96,10 @@ def run_schema_fuzz(base_url: str, token: str | None, max_examples: int, seed: i
         "seed": seed, "base-url": base_url, "request-timeout": request_timeout,
         "cache": {"enabled": False},
         "generation": {"max-examples": max_examples, "database": "none"},
-        "checks": {"enabled": True, **{name: {"enabled": False} for name in EXCLUDED_CHECKS}},
+        "checks": {"enabled": True, **{name: {"enabled": False} for name in EXCLUDED_CHECKS},
+                   # a body over the limit (413) or a request line over the HTTP server's (414) is refused too
+                   "negative_data_rejection": {"expected-statuses": [*NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES,
+                                                                     "413", "414"]}},
     }
     if token:
         settings["auth"] = {"openapi": {"bearerAuth": {"bearer": token}}}

@@ -13,6 +13,7 @@ import time
 
 import requests
 
+from api.config import TOKEN_ENV
 from bench import REPO
 
 
@@ -55,9 +56,9 @@ class ServerProcess:
         or does not answer within ``timeout`` seconds."""
         self.port = free_port()
         env = {**os.environ, "PYTHONPATH": self.cwd, "OMP_NUM_THREADS": "1", **self.env}
-        env.pop("SIMSEARCH_API_TOKEN", None)
+        env.pop(TOKEN_ENV, None)
         if self.token:
-            env["SIMSEARCH_API_TOKEN"] = self.token
+            env[TOKEN_ENV] = self.token
         cmd = [sys.executable, "-m", "simsearch.cmd_serve", "serve", "--index", self.index_dir,
                "--port", str(self.port), "--workers", str(self.workers), "--threads", str(self.threads),
                "--log-level", self.log_level, *self.extra_args]
