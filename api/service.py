@@ -157,6 +157,8 @@ class SearchService:
             raise InvalidImage(str(exc)) from None
         except IndexBusyError as exc:
             raise Busy(str(exc)) from None
+        except ValueError as exc:  # the store refused the item (e.g. an IVF index still too small to train)
+            raise InvalidRequest(str(exc)) from None
 
     def delete(self, item_id: int) -> None:
         """Remove an item for good (durable before returning); its uploaded file, if any, is deleted."""

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary, ledger = run_writers_trial(index, TOKEN, folder, server=server, seed=trial,
                                                     remove_ids=[trial * 5 + j for j in range(5)])
                 total.live.update(ledger.live)
+                total.images.update(ledger.images)
                 total.deleted |= ledger.deleted
                 for item_id in ledger.deleted:
                     total.live.pop(item_id, None)

@@ -67,7 +67,7 @@ class Engine:
         self.checkpoint = checkpoint
         self.store = store
         self.embedder = checkpoint.embedder()
-        self._uploads = os.path.join(os.path.abspath(directory), UPLOADS_DIR)
+        self._uploads = os.path.join(os.path.abspath(directory), UPLOADS_DIR)  # upload paths are stored absolute
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> "Engine":
@@ -171,7 +171,8 @@ class Engine:
         return open_image(item.path, max_pixels=max_pixels)
 
     def is_upload(self, path: str) -> bool:
-        return os.path.abspath(path).startswith(self._uploads + os.sep)
+        """Whether ``path`` is a file of this index's ``uploads/`` folder (symlinks resolved)."""
+        return os.path.realpath(os.path.dirname(path)) == os.path.realpath(self._uploads)
 
     # ------------------------------------------------------------------ writes
     def add_image(self, data: bytes, label: str, *, source: str = "upload",
@@ -214,17 +215,24 @@ class Engine:
         result["orphans_removed"] = self.remove_orphan_uploads(orphan_grace_s)
         return result
 
-    def remove_orphan_uploads(self, grace_s: float = ORPHAN_GRACE_S) -> int:
+    def orphan_uploads(self) -> list[str]:
+        """Files in ``uploads/`` that no live item references.  Matched by file name (each upload gets a
+        fresh uuid name), so a directory reached through a symlink, moved or restored still matches."""
         if not os.path.isdir(self._uploads):
-            return 0
-        names = os.listdir(self._uploads)
-        referenced = self.store.paths_under(self._uploads + os.sep)
+            return []
+        names = set(os.listdir(self._uploads))
+        referenced = {os.path.basename(item.path) for item in self.store.iter_items()} & names
+        return sorted(names - referenced)
+
+    def remove_orphan_uploads(self, grace_s: float = ORPHAN_GRACE_S) -> int:
+        """Remove :meth:`orphan_uploads` older than ``grace_s`` (younger ones may belong to an add in flight,
+        whose file is written before its transaction commits)."""
         cutoff = time.time() - grace_s
         removed = 0
-        for name in names:
+        for name in self.orphan_uploads():
             path = os.path.join(self._uploads, name)
             try:
-                if path not in referenced and os.stat(path).st_mtime <= cutoff:
+                if os.stat(path).st_mtime <= cutoff:
                     os.remove(path)
                     removed += 1
             except FileNotFoundError:

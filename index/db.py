@@ -332,7 +332,10 @@ class StoreDB:
     def items(self, ids: Sequence[int]) -> dict[int, ItemMeta]:
         """Metadata of the ids that are live, keyed by id."""
         with self._borrow() as conn:
-            return self.get_items(conn, ids)
+            try:
+                return self.get_items(conn, ids)
+            except sqlite3.DatabaseError as exc:
+                raise _busy_or_error(exc, self.path) from None
 
     def vectors(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
         out = {}
@@ -388,11 +391,6 @@ class StoreDB:
             last = rows[-1][0]
         return ids[:filled], xb[:filled]
 
-    def paths_under(self, prefix: str) -> set[str]:
-        """Paths of live items that start with ``prefix`` (for finding orphan upload files)."""
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return {r[0] for r in self.query("SELECT path FROM items WHERE path LIKE ? ESCAPE '\\'", (escaped + "%",))}
-
     # ------------------------------------------------------------------ checkpoints
     @staticmethod
     def checkpoint_row(conn: sqlite3.Connection, gen: int | None = None) -> CheckpointRow | None:
@@ -404,6 +402,12 @@ class StoreDB:
         if row is None:
             return None
         return CheckpointRow(*row[:7], np.frombuffer(row[7], dtype=np.int64).copy(), row[8], bool(row[9]), row[10])
+
+    @staticmethod
+    def newest_checkpoint_time(conn: sqlite3.Connection) -> tuple[int, float] | None:
+        """``(seq, created_at)`` of the newest checkpoint, or None (cheap: no tombstone list)."""
+        row = conn.execute("SELECT seq, created_at FROM checkpoints ORDER BY gen DESC LIMIT 1").fetchone()
+        return None if row is None else (int(row[0]), float(row[1]))
 
     @staticmethod
     def record_checkpoint(conn: sqlite3.Connection, *, seq: int, file: str, sha256: str, index_type: str,

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-import numpy as np
 
 from index import factory, persist
 from index.config import IndexConfig, choose_index_type
@@ -76,8 +75,11 @@ class ViewKeeper:
         self._reload_lock = threading.Lock()
         self._reloading = False
         self._threads: list[threading.Thread] = []  # background reloads and checkpoints of this process
+        self._threads_lock = threading.Lock()
+        self._own_files: set[str] = set()  # checkpoint files this process wrote (never reloaded from disk)
         self._opened_at = time.time()
         self._damaged_gen = 0  # a checkpoint found unusable here: the next checkpoint() replaces it
+        os.makedirs(os.path.join(directory, CHECKPOINT_DIR), exist_ok=True)  # e.g. only store.sqlite restored
         self._view: IndexView = self._load_view()
 
     @property
@@ -210,8 +212,8 @@ class ViewKeeper:
         generation); a rebuilt one (fewer tombstones, another index type, a retrained IVF) is loaded."""
         with self._db.snapshot() as conn:
             row = StoreDB.checkpoint_row(conn)
-        if row is None or row.gen <= view.gen:
-            return
+        if row is None or row.gen <= view.gen or row.file in self._own_files:
+            return  # (its writer sets the generation of the view it wrote)
         if row.rebuilt or row.factory != view.factory:
             self._reload_in_background()
         else:
@@ -229,7 +231,7 @@ class ViewKeeper:
                 view = self._checkpoint_view()  # the slow part (reading a file), outside the lock
                 with self._catch_up_lock:
                     view = self._caught_up(view)
-                    if view.gen > self._view.gen or view.seq >= self._view.seq:
+                    if view.gen >= self._view.gen:  # not over a view this process rebuilt meanwhile
                         self._swap(view)
             except Exception:  # noqa: BLE001 - keep serving the current view; the next read retries
                 logger.exception("could not load the newer checkpoint of %s", self._directory)
@@ -238,17 +240,22 @@ class ViewKeeper:
 
         self._start_background(reload, "simsearch-reload")
 
-    def _start_background(self, target, name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        thread.start()
-
-    def _background_busy(self, name: str) -> bool:
-        return any(t.is_alive() and t.name == name for t in self._threads)
+    def _start_background(self, target, name: str) -> bool:
+        """Start ``target`` in a thread called ``name`` unless one of that name is still running."""
+        with self._threads_lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            if any(t.name == name for t in self._threads):
+                return False
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        return True
 
     def wait_for_background(self, timeout: float | None = None) -> None:
         """Wait for the background reloads and checkpoints of this process (tests and benchmarks use it)."""
-        for thread in list(self._threads):
+        with self._threads_lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(timeout)
 
     # ------------------------------------------------------------------ checkpoints and compaction
@@ -272,14 +279,28 @@ class ViewKeeper:
         """Write this process's view as a new checkpoint (searches go on meanwhile); returns its generation."""
         with self._checkpoint_lock():
             self.refresh()
-            with self._db.snapshot() as conn:
-                newest = StoreDB.checkpoint_row(conn)
+            newest = self._adopt_rebuilt_checkpoint()
             if newest is not None and newest.seq >= self._view.seq and newest.gen != self._damaged_gen:
                 # nothing to add: the newest checkpoint already covers this view; still clear what a killed
                 # checkpoint or compaction left behind (a half-written file can be as large as the index)
                 self._remove_stale_checkpoint_files(os.path.join(self._directory, CHECKPOINT_DIR))
                 return newest.gen
             return self._write_checkpoint(self._view)
+
+    def _adopt_rebuilt_checkpoint(self) -> CheckpointRow | None:
+        """Under the checkpoint lock, before deciding anything from this process's view: if another process
+        wrote a rebuilt checkpoint that this one has not loaded yet (its background reload may be under way),
+        load it now, so that a checkpoint or compaction here never writes an older structure over it.
+        Returns the newest checkpoint row."""
+        with self._db.snapshot() as conn:
+            newest = StoreDB.checkpoint_row(conn)
+        view = self._view
+        if (newest is not None and newest.gen > view.gen and newest.file not in self._own_files
+                and (newest.rebuilt or newest.factory != view.factory)):
+            fresh = self._checkpoint_view()
+            with self._catch_up_lock:
+                self._swap(self._caught_up(fresh))
+        return newest
 
     def _write_checkpoint(self, view: IndexView, rebuilt: bool = False) -> int:
         """Serialise ``view`` (under its read lock: a memory copy), write it aside, fsync, rename, then record
@@ -292,6 +313,7 @@ class ViewKeeper:
             stored = view.stored
         folder = os.path.join(self._directory, CHECKPOINT_DIR)
         name = f"view.{seq}.{uuid.uuid4().hex[:8]}.faiss"
+        self._own_files.add(name)
         persist.write_file_atomic(os.path.join(folder, name), lambda tmp: blob.tofile(tmp))
         persist.fsync_dir(folder)
         with self._db.transaction() as conn:
@@ -300,7 +322,7 @@ class ViewKeeper:
                                             tombstones=tombstones, trained_on=view.trained_on, rebuilt=rebuilt)
             StoreDB.set_setting(conn, "index_type", view.index_type)
             StoreDB.set_setting(conn, "factory", view.factory)
-            dropped, _floor = StoreDB.prune(conn)
+            StoreDB.prune(conn)
         view.gen = gen
         self._remove_stale_checkpoint_files(folder)
         logger.info("checkpoint %d of %s at seq %d: %d vectors, %d tombstones, %.1f MB", gen, self._directory, seq,
@@ -318,16 +340,24 @@ class ViewKeeper:
                 except OSError as exc:  # harmless: the next checkpoint retries
                     logger.warning("could not remove stale checkpoint file %s: %s", name, exc)
 
-    def compact(self, *, force: bool = False) -> CompactResult:
+    def compact(self, *, force: bool = False, blocking: bool = True) -> CompactResult | None:
         """Write a new checkpoint.  Rebuild the FAISS index from the truth first when tombstones exceed
         ``config.compact_fraction`` of the stored vectors (any tombstone with ``force``), when an ``auto``
         index has outgrown its type, or when IVF has outgrown its training sample (4x); otherwise the
-        current view is written as it is.  Searches continue meanwhile (in this and other processes)."""
+        current view is written as it is, unless the newest checkpoint already covers it.  Searches continue
+        meanwhile (in this and other processes).  With ``blocking`` off, returns None at once when another
+        process or thread holds the checkpoint lock."""
         started = time.perf_counter()
-        with self._checkpoint_lock():
+        with self._checkpoint_lock(blocking) as got:
+            if not got:
+                return None
             self.refresh()
+            newest = self._adopt_rebuilt_checkpoint()
             view = self._view
             reason = self._rebuild_reason(view, force)
+            if not reason and newest is not None and newest.seq >= view.seq and newest.gen != self._damaged_gen:
+                return CompactResult(False, "the newest checkpoint covers the view", newest.gen, newest.seq, 0,
+                                     round(time.perf_counter() - started, 3))
             dropped = view.tombstone_count
             if reason:
                 target = self._target_factory(view)
@@ -364,22 +394,17 @@ class ViewKeeper:
         """The automatic policy: after ``config.checkpoint_every`` changes since the newest checkpoint, or
         after ``config.checkpoint_interval_s`` with any change pending, checkpoint (compacting if due) in a
         background thread of whichever process notices first (the others skip: the lock is taken)."""
-        if self._background_busy("simsearch-checkpoint"):
-            return
-        head, _gen = self._db.head_and_checkpoint()
         with self._db.snapshot() as conn:
-            row = StoreDB.checkpoint_row(conn)
-        pending = head - (row.seq if row else 0)
-        age = time.time() - (row.created_at if row else self._opened_at)
+            head = StoreDB.head(conn)
+            newest = StoreDB.newest_checkpoint_time(conn)  # (seq, created_at) or None: no tombstone blob
+        pending = head - (newest[0] if newest else 0)
+        age = time.time() - (newest[1] if newest else self._opened_at)
         if pending < self._config.checkpoint_every and not (pending and age >= self._config.checkpoint_interval_s):
             return
 
         def run() -> None:
             try:
-                with self._checkpoint_lock(blocking=False) as got:
-                    if not got:
-                        return
-                self.compact()
+                self.compact(blocking=False)  # another process or thread at it: nothing to do here
             except Exception:  # noqa: BLE001 - the log stays the truth; the next write tries again
                 logger.exception("automatic checkpoint of %s failed", self._directory)
 

@@ -188,7 +188,7 @@ class IndexStore:
                 self._decide_index_type(conn, n)
             self._check_trainable(conn, n)
             ids = StoreDB.insert_items(conn, xb, labels, paths, sources)
-        self._keeper.after_write()
+        self._after_commit()
         return ids
 
     def remove(self, ids: int | list[int] | np.ndarray) -> list[ItemMeta]:
@@ -201,8 +201,17 @@ class IndexStore:
         with self._db.transaction() as conn:
             gone = StoreDB.delete_items(conn, ids)
         if gone:
-            self._keeper.after_write()
+            self._after_commit()
         return gone
+
+    def _after_commit(self) -> None:
+        """Catch this process's view up and apply the checkpoint policy.  The write is durable already: a
+        failure here is logged, never reported as a failed write (the next read catches up again)."""
+        try:
+            self._keeper.after_write()
+        except Exception:  # noqa: BLE001 - see the docstring
+            logger.exception("index %s: the write committed, but updating this process's view failed",
+                             self._directory)
 
     def _decide_index_type(self, conn, n: int) -> None:
         """Resolve ``auto`` with the first batch (inside its transaction, so every process agrees)."""
@@ -215,9 +224,9 @@ class IndexStore:
 
     def _check_trainable(self, conn, n: int) -> None:
         """Refuse (before committing) a first IVF batch too small to train on."""
-        if StoreDB.checkpoint_row(conn) is not None:
-            return
         fstring = StoreDB.get_setting(conn, "factory")
+        if not fstring.startswith("IVF") or conn.execute("SELECT 1 FROM checkpoints LIMIT 1").fetchone():
+            return  # only IVF trains, and a checkpoint means it has been trained
         need = factory.training_need(factory.new_index(fstring, self._dim, self._config), self._config)
         have = int(conn.execute("SELECT count(*) FROM items").fetchone()[0]) if need else 0
         if need and have + n < need:
@@ -310,10 +319,6 @@ class IndexStore:
         if vector is None:
             raise KeyError(f"no item with id {item_id}")
         return vector
-
-    def paths_under(self, prefix: str) -> set[str]:
-        """Paths of live items under ``prefix`` (a folder path ending in the separator)."""
-        return self._db.paths_under(prefix)
 
     def stats(self) -> dict:
         """Counts (live items, stored vectors, tombstones, per label), index type, log and checkpoint state."""

@@ -65,11 +65,12 @@ def _writer(base_url: str, token: str, ledger: Ledger, stop: threading.Event, rn
                         ledger.in_doubt[item_id] = ledger.live.pop(item_id)
                     r = http.delete(f"{base_url}/api/images/{item_id}", headers=auth, timeout=60)
                     with ledger.lock:
-                        label = ledger.in_doubt.pop(item_id)
                         if r.status_code == 200:
+                            ledger.in_doubt.pop(item_id)
                             ledger.deleted.add(item_id)
-                        else:  # refused: it must still be there
-                            ledger.live[item_id] = label
+                        elif r.status_code < 500:  # refused: it must still be there
+                            ledger.live[item_id] = ledger.in_doubt.pop(item_id)
+                        # a 5xx stays in doubt: the delete may have committed before the failure
                 else:
                     image += 1
                     label = f"crash-{image}"
@@ -127,16 +128,14 @@ def interrupted_write(index_dir: str) -> bool:
 
 
 def orphan_uploads(index_dir: str) -> list[str]:
-    """Upload files that no live item references."""
-    uploads = os.path.join(os.path.abspath(index_dir), UPLOADS_DIR)
-    if not os.path.isdir(uploads):
-        return []
-    store = IndexStore.open(index_dir)
+    """Upload files that no live item references (the engine's own rule)."""
+    from engine import Engine
+
+    engine = Engine.open(index_dir)
     try:
-        referenced = store.paths_under(uploads + os.sep)
+        return engine.orphan_uploads()
     finally:
-        store.close()
-    return sorted(name for name in os.listdir(uploads) if os.path.join(uploads, name) not in referenced)
+        engine.close()
 
 
 def start_compactor(index_dir: str, log_path: str) -> subprocess.Popen:

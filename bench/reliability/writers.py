@@ -31,6 +31,7 @@ class WriterLedger:
 
     live: dict[int, str] = field(default_factory=dict)
     deleted: set[int] = field(default_factory=set)
+    images: dict[int, bytes] = field(default_factory=dict)  # what the API adds uploaded, to search with
     failures: list[str] = field(default_factory=list)
     api_adds: int = 0
     api_deletes: int = 0
@@ -50,9 +51,10 @@ def _api_writer(url: str, token: str, ledger: WriterLedger, n_adds: int, seed: i
     own: list[int] = []
     for i in range(n_adds):
         label = f"api-{seed}-{i}"
+        image = unique_image(seed * 10_000 + i)
         try:
             r = requests.post(f"{url}/api/images", headers=auth, data={"label": label}, timeout=120,
-                              files={"image": ("a.png", unique_image(seed * 10_000 + i), "image/png")})
+                              files={"image": ("a.png", image, "image/png")})
         except requests.RequestException as exc:
             with ledger.lock:
                 ledger.failures.append(f"API add {label}: {exc}")
@@ -63,11 +65,17 @@ def _api_writer(url: str, token: str, ledger: WriterLedger, n_adds: int, seed: i
             continue
         with ledger.lock:
             ledger.live[r.json()["id"]] = label
+            ledger.images[r.json()["id"]] = image
             ledger.api_adds += 1
         own.append(r.json()["id"])
         if i % 3 == 2 and own:
             victim = own.pop(rng.randrange(len(own)))
-            r = requests.delete(f"{url}/api/images/{victim}", headers=auth, timeout=120)
+            try:
+                r = requests.delete(f"{url}/api/images/{victim}", headers=auth, timeout=120)
+            except requests.RequestException as exc:
+                with ledger.lock:
+                    ledger.failures.append(f"API delete {victim}: {exc}")
+                continue
             with ledger.lock:
                 if r.status_code == 200:
                     ledger.live.pop(victim, None)
@@ -78,9 +86,19 @@ def _api_writer(url: str, token: str, ledger: WriterLedger, n_adds: int, seed: i
 
 
 def verify_on_workers(url: str, ledger: WriterLedger, *, rounds: int = 2) -> list[str]:
-    """Ask for every acknowledged item ``rounds`` times on fresh connections (both workers answer)."""
+    """Ask for every acknowledged item ``rounds`` times on fresh connections (both workers answer): its
+    metadata, and a search with its own image, which must find it (live) or not (deleted) through each
+    worker's FAISS view, not only in the database."""
     problems = []
     for _ in range(rounds):
+        for item_id, image in sorted(ledger.images.items()):
+            r = requests.post(f"{url}/api/search?k=3", files={"image": ("q.png", image, "image/png")}, timeout=60,
+                              headers={"Connection": "close"})
+            found = r.status_code == 200 and any(n["id"] == item_id for n in r.json()["neighbors"])
+            if item_id in ledger.live and not found:
+                problems.append(f"acknowledged add {item_id} is not found by its own image")
+            if item_id in ledger.deleted and found:
+                problems.append(f"acknowledged delete {item_id} is still found by its image")
         for item_id, label in sorted(ledger.live.items()):
             r = requests.get(f"{url}/api/images/{item_id}/info", timeout=60, headers={"Connection": "close"})
             if r.status_code != 200 or r.json().get("label") != label:

@@ -1,0 +1,43 @@
+"""The engine's file handling around the store: uploads, orphans, and paths reached through a symlink."""
+
+from __future__ import annotations
+
+import os
+
+from engine import Engine
+
+
+def test_compaction_keeps_referenced_uploads_when_the_index_is_reached_through_a_symlink(index_copy, sample_png,
+                                                                                          tmp_path):
+    engine = Engine.open(index_copy)
+    try:
+        item = engine.add_image(sample_png.read_bytes(), "Bag")
+    finally:
+        engine.close()
+    stray = os.path.join(index_copy, "uploads", "0123456789abcdef0123456789abcdef.png")  # a crash's leftover
+    with open(stray, "wb") as handle:
+        handle.write(sample_png.read_bytes())
+    link = tmp_path / "link"
+    link.symlink_to(index_copy)  # the same index under another path (a symlink, a move, a restore)
+    other = Engine.open(link)
+    try:
+        assert other.orphan_uploads() == [os.path.basename(stray)]
+        assert other.compact(orphan_grace_s=0.0)["orphans_removed"] == 1
+        assert not os.path.exists(stray) and os.path.isfile(item.path)  # the referenced upload stays
+        assert [gone.id for gone in other.delete([item.id])] == [item.id]
+        assert not os.path.exists(item.path)  # recognised as an upload through the symlink, and removed
+    finally:
+        other.close()
+
+
+def test_young_orphans_are_kept_for_an_add_in_flight(index_copy, sample_png):
+    engine = Engine.open(index_copy)
+    try:
+        os.makedirs(os.path.join(index_copy, "uploads"), exist_ok=True)
+        fresh = os.path.join(index_copy, "uploads", "fedcba9876543210fedcba9876543210.png")
+        with open(fresh, "wb") as handle:
+            handle.write(sample_png.read_bytes())
+        assert engine.compact()["orphans_removed"] == 0 and os.path.exists(fresh)  # default grace: 5 min
+        assert engine.compact(orphan_grace_s=0.0)["orphans_removed"] == 1
+    finally:
+        engine.close()
