@@ -128,14 +128,12 @@ def db_path(directory: str) -> str:
 class StoreDB:
     """The SQLite truth of one index directory, shared by the threads of a process."""
 
-    def __init__(self, path: str, *, synchronous: str = "full", busy_timeout_s: float = 30.0,
-                 read_only: bool = False) -> None:
+    def __init__(self, path: str, *, synchronous: str = "full", busy_timeout_s: float = 30.0) -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, got {synchronous!r}")
         self.path = path
         self._synchronous = synchronous
         self._timeout = float(busy_timeout_s)
-        self._read_only = read_only
         self._idle: list[sqlite3.Connection] = []  # a pool: any thread borrows one, one at a time
         self._pool_lock = threading.Lock()
         self._closed = False
@@ -158,14 +156,13 @@ class StoreDB:
         return db
 
     def _connect(self) -> sqlite3.Connection:
-        uri = f"file:{self.path}?mode={'ro' if self._read_only else 'rw'}"
+        uri = f"file:{self.path}?mode=rw"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=self._timeout, isolation_level=None,
                                    check_same_thread=False)
-            if not self._read_only:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if mode.lower() != "wal":
-                    raise IndexStoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise IndexStoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
         except sqlite3.Error as exc:
             raise IndexStoreError(f"cannot open the index database {self.path}: {exc}") from None

@@ -55,7 +55,7 @@ class Neighbor:
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return _iso(time.time())
 
 
 class IndexStore:
