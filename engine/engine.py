@@ -164,7 +164,8 @@ class Engine:
 
     def random_items(self, n: int, rng: np.random.Generator) -> list[ItemMeta]:
         ids = self.store.random_ids(n, rng)
-        return [m for m in (self.store.get(int(i)) for i in ids) if m is not None]
+        found = self.store.get_many(ids)
+        return [found[int(i)] for i in ids if int(i) in found]
 
     def open_file(self, item: ItemMeta, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         """Decode an item's stored image file; raises ``ImageDecodeError`` if it is missing or unreadable."""

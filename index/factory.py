@@ -38,6 +38,15 @@ def factory_string(index_type: str, dim: int, config: IndexConfig, n: int) -> st
     raise ValueError(f"cannot build index_type {index_type!r}; resolve 'auto' first")
 
 
+def index_type_of(factory: str | None) -> str | None:
+    """The ``index_type`` a :func:`factory_string` was made for (None for None)."""
+    if factory is None:
+        return None
+    if "HNSW" in factory:
+        return "hnsw"
+    return "ivfpq" if factory.startswith("IVF") else "flat"
+
+
 def new_index(factory: str, dim: int, config: IndexConfig) -> faiss.Index:
     """An empty faiss index for ``factory`` with the construction parameters of ``config`` applied."""
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)

@@ -52,17 +52,6 @@ class CompactResult:
         return asdict(self)
 
 
-
-def _type_of(fstring: str | None) -> str | None:
-    if fstring is None:
-        return None
-    if "HNSW" in fstring:
-        return "hnsw"
-    if fstring.startswith("IVF"):
-        return "ivfpq"
-    return "flat"
-
-
 class ViewKeeper:
     """The view of one index directory in this process; thread-safe."""
 
@@ -163,7 +152,7 @@ class ViewKeeper:
         gen = newest.gen if newest is not None else 0
         if fstring is None:
             return IndexView.empty(self._dim, self._config, None, None, seq=seq, gen=gen)
-        index_type = _type_of(fstring) or index_type
+        index_type = factory.index_type_of(fstring) or index_type
         started = time.perf_counter()
         view = IndexView.build(ids, xb, dim=self._dim, config=self._config, index_type=index_type,
                                factory_string=fstring, seq=seq)
@@ -194,7 +183,8 @@ class ViewKeeper:
             fstring = StoreDB.get_setting(conn, "factory")
             changes = StoreDB.changes_since(conn, view.seq, self._dim) if view.seq >= floor else None
         if view.index is None and fstring is not None and changes is not None:  # a first add decided the type
-            view = IndexView.empty(self._dim, self._config, _type_of(fstring), fstring, seq=view.seq, gen=view.gen)
+            view = IndexView.empty(self._dim, self._config, factory.index_type_of(fstring), fstring, seq=view.seq,
+                                   gen=view.gen)
         if changes is None or (len(changes.add_ids) and not view.is_trained):
             return self._caught_up(self._checkpoint_view())
         if len(changes) or changes.head != view.seq:
@@ -384,7 +374,8 @@ class ViewKeeper:
             return ""
         if view.tombstone_count and (force or view.tombstone_count >= self._config.compact_fraction * view.stored):
             return f"{view.tombstone_count} tombstones of {view.stored} stored vectors"
-        if self._config.index_type == "auto" and _type_of(self._target_factory(view)) != view.index_type:
+        outgrown = factory.index_type_of(self._target_factory(view)) != view.index_type
+        if self._config.index_type == "auto" and outgrown:
             return f"{view.live} items outgrew {view.index_type}"
         if view.index_type == "ivfpq" and view.trained_on and view.live > 4 * view.trained_on:
             return f"IVF trained on {view.trained_on} vectors, now {view.live}"
