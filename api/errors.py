@@ -50,7 +50,8 @@ class TooManyPixels(ApiError):
 
 
 class Busy(ApiError):
-    """The index database stayed locked by other writers past the timeout; nothing was written (503)."""
+    """The index database stayed locked by other writers past the timeout, or its server (Milvus) is unreachable;
+    nothing was written (503)."""
 
     status = 503
 
@@ -87,11 +88,21 @@ def register_error_handlers(app) -> None:
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
         return answer(exc.code or 500, message, headers)
 
-    from engine import IndexBusyError
+    from engine import IndexBusyError, IndexStoreError, IndexUnavailableError
 
     @app.errorhandler(IndexBusyError)
     def _busy(exc: IndexBusyError):  # any request that met the database locked past the timeout
         return answer(Busy.status, str(exc))
+
+    @app.errorhandler(IndexUnavailableError)
+    def _unavailable(exc: IndexUnavailableError):  # the index's server (Milvus) is down or timed out
+        logger.warning("index unavailable: %s", exc)
+        return answer(Busy.status, str(exc), {"Retry-After": "5"})
+
+    @app.errorhandler(IndexStoreError)
+    def _index_error(exc: IndexStoreError):  # e.g. the collection was dropped under a running server
+        logger.error("index error: %s", exc)
+        return answer(Busy.status, f"the index cannot be used: {exc}")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

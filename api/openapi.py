@@ -30,17 +30,19 @@ def _error(description: str) -> dict:
 def _errors(*codes: int) -> dict:
     """The error answers ``codes``, and those that every endpoint may give: 401 for a credential-like query
     parameter (``token``, ``key``, ...: credentials go in the Authorization header only), 413 for a body over
-    the upload limit (checked before anything reads it), 414 for a request line over the HTTP server's limit
+    the upload limit (checked before anything reads it), 503 when the index is busy or its server is down
+    (every answer that reads the index may meet that), 414 for a request line over the HTTP server's limit
     (gunicorn answers it, in HTML, before the application sees the request) and 500."""
     text = {400: "Bad parameter, missing field or undecodable image",
             401: "Missing or invalid bearer token, or a credential in the URL",
             403: "Writes are disabled (no token configured on the server)", 404: "Unknown id or missing file",
             413: "Request larger than the upload limit, or its images over the request's pixel budget",
             415: "Unsupported content type", 500: "Unexpected server error",
-            503: "The index is busy with other writers; nothing was written, retry"}
+            503: "The index is busy with other writers, or its server (Milvus) is unreachable; nothing was "
+                 "written, retry"}
     if 401 not in codes:
         text[401] = "A credential in the URL (query parameter token, key, ...): use the Authorization header"
-    answers = {str(c): _error(text[c]) for c in sorted({*codes, 401, 413, 500})}
+    answers = {str(c): _error(text[c]) for c in sorted({*codes, 401, 413, 500, 503})}
     answers["414"] = {"description": "Request line longer than the HTTP server's limit (an HTML page from gunicorn)",
                       "content": {"text/html": {"schema": {"type": "string"}}}}
     return dict(sorted(answers.items()))
@@ -77,8 +79,12 @@ def openapi_spec(config: ApiConfig) -> dict:
              "pattern": rf"^{space}*{edge}(?:{inner}{{0,{MAX_LABEL_CHARS - 2}}}{edge})?{space}*$",
              "description": f"The class of the image: {MAX_LABEL_CHARS} characters at most once surrounding "
                             f"whitespace is stripped, no control characters"}
+    label_param = {"name": "label", "in": "query", "required": False,
+                   "description": "Only neighbours of this class (the filter runs inside the index search, so a "
+                                  "rare class still gets its k neighbours); surrounding whitespace is stripped",
+                   "schema": label}
     bearer = [{"bearerAuth": []}]
-    search_ops = {"parameters": [k_param, weighted_param], "requestBody": image_body}
+    search_ops = {"parameters": [k_param, weighted_param, label_param], "requestBody": image_body}
     paths = {
         "/api/search": {"post": {
             "summary": "Nearest indexed images and the majority-vote class of an uploaded image",
@@ -92,7 +98,7 @@ def openapi_spec(config: ApiConfig) -> dict:
                           **_errors(400, 415)}}},
         "/api/search/batch": {"post": {
             "summary": f"Search with up to {config.max_batch} images at once", "operationId": "searchBatch",
-            "parameters": [k_param, weighted_param],
+            "parameters": [k_param, weighted_param, label_param],
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["images"], "properties": {"images": {
                     "type": "array", "minItems": 1, "maxItems": config.max_batch, "items": image_file,
@@ -138,7 +144,7 @@ def openapi_spec(config: ApiConfig) -> dict:
             "responses": {"200": _json(_ref("Item"), "The item"), **_errors(404)}}},
         "/api/images/{item_id}/similar": {"get": {
             "summary": "Nearest other items of an indexed item (itself excluded)", "operationId": "similar",
-            "parameters": [id_param, k_param, weighted_param],
+            "parameters": [id_param, k_param, weighted_param, label_param],
             "responses": {"200": _json(_ref("SimilarResponse"), "The item, its neighbours and their vote"),
                           **_errors(400, 404)}}},
         "/api/health": {"get": {"summary": "Liveness", "operationId": "health",
@@ -196,7 +202,8 @@ def openapi_spec(config: ApiConfig) -> dict:
                             "properties": {"query": _ref("Item"), **search["properties"]}},
         "Health": {"type": "object", "required": ["status", "items"], "properties": {
             "status": {"type": "string", "enum": ["ok"]}, "items": {"type": "integer"},
-            "log_head": {"type": "integer"}, "uptime_s": number, "pid": {"type": "integer"}}},
+            "backend": {"type": "string", "enum": ["faiss-sqlite", "milvus"]},
+            "log_head": {"type": ["integer", "null"]}, "uptime_s": number, "pid": {"type": "integer"}}},
         "Stats": {"type": "object", "required": ["items", "label_counts", "model", "index"], "properties": {
             "items": {"type": "integer"},
             "label_counts": {"type": "object", "additionalProperties": {"type": "integer"}},

@@ -44,6 +44,15 @@ def get_bool(args, name: str, default: bool = False) -> bool:
     raise InvalidRequest(f"{name} must be true or false, got {raw[:40]!r}")
 
 
+def get_label_filter(args) -> str | None:
+    """The optional ``?label=`` search filter, checked like a label (stripped, 1..MAX_LABEL_CHARS printable
+    characters); absent or empty means no filter."""
+    from api.service import SearchService
+
+    raw = args.get("label")
+    return None if raw is None or not raw.strip() else SearchService.check_label(raw, "query parameter 'label'")
+
+
 def get_choice(args, name: str, choices: tuple[str, ...], default: str) -> str:
     raw = args.get(name, default).strip().lower()
     if raw not in choices:

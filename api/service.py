@@ -18,8 +18,8 @@ from PIL import Image
 
 from api.config import ApiConfig
 from api.errors import Busy, InvalidImage, InvalidRequest, ItemNotFound, TooManyPixels
-from engine import (Engine, ImageDecodeError, IndexBusyError, ItemMeta, PixelBudgetExceeded, SearchResult,
-                    make_rng, mime_type, scale_to_fit, set_torch_threads)
+from engine import (Engine, ImageDecodeError, IndexBusyError, IndexStoreError, ItemMeta, PixelBudgetExceeded,
+                    SearchResult, make_rng, mime_type, scale_to_fit, set_torch_threads)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ class SearchService:
         self.engine.close()
 
     # ------------------------------------------------------------------ queries
-    def search(self, uploads: list[bytes], *, k: int, weighted: bool = False) -> list[SearchResult]:
+    def search(self, uploads: list[bytes], *, k: int, weighted: bool = False,
+               label: str | None = None) -> list[SearchResult]:
         """Nearest ``k`` items and the majority vote for each uploaded image (raw file bytes), decoded and
         embedded one at a time within the request's pixel budget."""
         if not uploads:
@@ -86,15 +87,17 @@ class SearchService:
         try:
             return self.engine.search(uploads, k=k, weighted=weighted, unknown_below=self.config.unknown_below,
                                       names=names, max_pixels=self.config.max_pixels,
-                                      request_pixels=self.config.max_request_pixels)
+                                      request_pixels=self.config.max_request_pixels, label=label)
         except ImageDecodeError as exc:
             raise InvalidImage(str(exc)) from None
         except PixelBudgetExceeded as exc:
             raise TooManyPixels(str(exc)) from None
 
-    def similar(self, item_id: int, *, k: int, weighted: bool = False) -> tuple[ItemMeta, SearchResult]:
+    def similar(self, item_id: int, *, k: int, weighted: bool = False,
+                label: str | None = None) -> tuple[ItemMeta, SearchResult]:
         """The ``k`` nearest other items of an indexed item (the item itself is left out)."""
-        found = self.engine.similar(item_id, k=k, weighted=weighted, unknown_below=self.config.unknown_below)
+        found = self.engine.similar(item_id, k=k, weighted=weighted, unknown_below=self.config.unknown_below,
+                                    label=label)
         if found is None:
             raise ItemNotFound(f"no indexed image with id {item_id}")
         return found
@@ -150,13 +153,15 @@ class SearchService:
     def add_image(self, data: bytes, label: str) -> ItemMeta:
         """Embed the upload, store its file under ``<index_dir>/uploads/`` and add it: durable, and visible to
         every worker and process, when this returns."""
-        label = self._check_label(label)
+        label = self.check_label(label, "form field 'label'")
         try:
             return self.engine.add_image(data, label, max_pixels=self.config.max_pixels)
         except ImageDecodeError as exc:
             raise InvalidImage(str(exc)) from None
         except IndexBusyError as exc:
             raise Busy(str(exc)) from None
+        except IndexStoreError:
+            raise  # unavailable or unusable index: 503 from the error handler, not a bad request
         except ValueError as exc:  # the store refused the item (e.g. an IVF index still too small to train)
             raise InvalidRequest(str(exc)) from None
 
@@ -171,10 +176,11 @@ class SearchService:
         logger.info("deleted image %d", item_id)
 
     @staticmethod
-    def _check_label(label: str | None) -> str:
+    def check_label(label: str | None, what: str = "form field 'label'") -> str:
+        """A class label as sent (stripped): 1..MAX_LABEL_CHARS printable characters."""
         label = (label or "").strip()
         if not label:
-            raise InvalidRequest("form field 'label' is required (the class of the image)")
+            raise InvalidRequest(f"{what} is required (the class of the image)")
         if len(label) > MAX_LABEL_CHARS or _LABEL_FORBIDDEN.search(label):
             raise InvalidRequest(f"label must be at most {MAX_LABEL_CHARS} printable characters")
         return label
@@ -189,9 +195,10 @@ class SearchService:
             "items": stats["ntotal"],
             "label_counts": stats["label_counts"],
             "model": model,
-            "index": {key: stats[key] for key in ("index_type", "factory", "dim", "metric", "created_at",
+            "index": {key: stats[key] for key in ("backend", "index_type", "factory", "dim", "metric", "created_at",
                                                    "stored_vectors", "tombstones", "log_head", "checkpoint",
-                                                   "changes_since_checkpoint")},
+                                                   "changes_since_checkpoint", "location", "collection")
+                      if key in stats},
             "writes_enabled": self.config.writes_enabled,
             "limits": {"default_k": self.config.default_k, "max_k": self.config.max_k,
                        "max_batch": self.config.max_batch, "max_upload_bytes": self.config.max_upload_bytes,
@@ -199,5 +206,6 @@ class SearchService:
         }
 
     def health(self) -> dict:
-        return {"status": "ok", "items": len(self.engine), "log_head": self.engine.store.log_head(),
+        return {"status": "ok", "items": len(self.engine), "backend": self.engine.store.backend,
+                "log_head": self.engine.store.log_head(),
                 "uptime_s": round(time.time() - self._started, 1), "pid": os.getpid()}

@@ -12,7 +12,8 @@ from flask import Blueprint, Response, current_app, request, send_file, send_fro
 from api.auth import check_bearer
 from api.errors import ItemNotFound
 from api.openapi import openapi_spec
-from api.params import form_label, get_bool, get_choice, get_k, many_uploads, positive_int, single_upload
+from api.params import (form_label, get_bool, get_choice, get_k, get_label_filter, many_uploads, positive_int,
+                        single_upload)
 from api.schemas import item_json, prediction_json, search_json
 from api.service import THUMBNAIL_FORMATS, SearchService
 from engine import REPORT_DIR, REPORT_HTML
@@ -49,7 +50,7 @@ def requires_token(view):
 def _search_one(results_key: str | None = None):
     svc = service()
     k, weighted = get_k(request.args, svc.config), get_bool(request.args, "weighted")
-    result = svc.search([single_upload(request)], k=k, weighted=weighted)[0]
+    result = svc.search([single_upload(request)], k=k, weighted=weighted, label=get_label_filter(request.args))[0]
     current_app.extensions["simsearch_metrics"].observe_stages(result.timings_ms)
     return result, k
 
@@ -71,9 +72,9 @@ def report_asset(name: str):
 
 
 def _report_file(name: str):
-    folder = os.path.join(service().config.index_dir, REPORT_DIR)
+    folder = os.path.join(service().engine.directory, REPORT_DIR)
     if not os.path.isfile(os.path.join(folder, REPORT_HTML)):
-        raise ItemNotFound("no report yet: generate one into <index_dir>/report/report.html")
+        raise ItemNotFound("no report yet: generate one with simsearch report --index INDEX")
     return send_from_directory(folder, name, max_age=0)  # send_from_directory refuses paths outside folder
 
 
@@ -120,7 +121,8 @@ def classify():
 def search_batch():
     svc = service()
     k, weighted = get_k(request.args, svc.config), get_bool(request.args, "weighted")
-    results = svc.search(many_uploads(request, svc.config), k=k, weighted=weighted)
+    results = svc.search(many_uploads(request, svc.config), k=k, weighted=weighted,
+                         label=get_label_filter(request.args))
     timings = results[0].timings_ms
     payload = {"k": k, "results": [search_json(r, k, request.script_root) for r in results],
                "timings_ms": timings}
@@ -160,7 +162,7 @@ def image_info(item_id: int):
 def similar(item_id: int):
     svc = service()
     k, weighted = get_k(request.args, svc.config), get_bool(request.args, "weighted")
-    item, result = svc.similar(item_id, k=k, weighted=weighted)
+    item, result = svc.similar(item_id, k=k, weighted=weighted, label=get_label_filter(request.args))
     payload = {"query": item_json(item, request.script_root), **search_json(result, k, request.script_root),
                "timings_ms": result.timings_ms}
     return json_response(payload, timings_ms=result.timings_ms)

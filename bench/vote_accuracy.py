@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.machine import emit
 from index import majority_vote
-from engine.build import checkpoint_for, open_index
+from engine.build import open_index
 from similarity.data import fashion_mnist_folder
 
 
@@ -22,8 +22,7 @@ def main() -> None:
     parser.add_argument("--index", required=True)
     parser.add_argument("--ks", default="1,5,10,20")
     args = parser.parse_args()
-    checkpoint = checkpoint_for(args.index)
-    store = open_index(args.index, checkpoint)
+    store, checkpoint = open_index(args.index)
     test = fashion_mnist_folder("test")
     queries = checkpoint.embedder().embed_data(test, progress=False).embeddings
     truth = [test.class_names[y] for y in test.labels]

@@ -1,5 +1,6 @@
-"""Building and growing an index directory with a checkpoint.  An index directory is self-contained: it
-holds a copy of the checkpoint (``model.pt``, see :mod:`engine.layout`) beside the store (``index``).
+"""Building and growing an index with a checkpoint.  An index's *home* holds a copy of the checkpoint
+(``model.pt``, see :mod:`engine.layout`) and its uploads: for an index directory that is the directory itself
+(self-contained); for a Milvus collection it is a folder every API server reaches, named in the collection.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.layout import MODEL_FILE
-from index import MODEL_FIELDS, IndexConfig, IndexStore
-from index.persist import fsync_dir, write_file_atomic
+from engine.layout import MODEL_FILE, UPLOADS_DIR
+from index import MODEL_FIELDS, IndexConfig, VectorStore
+from index.location import create_store, default_home, is_milvus, open_store
+from index.persist import check_model, fsync_dir, write_file_atomic
 from similarity.checkpoint import Checkpoint, load_checkpoint
 from similarity.data import LabelledImages, SkippedFile
 from similarity.embedder import Embedder
@@ -32,20 +34,40 @@ class BuildSummary:
     images_per_second: float = 0.0
 
 
-def checkpoint_for(index_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Checkpoint:
-    """The checkpoint an index was built with (``index_dir/model.pt``), or an explicit one."""
-    path = Path(checkpoint) if checkpoint else Path(index_dir) / MODEL_FILE
+def checkpoint_for(home: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Checkpoint:
+    """The checkpoint an index was built with (``home/model.pt``), or an explicit one."""
+    path = Path(checkpoint) if checkpoint else Path(home) / MODEL_FILE
     return load_checkpoint(path)
 
 
-def open_index(index_dir: str | os.PathLike, checkpoint: Checkpoint) -> IndexStore:
-    """Open an index, refusing it when it was built with another model (dim, preprocessing, weights)."""
-    return IndexStore.open(str(index_dir), expect_model=index_model_info(checkpoint))
+def open_index(index: str | os.PathLike, checkpoint: str | os.PathLike | None = None
+               ) -> tuple[VectorStore, Checkpoint]:
+    """Open an index (a directory or a Milvus location) with its checkpoint (``model.pt`` in the index's home
+    unless given), refusing a checkpoint other than the one it was built with (dim, preprocessing, weights)."""
+    store = open_store(index)
+    try:
+        ckpt = checkpoint_for(store.home, checkpoint)
+        check_model(store.model_info, index_model_info(ckpt))
+    except BaseException:
+        store.close()
+        raise
+    return store, ckpt
 
 
-def check_index(index_dir: str | os.PathLike) -> None:
-    """Raise ``IndexStoreError`` saying why ``index_dir`` is not a usable index (without its model)."""
-    IndexStore.open(str(index_dir)).close()
+def check_index(index: str | os.PathLike) -> None:
+    """Raise ``IndexStoreError`` saying why ``index`` is not a usable index (without its model)."""
+    open_store(index).close()
+
+
+def index_home(index: str | os.PathLike) -> str:
+    """The folder of ``model.pt`` and uploads of an existing index (opens a Milvus collection to read it)."""
+    if not is_milvus(index):
+        return os.path.abspath(os.fspath(index))
+    store = open_store(index)
+    try:
+        return store.home
+    finally:
+        store.close()
 
 
 def index_model_info(checkpoint: Checkpoint) -> dict:
@@ -53,7 +75,7 @@ def index_model_info(checkpoint: Checkpoint) -> dict:
     return {key: info[key] for key in MODEL_FIELDS}
 
 
-def add_images(store: IndexStore, embedder: Embedder, data: LabelledImages, *, batch_size: int = 256,
+def add_images(store: VectorStore, embedder: Embedder, data: LabelledImages, *, batch_size: int = 256,
                num_workers: int = 0, progress: bool = True, source: str | None = None) -> tuple[np.ndarray, list[SkippedFile]]:
     """Embed ``data`` (file-backed) and append it to ``store``; returns (new ids, skipped files)."""
     _require_files(data)
@@ -67,7 +89,7 @@ def _require_files(data: LabelledImages) -> None:
                          "similarity.data.export_to_folder")
 
 
-def _append(store: IndexStore, data: LabelledImages, embeddings: np.ndarray, kept: np.ndarray,
+def _append(store: VectorStore, data: LabelledImages, embeddings: np.ndarray, kept: np.ndarray,
             source: str | None = None) -> np.ndarray:
     """Add the embeddings of ``data``'s rows ``kept`` with their labels and absolute paths; returns ids."""
     if not len(kept):
@@ -78,33 +100,104 @@ def _append(store: IndexStore, data: LabelledImages, embeddings: np.ndarray, kep
                      sources=[source or data.source] * len(kept))
 
 
-def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out_dir: str | os.PathLike, *,
+def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: str | os.PathLike, *,
                 config: IndexConfig = IndexConfig(), batch_size: int = 256, num_workers: int = 0,
-                progress: bool = True) -> BuildSummary:
-    """Embed every image of ``data`` with the checkpoint and write a new index directory."""
+                progress: bool = True, home: str | os.PathLike | None = None) -> BuildSummary:
+    """Embed every image of ``data`` with the checkpoint and write a new index: a directory, or a Milvus
+    collection whose ``model.pt`` and uploads go to ``home`` (default: :func:`index.location.default_home`)."""
     import time
 
     _require_files(data)
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose a new directory or delete it")
+    milvus = is_milvus(out)
+    home_dir = Path(os.fspath(home) if (home and milvus) else default_home(out))
+    if home is not None and not milvus and home_dir.resolve() != Path(home).resolve():
+        raise ValueError("--home applies to Milvus indexes only: an index directory is its own home")
+    if not milvus and home_dir.exists() and any(home_dir.iterdir()):
+        raise FileExistsError(f"{home_dir} exists and is not empty; choose a new directory or delete it")
     checkpoint = load_checkpoint(checkpoint_path)
-    out.mkdir(parents=True, exist_ok=True)
-    write_file_atomic(str(out / MODEL_FILE), lambda tmp: shutil.copyfile(checkpoint_path, tmp))
-    fsync_dir(str(out))
+    if milvus:  # refuse an existing collection before spending minutes embedding
+        from index.milvus import MilvusStore, parse_location
+
+        location = parse_location(os.fspath(out))
+        if MilvusStore.exists(location):
+            raise FileExistsError(f"{location.display} already exists; drop it (simsearch index drop) or pick "
+                                  "another collection")
+    home_dir.mkdir(parents=True, exist_ok=True)
+    write_file_atomic(str(home_dir / MODEL_FILE), lambda tmp: shutil.copyfile(checkpoint_path, tmp))
+    fsync_dir(str(home_dir))
     embedder = checkpoint.embedder()
     started = time.perf_counter()
     result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress)
     seconds = time.perf_counter() - started
     if config.expected_size is None:
         config = replace(config, expected_size=max(1, len(result.kept)))
-    store = IndexStore.create(str(out), checkpoint.config.model.embedding_dim, config=config,
-                              model_info=index_model_info(checkpoint))
+    store = create_store(os.fspath(out), checkpoint.config.model.embedding_dim, config=config,
+                         model_info=index_model_info(checkpoint), home=str(home_dir) if milvus else None)
     try:
         _append(store, data, result.embeddings, result.kept)
         store.checkpoint()  # so that opening loads the FAISS index instead of replaying the whole log
         index_type = store.index_type or ""
+        location = store.location
     finally:
         store.close()
-    return BuildSummary(str(out), len(result.kept), result.skipped, index_type,
+    return BuildSummary(location, len(result.kept), result.skipped, index_type,
                         seconds, len(data) / seconds if seconds else 0.0)
+
+
+def copy_index(source: str | os.PathLike, target: str | os.PathLike, *, home: str | os.PathLike | None = None,
+               index_type: str | None = None, progress: bool = True) -> dict:
+    """Copy an index (any store) into a new Milvus collection: ids, labels, sources and vectors are kept and
+    nothing is re-embedded; ``model.pt`` and uploaded images are copied into the target's home (upload paths
+    rewritten there), other image paths are kept as they are."""
+    from tqdm import tqdm
+
+    from index.milvus import copy_items, parse_location
+
+    if parse_location(os.fspath(target)) is None:
+        raise ValueError(f"the copy's target must be a Milvus collection (milvus://HOST:PORT/COLLECTION or "
+                         f"PATH.db), got {os.fspath(target)!r}")
+    src = open_store(source)
+    try:
+        home_dir = Path(os.fspath(home) if home else default_home(target))
+        model = Path(src.home) / MODEL_FILE
+        if not model.is_file():
+            raise FileNotFoundError(f"{source} has no {MODEL_FILE} in {src.home}")
+        config = replace(src.config, index_type=index_type or src.index_type or src.config.index_type,
+                         expected_size=max(1, len(src)))
+        dst = create_store(os.fspath(target), src.dim, config=config, model_info=src.model_info, home=str(home_dir))
+        try:
+            home_dir.mkdir(parents=True, exist_ok=True)
+            write_file_atomic(str(home_dir / MODEL_FILE), lambda tmp: shutil.copyfile(model, tmp))
+            uploads_from = os.path.realpath(os.path.join(src.home, UPLOADS_DIR))
+            uploads_to = home_dir.resolve() / UPLOADS_DIR
+
+            def move_upload(path: str) -> str:
+                if os.path.realpath(os.path.dirname(path)) != uploads_from or not os.path.isfile(path):
+                    return path
+                uploads_to.mkdir(exist_ok=True)
+                copied = uploads_to / os.path.basename(path)
+                write_file_atomic(str(copied), lambda tmp: shutil.copyfile(path, tmp))
+                return str(copied)
+
+            bar = tqdm(total=len(src), unit="item", desc="copy", disable=not progress)
+            copied = copy_items(src, dst, progress=bar.update, path_map=move_upload)
+            bar.close()
+            if uploads_to.is_dir():
+                fsync_dir(str(uploads_to))
+            dst.checkpoint()
+            location = dst.location
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    return {"source": os.fspath(source), "index": location, "home": str(home_dir), "copied": copied}
+
+
+def drop_index(target: str | os.PathLike) -> bool:
+    """Drop a Milvus collection (an index directory is removed with ``rm -r``); returns whether it existed."""
+    from index.milvus import MilvusStore, parse_location
+
+    location = parse_location(os.fspath(target))
+    if location is None:
+        raise ValueError(f"{os.fspath(target)!r} is not a Milvus collection; an index directory is deleted with rm -r")
+    return MilvusStore.drop(location)

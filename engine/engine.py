@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from engine.build import add_images, checkpoint_for, open_index
+from engine.build import add_images, open_index
+from engine.dedup import DEFAULT_NEIGHBOURS, DuplicateReport, find_duplicates
 from engine.layout import UPLOADS_DIR
-from index import IndexStore, ItemMeta, Neighbor, Vote, majority_vote
+from index import ItemMeta, Neighbor, VectorStore, Vote, majority_vote
 from index.persist import fsync_dir
 from similarity.checkpoint import Checkpoint
 from similarity.data import LabelledImages, SkippedFile
+from similarity.hygiene import DuplicateRule
 from similarity.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource, open_image
 
 logger = logging.getLogger(__name__)
@@ -60,21 +62,26 @@ def mime_type(path: str) -> str | None:
 
 
 class Engine:
-    """Search, classify and maintain one index directory with its model.  Thread-safe; one per process."""
+    """Search, classify and maintain one index with its model.  Thread-safe; one per process.
 
-    def __init__(self, directory: str, checkpoint: Checkpoint, store: IndexStore) -> None:
-        self.directory = directory
+    ``directory`` is the index's home: ``model.pt``, ``uploads/`` and ``report/`` (the index directory
+    itself, or the folder a Milvus collection names)."""
+
+    def __init__(self, checkpoint: Checkpoint, store: VectorStore) -> None:
+        self.directory = store.home
+        self.location = store.location
         self.checkpoint = checkpoint
         self.store = store
         self.embedder = checkpoint.embedder()
-        self._uploads = os.path.join(os.path.abspath(directory), UPLOADS_DIR)  # upload paths are stored absolute
+        self._uploads = os.path.join(os.path.abspath(self.directory), UPLOADS_DIR)  # stored absolute
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> "Engine":
-        """Load the checkpoint (``index_dir/model.pt`` unless given) and open the index, refusing one built
-        with another model.  Raises ``CheckpointError`` / ``IndexStoreError``."""
-        ckpt = checkpoint_for(index_dir, checkpoint)
-        return cls(os.fspath(index_dir), ckpt, open_index(index_dir, ckpt))
+    def open(cls, index: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> "Engine":
+        """Open the index (a directory or a Milvus location) with its checkpoint (``model.pt`` in its home
+        unless given), refusing one built with another model.  Raises ``CheckpointError`` /
+        ``IndexStoreError``."""
+        store, ckpt = open_index(index, checkpoint)
+        return cls(ckpt, store)
 
     def close(self) -> None:
         self.store.close()
@@ -119,15 +126,16 @@ class Engine:
 
     def search(self, images: Sequence[ImageSource], *, k: int = 10, weighted: bool = False,
                unknown_below: float | None = None, names: Sequence[str] | None = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS,
-               request_pixels: int = DEFAULT_REQUEST_PIXELS) -> list[SearchResult]:
-        """Nearest ``k`` items and their majority vote for each image (a path, bytes or a file object)."""
+               max_pixels: int = DEFAULT_MAX_PIXELS, request_pixels: int = DEFAULT_REQUEST_PIXELS,
+               label: str | None = None) -> list[SearchResult]:
+        """Nearest ``k`` items and their majority vote for each image (a path, bytes or a file object);
+        ``label``: only items of that class (the vote then only confirms it, with the neighbours' scores)."""
         if not len(images):
             raise ValueError("no image given")
         started = time.perf_counter()
         xq, decode_s, embed_s = self._embed_timed(images, names, max_pixels, request_pixels)
         embedded = time.perf_counter()
-        hits = self.store.search(xq, k)
+        hits = self.store.search(xq, k, label=label)
         searched = time.perf_counter()
         votes = [self.vote(h, weighted=weighted, unknown_below=unknown_below) for h in hits]
         done = time.perf_counter()
@@ -140,8 +148,8 @@ class Engine:
         return majority_vote([n.label for n in neighbors], [n.similarity for n in neighbors], weighted=weighted,
                              unknown_below=unknown_below)
 
-    def similar(self, item_id: int, *, k: int = 10, weighted: bool = False,
-                unknown_below: float | None = None) -> tuple[ItemMeta, SearchResult] | None:
+    def similar(self, item_id: int, *, k: int = 10, weighted: bool = False, unknown_below: float | None = None,
+                label: str | None = None) -> tuple[ItemMeta, SearchResult] | None:
         """The ``k`` nearest other items of an indexed item (itself left out), or None if it is not live."""
         started = time.perf_counter()
         item = self.get(item_id)
@@ -151,7 +159,7 @@ class Engine:
             xq = self.store.reconstruct(item.id).reshape(1, -1)
         except KeyError:  # deleted meanwhile
             return None
-        hits = [n for n in self.store.search(xq, k + 1)[0] if n.id != item.id][:k]
+        hits = [n for n in self.store.search(xq, k + 1, label=label)[0] if n.id != item.id][:k]
         searched = time.perf_counter()
         vote = self.vote(hits, weighted=weighted, unknown_below=unknown_below)
         return item, SearchResult(hits, vote, weighted, {"search": _ms(searched - started),
@@ -208,6 +216,12 @@ class Engine:
             if self.is_upload(item.path):
                 _remove_quietly(item.path)
         return gone
+
+    def find_duplicates(self, *, rule: DuplicateRule = DuplicateRule(), neighbours: int = DEFAULT_NEIGHBOURS,
+                        pixels: bool = False) -> DuplicateReport:
+        """Duplicate groups of this index, found through its own search (see :mod:`engine.dedup`); remove
+        all but the first of each group with ``delete(report.duplicates)``."""
+        return find_duplicates(self.store, rule=rule, neighbours=neighbours, pixels=pixels)
 
     def compact(self, *, force: bool = False, orphan_grace_s: float = ORPHAN_GRACE_S) -> dict:
         """Checkpoint (rebuilding when due, see ``IndexStore.compact``) and remove upload files that no item

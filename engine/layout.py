@@ -3,6 +3,7 @@
     <index_dir>/model.pt     the checkpoint the index was built with (a copy, fsynced)
     <index_dir>/uploads/     images added through the API, referenced by their items
     <index_dir>/report/      the last report (served by the API at /report)
+    <index_dir>/dedup/       the last ``simsearch index dedup`` listing (duplicates.json, duplicates.html)
 """
 
 from __future__ import annotations
@@ -14,3 +15,4 @@ MODEL_FILE = CHECKPOINT_FILE  # the index keeps its model under the name trainin
 UPLOADS_DIR = "uploads"
 REPORT_DIR = "report"
 REPORT_HTML = HTML_FILE
+DEDUP_DIR = "dedup"

@@ -1,18 +1,22 @@
-"""The index of embeddings: SQLite (WAL) holds the truth, a FAISS index per process is a view of it.
+"""The index of embeddings behind one interface (:class:`VectorStore`): by default SQLite (WAL) holds the
+truth and a FAISS index per process is a view of it (:class:`IndexStore`); for scale-out, a Milvus collection
+(:mod:`index.milvus`, imported on demand: ``pymilvus`` is an optional extra).
 
 Knows nothing of torch or Flask: it takes ``(n, d) float32`` arrays, ids and metadata.
 """
 
 from index.config import INDEX_TYPES, IndexConfig, auto_nlist, auto_pq_m, choose_index_type, estimate_hnsw_bytes
 from index.db import ItemMeta
-from index.errors import IndexBusyError, IndexMismatchError, IndexStoreError
+from index.errors import IndexBusyError, IndexMismatchError, IndexStoreError, IndexUnavailableError
 from index.persist import MODEL_FIELDS
 from index.keeper import CompactResult
-from index.store import IndexStore, Neighbor
+from index.base import MAX_LABEL_CHARS, Neighbor, VectorStore
+from index.store import IndexStore
 from index.vote import Vote, majority_vote
 
 __all__ = [
     "INDEX_TYPES", "CompactResult", "IndexBusyError", "IndexConfig", "IndexMismatchError", "IndexStore",
-    "IndexStoreError", "ItemMeta", "MODEL_FIELDS", "Neighbor", "Vote", "auto_nlist", "auto_pq_m",
+    "IndexStoreError", "IndexUnavailableError", "ItemMeta", "MAX_LABEL_CHARS", "MODEL_FIELDS", "Neighbor",
+    "VectorStore", "Vote", "auto_nlist", "auto_pq_m",
     "choose_index_type", "estimate_hnsw_bytes", "majority_vote",
 ]

@@ -348,6 +348,11 @@ class StoreDB:
     def label_counts(self) -> dict[str, int]:
         return dict(self.query("SELECT label, count(*) FROM items GROUP BY label ORDER BY label"))
 
+    def ids_with_label(self, label: str) -> np.ndarray:
+        """The live ids carrying ``label``, ``(m,) int64`` (an index seek on ``items_label``)."""
+        rows = self.query("SELECT id FROM items WHERE label = ?", (label,))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
     def id_after(self, value: int) -> int | None:
         """The smallest live id >= ``value`` (an O(log n) seek), or None."""
         row = self.query("SELECT id FROM items WHERE id >= ? ORDER BY id LIMIT 1", (int(value),))

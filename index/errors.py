@@ -29,3 +29,8 @@ class IndexMismatchError(IndexStoreError):
 
 class IndexBusyError(IndexStoreError):
     """Another writer held the index database longer than the busy timeout; nothing was written (retry)."""
+
+
+class IndexUnavailableError(IndexStoreError):
+    """The index's server (Milvus) is unreachable or timed out; nothing is known to have been written (retry:
+    the store reconnects on the next call)."""

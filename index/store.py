@@ -23,11 +23,11 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from index import factory, persist
+from index.base import Neighbor, check_label_filter
 from index.arrays import check_ids, check_positive_int, check_strings, check_vectors, normalized
 from index.config import IndexConfig, choose_index_type
 from index.db import DB_FILE, FORMAT, FORMAT_VERSION, ItemMeta, StoreDB, db_path
@@ -39,21 +39,6 @@ logger = logging.getLogger(__name__)
 LEGACY_MANIFEST = "manifest.json"  # the generation-file layout of simsearch <= 0.1 (see index.migrate)
 
 
-@dataclass(frozen=True)
-class Neighbor:
-    """One search hit: ``similarity`` is the cosine in [-1, 1], ``score = (1 + similarity) / 2`` in [0, 1]."""
-
-    id: int
-    similarity: float
-    score: float
-    label: str
-    path: str
-    source: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def _now() -> str:
     return _iso(time.time())
 
@@ -62,6 +47,8 @@ class IndexStore:
     """Build with :meth:`create`, reopen with :meth:`open`; see the module docstring for the guarantees.
 
     One instance serves all the threads of a process; open one per process."""
+
+    backend = "faiss-sqlite"
 
     def __init__(self, directory: str, db: StoreDB, settings: dict) -> None:
         self._directory = directory
@@ -137,6 +124,15 @@ class IndexStore:
     # ------------------------------------------------------------------ properties
     @property
     def directory(self) -> str:
+        return self._directory
+
+    @property
+    def location(self) -> str:
+        return self._directory
+
+    @property
+    def home(self) -> str:
+        """The folder of ``model.pt`` and uploads: for an index directory, the directory itself."""
         return self._directory
 
     @property
@@ -234,24 +230,27 @@ class IndexStore:
                              "add a larger first batch or use index_type='flat'/'hnsw'")
 
     # ------------------------------------------------------------------ search
-    def search(self, xq: np.ndarray, k: int, *, ef_search: int | None = None,
-               nprobe: int | None = None) -> list[list[Neighbor]]:
+    def search(self, xq: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None,
+               label: str | None = None) -> list[list[Neighbor]]:
         """The ``k`` nearest live items of each query ``xq: (nq, d) float32``, best first.
 
         Returns one list per query, shorter than ``k`` when the index holds fewer live items.
         ``ef_search`` (HNSW, raised to ``k`` if below) and ``nprobe`` (IVF) override the config defaults
-        for this call.
+        for this call.  ``label``: only items with this label (the filter runs inside the FAISS search, an
+        ``IDSelector`` over the label's ids from SQLite, so a rare label still gets its ``k`` hits).
         """
         xq = check_vectors(xq, self._dim, "xq")
         k = check_positive_int(k, "k")
         ef_search = check_positive_int(ef_search, "ef_search", allow_none=True) or self._config.ef_search
         nprobe = check_positive_int(nprobe, "nprobe", allow_none=True) or self._config.nprobe
+        label = check_label_filter(label)
         if self._config.normalize and len(xq):
             xq = normalized(xq, "xq")
         self._keeper.refresh()
         view = self._keeper.view
+        allowed = None if label is None else self._db.ids_with_label(label)
         with view.lock.read():
-            D, I = view.search(xq, k, ef_search=ef_search, nprobe=nprobe)
+            D, I = view.search(xq, k, ef_search=ef_search, nprobe=nprobe, allowed=allowed)
         metas = self._db.items(np.unique(I[I >= 0]).tolist()) if I.size else {}
         results = []
         for dists, ids in zip(D.tolist(), I.tolist()):
@@ -260,8 +259,7 @@ class IndexStore:
                 meta = metas.get(i)
                 if i < 0 or meta is None:  # deleted by a write that committed after this view was read
                     continue
-                sim = min(max(sim, -1.0), 1.0)
-                hits.append(Neighbor(i, sim, (1.0 + sim) / 2.0, meta.label, meta.path, meta.source))
+                hits.append(Neighbor.of(i, sim, meta))
             results.append(hits)
         return results
 
@@ -334,7 +332,7 @@ class IndexStore:
             floor = StoreDB.get_setting(conn, "log_floor", 0)
         checkpoint = None if row is None else {"gen": row.gen, "seq": row.seq, "file": row.file,
                                                "created_at": _iso(row.created_at)}
-        return {"ntotal": view.live, "stored_vectors": view.stored, "tombstones": view.tombstone_count,
+        return {"backend": self.backend, "ntotal": view.live, "stored_vectors": view.stored, "tombstones": view.tombstone_count,
                 "label_counts": self.label_counts(), "index_type": view.index_type, "factory": view.factory,
                 "dim": self._dim, "metric": self._config.metric, "model": dict(self._settings["model"]),
                 "config": self._config.to_dict(), "log_head": head, "log_floor": floor, "view_seq": view.seq,

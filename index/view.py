@@ -120,14 +120,22 @@ class IndexView:
         self._selector, self._selector_parts = faiss.IDSelectorNot(batch), (batch, dead)
 
     # ------------------------------------------------------------------ reads (hold lock.read())
-    def search(self, xq: np.ndarray, k: int, *, ef_search: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(D, I)``, each ``(nq, k')`` with ``k' = min(k, live)``; -1 ids pad short rows."""
-        if self.index is None or self.live <= 0 or not len(xq):
+    def search(self, xq: np.ndarray, k: int, *, ef_search: int, nprobe: int,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(D, I)``, each ``(nq, k')`` with ``k' = min(k, live)``; -1 ids pad short rows.  ``allowed``
+        (``(m,) int64``): search only among these ids (a label filter), inside the FAISS search itself."""
+        limit = self.live if allowed is None else min(self.live, len(allowed))
+        if self.index is None or limit <= 0 or not len(xq):
             return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
-        k = min(k, self.live)
+        k = min(k, limit)
+        selector = self._selector
+        if allowed is not None:  # ``batch`` and ``allowed`` stay referenced here until the search returns
+            allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+            batch = selector = faiss.IDSelectorBatch(allowed)
+            if self._selector is not None:
+                selector = faiss.IDSelectorAnd(batch, self._selector)
         # HNSW keeps only ef_search candidates: below k it would return fewer than k hits
-        params = factory.search_params(self.index, ef_search=max(ef_search, k), nprobe=nprobe,
-                                       selector=self._selector)
+        params = factory.search_params(self.index, ef_search=max(ef_search, k), nprobe=nprobe, selector=selector)
         threads = 1 if len(xq) < self.config.parallel_min_queries else faiss.omp_get_max_threads()
         with factory.omp_threads(threads):
             return factory.search(self.index, xq, k, params)

@@ -1,28 +1,37 @@
 """``simsearch index ...``: build an index from images with a checkpoint, grow it, shrink it, inspect it.
 
-    simsearch index build --checkpoint runs/x/model.pt --data IMAGES --out DIR [--type auto|flat|hnsw|ivfpq]
-    simsearch index add DIR --data IMAGES            (a folder of class folders or a CSV of path,label)
-    simsearch index remove DIR ID [ID ...]
-    simsearch index compact DIR [--force] [--orphan-grace SECONDS]
-    simsearch index stats DIR
+    simsearch index build --checkpoint runs/x/model.pt --data IMAGES --out INDEX [--type auto|flat|hnsw|ivfpq]
+    simsearch index add INDEX --data IMAGES          (a folder of class folders or a CSV of path,label)
+    simsearch index remove INDEX ID [ID ...]
+    simsearch index compact INDEX [--force] [--orphan-grace SECONDS]
+    simsearch index stats INDEX
+    simsearch index dedup INDEX [--threshold C] [--pixels] [--remove] [--out DIR]   (dry run unless --remove)
+    simsearch index copy SOURCE MILVUS [--home DIR]  (an index directory into Milvus, ids kept, no re-embedding)
+    simsearch index drop MILVUS --yes
     simsearch index migrate DIR                      (once, for an index made by simsearch 0.1)
 
-Every command may run while a server and other commands write the same index: each write is one SQLite
-transaction, durable when the command prints its answer.
+INDEX is an index directory (the embedded store, the default), or a Milvus collection:
+``milvus://HOST:PORT/COLLECTION`` (``milvus+tls://`` for TLS; the token in ``$SIMSEARCH_MILVUS_TOKEN``) or a
+Milvus Lite data directory ``PATH.db``.  Every command may run while a server and other commands write the
+same index: each write is durable when the command prints its answer.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from engine import (INDEX_TYPES, ORPHAN_GRACE_S, Engine, IndexConfig, build_index, fashion_mnist_folder,
-                    load_labelled_images, migrate_index)
+from engine import (DEDUP_DIR, DEFAULT_NEIGHBOURS, INDEX_TYPES, ORPHAN_GRACE_S, DuplicateRule, Engine, IndexConfig,
+                    build_index, copy_index, drop_index, fashion_mnist_folder, load_labelled_images, migrate_index,
+                    write_duplicates)
+
+INDEX_HELP = "index directory, milvus://HOST:PORT/COLLECTION, or a Milvus Lite PATH.db"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("index", help="build, grow, shrink and inspect an index directory")
+    parser = subparsers.add_parser("index", help="build, grow, shrink and inspect an index")
     commands = parser.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     defaults = IndexConfig()
 
@@ -30,7 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     build.add_argument("--checkpoint", required=True, help="trained model (model.pt)")
     build.add_argument("--data", required=True,
                        help="folder of class folders, CSV of path,label, or 'fashion-mnist' (train split as PNGs)")
-    build.add_argument("--out", required=True, help="new index directory")
+    build.add_argument("--out", required=True, help=f"the new index: {INDEX_HELP}")
+    build.add_argument("--home", default=None,
+                       help="Milvus only: folder for model.pt and uploads that every API server reaches "
+                            "(default: ./runs/milvus/COLLECTION, or PATH-files beside a Milvus Lite PATH.db)")
     build.add_argument("--type", default=defaults.index_type, choices=INDEX_TYPES,
                        help="auto: exact below 200k images, then HNSW within the memory budget, else IVF-PQ")
     build.add_argument("--memory-budget-gb", type=float, default=defaults.memory_budget_bytes / 2**30,
@@ -41,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     build.set_defaults(func=_build)
 
     add = commands.add_parser("add", help="embed more images and append them (no rebuild)")
-    add.add_argument("directory")
+    add.add_argument("index", metavar="INDEX", help=INDEX_HELP)
     add.add_argument("--data", required=True, help="folder of class folders or CSV of path,label")
     add.add_argument("--checkpoint", help="default: the index's own model.pt")
     add.add_argument("--workers", type=int, default=2)
@@ -49,21 +61,49 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add.set_defaults(func=_add)
 
     remove = commands.add_parser("remove", help="delete items by id (no rebuild)")
-    remove.add_argument("directory")
+    remove.add_argument("index", metavar="INDEX", help=INDEX_HELP)
     remove.add_argument("ids", type=int, nargs="+")
     remove.set_defaults(func=_remove)
 
     compact = commands.add_parser("compact", help="write a new checkpoint; rebuild without deleted vectors "
                                                   "when due; remove orphan upload files")
-    compact.add_argument("directory")
+    compact.add_argument("index", metavar="INDEX", help=INDEX_HELP)
     compact.add_argument("--force", action="store_true", help="rebuild even below the tombstone threshold")
     compact.add_argument("--orphan-grace", type=float, default=ORPHAN_GRACE_S, metavar="SECONDS",
                          help="keep unreferenced upload files younger than this (an add may be in flight)")
     compact.set_defaults(func=_compact)
 
     stats = commands.add_parser("stats", help="print counts, index type, log and checkpoint state as JSON")
-    stats.add_argument("directory")
+    stats.add_argument("index", metavar="INDEX", help=INDEX_HELP)
     stats.set_defaults(func=_stats)
+
+    dedup = commands.add_parser("dedup", help="list duplicate groups (JSON and an HTML page of thumbnails); "
+                                              "with --remove, delete all but the smallest id of each group")
+    dedup.add_argument("index", metavar="INDEX", help=INDEX_HELP)
+    dedup.add_argument("--threshold", type=float, default=DuplicateRule().cosine, metavar="C",
+                       help="embedding cosine at or above which two items are near duplicates")
+    dedup.add_argument("--neighbours", type=int, default=DEFAULT_NEIGHBOURS, metavar="K",
+                       help="nearest neighbours examined per item")
+    dedup.add_argument("--pixels", action="store_true",
+                       help="also find exact duplicates by the hash of the decoded pixels (decodes every file)")
+    dedup.add_argument("--remove", action="store_true", help="delete the duplicates (default: a dry run)")
+    dedup.add_argument("--out", default=None, help=f"folder for the listing (default: INDEX/{DEDUP_DIR})")
+    dedup.add_argument("--thumbnails", type=int, default=200, metavar="N", help="groups shown on the HTML page")
+    dedup.set_defaults(func=_dedup)
+
+    copy = commands.add_parser("copy", help="copy an index into a new Milvus collection (ids, labels, paths and "
+                                            "vectors kept; nothing re-embedded)")
+    copy.add_argument("source", metavar="SOURCE", help=INDEX_HELP)
+    copy.add_argument("target", metavar="MILVUS", help="milvus://HOST:PORT/COLLECTION or PATH.db (must not exist)")
+    copy.add_argument("--home", default=None, help="folder for model.pt and uploads (default as for build)")
+    copy.add_argument("--type", default=None, choices=INDEX_TYPES, help="default: the source's index type")
+    copy.add_argument("--quiet", action="store_true")
+    copy.set_defaults(func=_copy)
+
+    drop = commands.add_parser("drop", help="delete a Milvus collection (its home folder is left alone)")
+    drop.add_argument("target", metavar="MILVUS")
+    drop.add_argument("--yes", action="store_true", help="really drop it")
+    drop.set_defaults(func=_drop)
 
     migrate = commands.add_parser("migrate", help="convert an index made by simsearch 0.1 (manifest.json) "
                                                   "to the current layout, once")
@@ -94,7 +134,7 @@ def _build(args: argparse.Namespace) -> int:
     _report_skipped(data.skipped)
     config = IndexConfig(index_type=args.type, memory_budget_bytes=int(args.memory_budget_gb * 2**30))
     summary = build_index(args.checkpoint, data, args.out, config=config, batch_size=args.batch_size,
-                          num_workers=args.workers, progress=not args.quiet)
+                          num_workers=args.workers, progress=not args.quiet, home=args.home)
     _report_skipped(summary.skipped)
     print(json.dumps({"index": summary.directory, "added": summary.added, "skipped": len(summary.skipped),
                       "type": summary.index_type, "embed_seconds": round(summary.embed_seconds, 1),
@@ -103,7 +143,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    engine = Engine.open(args.directory, args.checkpoint)
+    engine = Engine.open(args.index, args.checkpoint)
     try:
         data = load_labelled_images(args.data, min_per_class=1)  # indexing needs no pairs
         ids, skipped = engine.add_collection(data, num_workers=args.workers, progress=not args.quiet)
@@ -117,7 +157,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    engine = Engine.open(args.directory)
+    engine = Engine.open(args.index)
     try:
         gone = engine.delete(args.ids)
     finally:
@@ -127,7 +167,7 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    engine = Engine.open(args.directory)
+    engine = Engine.open(args.index)
     try:
         result = engine.compact(force=args.force, orphan_grace_s=args.orphan_grace)
     finally:
@@ -137,11 +177,42 @@ def _compact(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    engine = Engine.open(args.directory)
+    engine = Engine.open(args.index)
     try:
         print(json.dumps(engine.stats(), indent=2))
     finally:
         engine.close()
+    return 0
+
+
+def _dedup(args: argparse.Namespace) -> int:
+    rule = DuplicateRule(cosine=args.threshold)
+    engine = Engine.open(args.index)
+    try:
+        report = engine.find_duplicates(rule=rule, neighbours=args.neighbours, pixels=args.pixels)
+        out = args.out or os.path.join(engine.directory, DEDUP_DIR)
+        json_path, html_path = write_duplicates(report, out, thumbnails=args.thumbnails)
+        doomed = report.duplicates
+        removed = [item.id for item in engine.delete(doomed)] if args.remove and doomed else []
+    finally:
+        engine.close()
+    result = {**report.summary(), "json": json_path, "html": html_path, "dry_run": not args.remove}
+    result["removed" if args.remove else "would_remove"] = removed if args.remove else doomed
+    print(json.dumps(result))
+    return 0
+
+
+def _copy(args: argparse.Namespace) -> int:
+    print(json.dumps(copy_index(args.source, args.target, home=args.home, index_type=args.type,
+                                progress=not args.quiet)))
+    return 0
+
+
+def _drop(args: argparse.Namespace) -> int:
+    if not args.yes:
+        print(f"simsearch index drop: add --yes to delete {args.target} for good", file=sys.stderr)
+        return 2
+    print(json.dumps({"dropped": drop_index(args.target), "index": args.target}))
     return 0
 
 

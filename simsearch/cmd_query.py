@@ -1,4 +1,4 @@
-"""``simsearch query IMAGE... --index DIR``: nearest indexed images and their majority vote."""
+"""``simsearch query IMAGE... --index INDEX [--label L]``: nearest indexed images and their majority vote."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from engine import Engine
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("query", help="search an index with one or more images")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--index", required=True, help="index directory")
+    p.add_argument("--index", required=True,
+                   help="index directory, milvus://HOST:PORT/COLLECTION, or a Milvus Lite PATH.db")
     p.add_argument("--checkpoint", help="checkpoint (default: the one stored in the index)")
     p.add_argument("-k", type=int, default=10, help="neighbors to return (default 10)")
+    p.add_argument("--label", default=None, help="only neighbors of this class")
     p.add_argument("--weighted", action="store_true", help="similarity-weighted vote")
     p.add_argument("--unknown-below", type=float, default=None,
                    help="answer 'unknown' when the winner's best cosine is below this")
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine.open(args.index, args.checkpoint)
     try:
         results = engine.search(args.images, k=args.k, weighted=args.weighted, unknown_below=args.unknown_below,
-                                names=args.images)
+                                names=args.images, label=args.label)
     finally:
         engine.close()
     if args.json:

@@ -1,4 +1,4 @@
-"""``simsearch serve``: the web API and page over an index directory.
+"""``simsearch serve``: the web API and page over an index (a directory, or a Milvus collection).
 
 Production: gunicorn, started programmatically (``gunicorn.app.base.BaseApplication``) with
 ``preload_app=False`` so each worker process loads the model and the index itself after the fork (no torch
@@ -25,10 +25,14 @@ from engine.layout import MODEL_FILE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("serve", help="serve the web API and page over an index directory",
+    parser = subparsers.add_parser("serve", help="serve the web API and page over an index",
                                    description=__doc__.split("\n\n")[1])
-    parser.add_argument("--index", required=True, help=f"index directory (holds {MODEL_FILE} and the FAISS index)")
-    parser.add_argument("--checkpoint", default=None, help=f"checkpoint to use instead of <index>/{MODEL_FILE}")
+    parser.add_argument("--index", required=True,
+                        help=f"index directory (holds {MODEL_FILE} and the store), milvus://HOST:PORT/COLLECTION "
+                             "(token in $SIMSEARCH_MILVUS_TOKEN; several servers may share it), or a Milvus Lite "
+                             "PATH.db (one process)")
+    parser.add_argument("--checkpoint", default=None,
+                        help=f"checkpoint to use instead of {MODEL_FILE} in the index's home")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
@@ -61,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"simsearch serve: {name} must be positive", file=sys.stderr)
             return 2
     workers = 1 if args.dev else args.workers
+    from engine import is_milvus_lite
+
+    if is_milvus_lite(args.index) and workers > 1:
+        print("simsearch serve: a Milvus Lite data directory opens in one process only: serving with 1 worker "
+              f"(for more, run `milvus-lite server --data-dir {args.index} --host 127.0.0.1 --port 19530` and "
+              "serve milvus://127.0.0.1:19530/simsearch)", file=sys.stderr)
+        workers = 1
     torch_threads = args.torch_threads or max(1, (os.cpu_count() or 1) // workers)
     metrics_dir = None
     if not args.dev and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -100,14 +111,15 @@ def run(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace, torch_threads: int, token_env: str):
     """Build the ApiConfig and check, before any worker starts, that the index and model load and match."""
     from api.config import ApiConfig
-    from engine import CheckpointError, Engine, IndexStoreError, check_index, set_torch_threads
+    from engine import CheckpointError, Engine, IndexStoreError, check_index, is_milvus, set_torch_threads
 
-    index_dir = os.path.abspath(args.index)
-    if not os.path.isdir(index_dir):
+    milvus = is_milvus(args.index)
+    index_dir = args.index if milvus else os.path.abspath(args.index)
+    if not milvus and not os.path.isdir(index_dir):
         print(f"simsearch serve: index directory {index_dir} does not exist", file=sys.stderr)
         return None
     checkpoint = os.path.abspath(args.checkpoint) if args.checkpoint else None
-    if checkpoint is None and not os.path.isfile(os.path.join(index_dir, MODEL_FILE)):
+    if not milvus and checkpoint is None and not os.path.isfile(os.path.join(index_dir, MODEL_FILE)):
         try:
             check_index(index_dir)  # not an index at all, or an old layout: say that first
         except IndexStoreError as exc:
@@ -125,11 +137,30 @@ def _config(args: argparse.Namespace, torch_threads: int, token_env: str):
         return None
     try:
         set_torch_threads(1)  # no thread pool in the master process before gunicorn forks
-        Engine.open(index_dir, checkpoint).close()
+        if milvus:  # a gRPC client must not live in a process that forks: check from a child process
+            _check_in_child(index_dir, checkpoint)
+        else:
+            Engine.open(index_dir, checkpoint).close()
     except (CheckpointError, IndexStoreError, OSError) as exc:
         print(f"simsearch serve: cannot serve {index_dir}: {exc}", file=sys.stderr)
         return None
     return config
+
+
+def _check_in_child(index: str, checkpoint: str | None) -> None:
+    """Open the engine in a child process (gRPC, which Milvus uses, does not survive a fork of a process that
+    used it); raises ``IndexStoreError`` with the child's message when it fails."""
+    import subprocess
+
+    from engine import IndexStoreError
+
+    code = ("import sys\nfrom engine import Engine\ntry:\n    Engine.open(sys.argv[1], sys.argv[2] or None).close()\n"
+            "except Exception as exc:\n    print(exc, file=sys.stderr); sys.exit(3)\n")
+    done = subprocess.run([sys.executable, "-c", code, index, checkpoint or ""], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if done.returncode:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise IndexStoreError(lines[-1] if lines else f"checking {index} failed (exit {done.returncode})")
 
 
 def _url_host(host: str) -> str:

@@ -1,5 +1,9 @@
 """Shared fixtures: tiny real data (Fashion-MNIST subsets, written as real PNG files), a really
-trained small model and a real FAISS index built from it. Session-scoped: built once per run."""
+trained small model and a real index built from it. Session-scoped: built once per run.
+
+``--backend milvus`` builds that index in a real Milvus (``milvus-lite server`` started on 127.0.0.1 for the
+session) instead of the embedded FAISS + SQLite store: the API, bad-input and writer suites run on both
+(``scripts/test.sh`` runs them twice).  Tests of one store's internals carry ``@pytest.mark.embedded_only``."""
 
 from __future__ import annotations
 
@@ -15,6 +19,59 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 from similarity.config import TrainConfig  # noqa: E402
 from similarity.data import LabelledImages, export_to_folder, load_fashion_mnist  # noqa: E402
 from similarity.presets import fashion_mnist_full  # noqa: E402
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--backend", choices=("embedded", "milvus", "milvus-standalone"), default="embedded",
+                     help="the store behind built_index/index_copy: embedded (FAISS + SQLite), milvus (a "
+                          "milvus-lite server started on 127.0.0.1) or milvus-standalone (the real Milvus 2.3.5 "
+                          "server of the `milvus` package, started on 127.0.0.1; slow tier)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if config.getoption("--backend") == "embedded":
+        return
+    skip = pytest.mark.skip(reason="tests the embedded store's files (--backend milvus)")
+    for item in items:
+        if "embedded_only" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def backend(request) -> str:
+    return request.config.getoption("--backend")
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory, request):
+    """A Milvus server on 127.0.0.1 for the whole session (stopped at the end): ``milvus-lite server``, or
+    the real Milvus 2.3.5 standalone server with ``--backend milvus-standalone``."""
+    from bench.milvus_servers import MilvusLiteServer, MilvusStandaloneServer, standalone_available
+
+    root = tmp_path_factory.mktemp("milvus")
+    if request.config.getoption("--backend") == "milvus-standalone":
+        if not standalone_available():
+            pytest.skip("the `milvus` package (Milvus 2.3.5 standalone) is not installed")
+        server = MilvusStandaloneServer(root / "standalone").start()
+    else:
+        server = MilvusLiteServer(root / "data", log_path=root / "server.log").start()
+    yield server
+    server.stop()
+
+
+_COLLECTIONS = iter(range(10**9))
+
+
+def milvus_index(server, tmp_path: Path, name: str) -> tuple[str, Path]:
+    """A fresh collection location on ``server`` and a home folder for it."""
+    location = f"milvus://127.0.0.1:{server.port}/{name}_{next(_COLLECTIONS)}"
+    return location, tmp_path / f"home-{name}"
+
+
+@pytest.fixture
+def new_milvus_index(milvus_server, tmp_path):
+    """``new(name)`` -> ``(location, home)``: a fresh collection on the session's Milvus server."""
+    return lambda name: milvus_index(milvus_server, tmp_path, name)
 
 
 def tiny_config(**changes) -> TrainConfig:
@@ -58,20 +115,46 @@ def checkpoint_path(trained) -> str:
 
 
 @pytest.fixture(scope="session")
-def built_index(checkpoint_path, fmnist_folder, tmp_path_factory) -> str:
-    """A Flat index of the 600 PNGs built with the trained checkpoint (read-only: copy before writing)."""
+def built_index(checkpoint_path, fmnist_folder, tmp_path_factory, request) -> str:
+    """A Flat index of the 600 PNGs built with the trained checkpoint (read-only: copy before writing): a
+    directory, or with ``--backend milvus`` a collection location."""
     from engine.build import build_index
 
-    out = tmp_path_factory.mktemp("idx") / "index"
+    root = tmp_path_factory.mktemp("idx")
+    if request.config.getoption("--backend") != "embedded":
+        location, home = milvus_index(request.getfixturevalue("milvus_server"), root, "built")
+        build_index(checkpoint_path, fmnist_folder, location, progress=False, home=home)
+        return location
+    out = root / "index"
     build_index(checkpoint_path, fmnist_folder, out, progress=False)
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def ids(built_index, fmnist_folder) -> list[int]:
+    """``ids[i]``: the id of ``fmnist_folder``'s i-th image in ``built_index`` (and in every ``index_copy``):
+    ``i`` itself in an index directory, a random 53-bit id in Milvus."""
+    from index.location import open_store
+
+    store = open_store(built_index)
+    try:
+        by_path = {item.path: item.id for item in store.iter_items()}
+    finally:
+        store.close()
+    return [by_path[os.path.abspath(path)] for path in fmnist_folder.paths]
+
+
 @pytest.fixture
-def index_copy(built_index, tmp_path) -> str:
-    """A private, writable copy of ``built_index``."""
+def index_copy(built_index, tmp_path, request) -> str:
+    """A private, writable copy of ``built_index`` (a copied directory, or a new collection)."""
     import shutil
 
+    if request.config.getoption("--backend") != "embedded":
+        from engine.build import copy_index
+
+        location, home = milvus_index(request.getfixturevalue("milvus_server"), tmp_path, "copy")
+        copy_index(built_index, location, home=home, progress=False)
+        return location
     target = tmp_path / "index"
     shutil.copytree(built_index, target)
     return str(target)

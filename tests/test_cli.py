@@ -122,3 +122,52 @@ def test_train_picks_the_sampler_the_loss_needs(fmnist_small, flags, sampler):
 
     args = build_parser().parse_args(["train", "--data", "fashion-mnist", *flags])
     assert build_config(args, fmnist_small).sampler.kind == sampler
+
+
+def test_milvus_from_the_command_line(built_index, new_milvus_index, sample_png, fmnist_folder, tmp_path, capsys):
+    """copy an index into Milvus (ids kept), then stats, query --label, add, remove and drop on it."""
+    location, home = new_milvus_index("cli")
+    assert main(["index", "copy", built_index, location, "--home", str(home), "--quiet"]) == 0
+    copied = json.loads(capsys.readouterr().out)
+    assert copied["copied"] == 600 and copied["index"] == location and (home / "model.pt").is_file()
+    assert main(["index", "stats", location]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["backend"] == "milvus" and stats["ntotal"] == 600 and stats["home"] == str(home)
+    label = fmnist_folder.class_names[fmnist_folder.labels[7]]
+    assert main(["query", str(sample_png), "--index", location, "--label", label, "-k", "4", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)[0]
+    assert [n["label"] for n in answer["neighbors"]] == [label] * 4
+    assert main(["query", str(sample_png), "--index", built_index, "-k", "1", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)[0]["neighbors"][0]["id"]
+    assert main(["query", str(sample_png), "--index", location, "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["neighbors"][0]["id"] == first  # the copy kept the ids
+    extra = tmp_path / "extra" / "Bag"
+    extra.mkdir(parents=True)
+    shutil.copy(fmnist_folder.paths[3], extra / "new.png")
+    assert main(["index", "add", location, "--data", str(tmp_path / "extra"), "--quiet", "--workers", "0"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["added"] == 1 and added["ntotal"] == 601
+    assert main(["index", "remove", location, str(first), str(added["first_id"])]) == 0
+    assert sorted(json.loads(capsys.readouterr().out)["removed"]) == sorted([first, added["first_id"]])
+    assert main(["index", "copy", built_index, location, "--quiet"]) == 2  # it exists now
+    assert "already" in capsys.readouterr().err
+    assert main(["index", "drop", location]) == 2 and "--yes" in capsys.readouterr().err
+    assert main(["index", "drop", location, "--yes"]) == 0 and json.loads(capsys.readouterr().out)["dropped"]
+    assert main(["index", "stats", location]) == 2
+    err = capsys.readouterr().err
+    assert "no such collection" in err and "Traceback" not in err
+
+
+def test_build_into_milvus_lite(checkpoint_path, fmnist_folder, tmp_path, capsys):
+    """``--out PATH.db``: a Milvus Lite data directory, model.pt and uploads in PATH-files."""
+    subset = tmp_path / "data" / "Bag"
+    subset.mkdir(parents=True)
+    for i in range(12):
+        shutil.copy(fmnist_folder.paths[i], subset / f"{i}.png")
+    db = tmp_path / "vectors.db"
+    assert main(["index", "build", "--checkpoint", checkpoint_path, "--data", str(tmp_path / "data"),
+                 "--out", str(db), "--quiet", "--workers", "0"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["added"] == 12 and built["index"] == str(db) and (tmp_path / "vectors-files" / "model.pt").is_file()
+    assert main(["query", str(subset / "0.png"), "--index", str(db), "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["neighbors"][0]["path"] == str(subset / "0.png")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from engine import Engine
 
 
+@pytest.mark.embedded_only
 def test_compaction_keeps_referenced_uploads_when_the_index_is_reached_through_a_symlink(index_copy, sample_png,
                                                                                           tmp_path):
     engine = Engine.open(index_copy)
@@ -33,8 +36,8 @@ def test_compaction_keeps_referenced_uploads_when_the_index_is_reached_through_a
 def test_young_orphans_are_kept_for_an_add_in_flight(index_copy, sample_png):
     engine = Engine.open(index_copy)
     try:
-        os.makedirs(os.path.join(index_copy, "uploads"), exist_ok=True)
-        fresh = os.path.join(index_copy, "uploads", "fedcba9876543210fedcba9876543210.png")
+        os.makedirs(os.path.join(engine.directory, "uploads"), exist_ok=True)  # the index's home
+        fresh = os.path.join(engine.directory, "uploads", "fedcba9876543210fedcba9876543210.png")
         with open(fresh, "wb") as handle:
             handle.write(sample_png.read_bytes())
         assert engine.compact()["orphans_removed"] == 0 and os.path.exists(fresh)  # default grace: 5 min

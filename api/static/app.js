@@ -6,7 +6,9 @@
   let objectUrl = null;
 
   function options() {
-    return "k=" + encodeURIComponent($("k").value) + "&weighted=" + ($("weighted").checked ? "true" : "false");
+    const label = $("label-filter").value;
+    return "k=" + encodeURIComponent($("k").value) + "&weighted=" + ($("weighted").checked ? "true" : "false") +
+      (label ? "&label=" + encodeURIComponent(label) : "");
   }
 
   function showError(message) {
@@ -39,8 +41,11 @@
     return body;
   }
 
+  let rerun = null;  // repeats the last query when a search option changes
+
   async function searchFile(file) {
     if (!file) return;
+    rerun = () => searchFile(file);
     showError("");
     if (objectUrl) URL.revokeObjectURL(objectUrl);
     objectUrl = URL.createObjectURL(file);
@@ -61,12 +66,16 @@
     try {
       const pick = await callApi("api/images/random?n=1");
       if (!pick.items.length) throw new Error("The index is empty.");
-      const item = pick.items[0];
-      showQuery("api/images/" + item.id + "?size=256", true);
-      const result = await callApi("api/images/" + item.id + "/similar?" + options());
-      render(result);
-      setStatus("Query: indexed image #" + item.id + " (labelled " + item.label + "), itself excluded");
+      await searchItem(pick.items[0]);
     } catch (err) { fail(err); }
+  }
+
+  async function searchItem(item) {
+    rerun = () => searchItem(item).catch(fail);
+    showQuery("api/images/" + item.id + "?size=256", true);
+    const result = await callApi("api/images/" + item.id + "/similar?" + options());
+    render(result);
+    setStatus("Query: indexed image #" + item.id + " (labelled " + item.label + "), itself excluded");
   }
 
   function fail(err) {
@@ -142,9 +151,18 @@
     if (file) searchFile(file);
   });
   $("random").addEventListener("click", searchRandom);
+  ["k", "weighted", "label-filter"].forEach((id) => $(id).addEventListener("change", () => { if (rerun) rerun(); }));
 
   callApi("api/stats").then((s) => {
     $("index-info").textContent = s.items + " indexed images · " + Object.keys(s.label_counts).length +
-      " classes · " + (s.index.index_type || "empty") + " index";
+      " classes · " + (s.index.index_type || "empty") + " index" +
+      (s.index.backend === "milvus" ? " on Milvus" : "");
+    const filter = $("label-filter");
+    for (const name of Object.keys(s.label_counts)) {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name + " (" + s.label_counts[name] + ")";
+      filter.appendChild(option);
+    }
   }).catch(() => {});
 })();

@@ -1,8 +1,9 @@
-"""Fingerprints of an index directory, to prove that a refused request changed nothing.
+"""Fingerprints of an index, to prove that a refused request changed nothing.
 
 Files are hashed byte for byte, except the SQLite database: a reader legitimately touches its ``-shm``
 index and may fold the ``-wal`` into the main file, so the database is fingerprinted by its content
-(every row of every table) instead."""
+(every row of every table) instead.  A Milvus collection is fingerprinted by its items (ids, labels, paths,
+sources, vectors) read through the store, and the files of its home folder like a directory's."""
 
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ DB_FILES = frozenset({DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm"})
 
 def fingerprint(directory: str) -> dict[str, str]:
     """``{relative path: sha256}`` of every file under ``directory`` (sub-folders included); the database
-    appears once, as ``store.sqlite (rows)``."""
+    appears once, as ``store.sqlite (rows)``.  For a Milvus location: its items, and its home's files."""
+    from index.location import is_milvus
+
+    if is_milvus(directory):
+        return _milvus_fingerprint(directory)
     result: dict[str, str] = {}
     for root, _dirs, files in os.walk(directory):
         for name in files:
@@ -34,6 +39,25 @@ def fingerprint(directory: str) -> dict[str, str]:
             result[rel] = digest.hexdigest()
     if os.path.isfile(os.path.join(directory, DB_FILE)):
         result[DB_FILE + " (rows)"] = database_digest(os.path.join(directory, DB_FILE))
+    return result
+
+
+def _milvus_fingerprint(location: str) -> dict[str, str]:
+    from index.location import open_store
+
+    store = open_store(location)
+    try:
+        ids, vectors = store.all_vectors()
+        metas = store.get_many(ids)
+        home = store.home
+    finally:
+        store.close()
+    digest = hashlib.sha256(vectors.tobytes())
+    for item_id in ids.tolist():
+        meta = metas[item_id]
+        digest.update(repr((item_id, meta.label, meta.path, meta.source)).encode())
+    result = fingerprint(home) if os.path.isdir(home) else {}
+    result["collection (items)"] = f"{len(ids)}:{digest.hexdigest()}"
     return result
 
 

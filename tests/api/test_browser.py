@@ -61,6 +61,17 @@ def test_upload_shows_prediction_and_neighbours(browser, index_copy, sample_png,
         os.makedirs(out, exist_ok=True)
         browser.save_screenshot(os.path.join(out, "search.png"))
 
+        # the class filter: every neighbour is of the chosen class (not the query's own)
+        from selenium.webdriver.support.ui import Select
+
+        other = next(name for name in fmnist_folder.class_names if name != expected)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#label-filter option")) > 1)
+        Select(browser.find_element(By.ID, "label-filter")).select_by_value(other)  # re-runs the last query
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#grid .neighbor .lab").text == f"1. {other}")
+        labels = [e.text.split(". ", 1)[1] for e in browser.find_elements(By.CSS_SELECTOR, "#grid .neighbor .lab")]
+        assert len(labels) == 10 and set(labels) == {other}
+        Select(browser.find_element(By.ID, "label-filter")).select_by_value("")
+
         browser.find_element(By.ID, "random").click()
         wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "indexed image #"))
 

@@ -12,6 +12,7 @@ import requests
 
 from apitest_helpers import TOKEN
 from bench.reliability.server import ServerProcess
+from engine import index_home
 from simsearch import cmd_serve
 
 
@@ -40,27 +41,27 @@ def test_refuses_missing_index_and_checkpoint(tmp_path, capsys, index_copy):
     (tmp_path / "empty").mkdir()
     assert cmd_serve.run(parse(["serve", "--index", str(tmp_path / "empty")])) == 2
     assert "not an index directory" in capsys.readouterr().err
-    os.remove(os.path.join(index_copy, "model.pt"))
+    os.remove(os.path.join(index_home(index_copy), "model.pt"))
     assert cmd_serve.run(parse(["serve", "--index", index_copy])) == 2
-    assert "no model.pt" in capsys.readouterr().err
+    assert "model.pt" in capsys.readouterr().err
 
 
 def test_refuses_mismatched_checkpoint(tmp_path, capsys, index_copy):
     other = tmp_path / "other.pt"
-    shutil.copyfile(os.path.join(index_copy, "model.pt"), other)
+    shutil.copyfile(os.path.join(index_home(index_copy), "model.pt"), other)
     with open(other, "ab") as handle:  # same weights, different bytes: another checkpoint as far as the index knows
         handle.write(b"\0")
     assert cmd_serve.run(parse(["serve", "--index", index_copy, "--checkpoint", str(other)])) == 2
     assert "cannot serve" in capsys.readouterr().err
 
 
-def test_real_gunicorn_server(index_copy, png_bytes, tmp_path):
+def test_real_gunicorn_server(index_copy, png_bytes, tmp_path, ids):
     server = ServerProcess(index_copy, token=TOKEN, workers=2, threads=2, log_path=str(tmp_path / "server.log"))
     url = server.start().url
     try:
         with requests.Session() as http:
             r = http.post(url + "/api/search?k=5", files={"image": ("q.png", png_bytes, "image/png")}, timeout=30)
-            assert r.status_code == 200 and r.json()["neighbors"][0]["id"] == 0
+            assert r.status_code == 200 and r.json()["neighbors"][0]["id"] == ids[0]
             assert http.post(url + "/api/search?k=abc", data=png_bytes, timeout=30).status_code == 400
             added = http.post(url + "/api/images", files={"image": ("n.png", png_bytes, "image/png")},
                               data={"label": "Served"}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)

@@ -19,16 +19,17 @@ def post_image(client, data: bytes, url: str = "/api/search", field: str = "imag
     return client.post(url, data={field: (io.BytesIO(data), name)}, content_type="multipart/form-data")
 
 
-def test_search_multipart_returns_neighbors_prediction_and_timings(client, png_bytes, fmnist_folder):
+def test_search_multipart_returns_neighbors_prediction_and_timings(client, png_bytes, fmnist_folder, ids):
     r = post_image(client, png_bytes, "/api/search?k=5")
     assert r.status_code == 200, r.get_json()
     body = r.get_json()
     assert body["k"] == 5 and len(body["neighbors"]) == 5
     first = body["neighbors"][0]
-    # the sample is itself indexed (id 0): it comes back first with cosine ~1
-    assert first["id"] == 0 and first["similarity"] > 0.999 and first["rank"] == 1
+    # the sample is itself indexed (ids[0]): it comes back first with cosine ~1
+    assert first["id"] == ids[0] and first["similarity"] > 0.999 and first["rank"] == 1
     assert first["label"] == fmnist_folder.class_names[fmnist_folder.labels[0]]
-    assert first["image_url"] == "/api/images/0" and first["thumbnail_url"].startswith("/api/images/0?size=")
+    assert first["image_url"] == f"/api/images/{ids[0]}"
+    assert first["thumbnail_url"].startswith(f"/api/images/{ids[0]}?size=")
     sims = [n["similarity"] for n in body["neighbors"]]
     assert sims == sorted(sims, reverse=True)
     for n in body["neighbors"]:
@@ -159,14 +160,14 @@ def test_exif_rotated_jpeg_is_transposed(client, app):
     assert post_image(client, data, name="r.jpg").status_code == 200
 
 
-def test_batch_search(client, png_bytes, fmnist_folder):
+def test_batch_search(client, png_bytes, fmnist_folder, ids):
     other = Path(fmnist_folder.paths[100]).read_bytes()
     r = client.post("/api/search/batch?k=4", data={"images": [(io.BytesIO(png_bytes), "a.png"),
                                                               (io.BytesIO(other), "b.png")]},
                     content_type="multipart/form-data")
     body = r.get_json()
     assert r.status_code == 200 and len(body["results"]) == 2
-    assert body["results"][0]["neighbors"][0]["id"] == 0 and body["results"][1]["neighbors"][0]["id"] == 100
+    assert body["results"][0]["neighbors"][0]["id"] == ids[0] and body["results"][1]["neighbors"][0]["id"] == ids[100]
     assert all(len(res["neighbors"]) == 4 for res in body["results"])
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from apitest_helpers import TOKEN
 
+from engine import index_home
+
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -45,15 +47,15 @@ def test_token_in_query_string_is_refused(make_writable_app, png_bytes, param):
     assert client.get("/api/health").get_json()["items"] == 600  # nothing was added
 
 
-def test_add_saves_before_answering_and_survives_reopen(make_writable_app, png_bytes, index_copy, caplog):
+def test_add_saves_before_answering_and_survives_reopen(make_writable_app, png_bytes, index_copy, caplog, ids):
     caplog.set_level(logging.DEBUG)
     client = make_writable_app().test_client()
     r = add(client, png_bytes, label="My class")
     assert r.status_code == 201, r.get_json()
     item = r.get_json()
-    assert item["label"] == "My class" and item["id"] == 600
+    assert item["label"] == "My class" and item["id"] not in ids
     assert r.headers["Location"].endswith(f"/api/images/{item['id']}/info")
-    uploads = os.listdir(os.path.join(index_copy, "uploads"))
+    uploads = os.listdir(os.path.join(index_home(index_copy), "uploads"))
     assert len(uploads) == 1 and uploads[0].endswith(".png") and len(uploads[0]) == 36  # uuid hex + .png
     with client.get(f"/api/images/{item['id']}") as got:
         assert got.data == png_bytes
@@ -61,7 +63,7 @@ def test_add_saves_before_answering_and_survives_reopen(make_writable_app, png_b
     fresh = make_writable_app().test_client()
     assert fresh.get(f"/api/images/{item['id']}/info").get_json()["label"] == "My class"
     hits = fresh.post("/api/search?k=2", data=png_bytes, content_type="image/png").get_json()["neighbors"]
-    assert {h["id"] for h in hits} == {0, item["id"]}
+    assert {h["id"] for h in hits} == {ids[0], item["id"]}
     assert fresh.get("/api/stats").get_json()["label_counts"]["My class"] == 1
     assert TOKEN not in caplog.text
 
@@ -75,24 +77,25 @@ def test_add_bad_label_is_400(make_writable_app, png_bytes, label):
 def test_add_non_image_is_400_and_leaves_nothing(make_writable_app, index_copy):
     client = make_writable_app().test_client()
     assert add(client, b"not an image").status_code == 400
-    assert not os.path.isdir(os.path.join(index_copy, "uploads")) or not os.listdir(os.path.join(index_copy, "uploads"))
+    uploads = os.path.join(index_home(index_copy), "uploads")
+    assert not os.path.isdir(uploads) or not os.listdir(uploads)
     assert client.post("/api/images", data=b"x", content_type="image/png", headers=AUTH).status_code == 415
     assert client.get("/api/health").get_json()["items"] == 600
 
 
-def test_delete_removes_for_good(make_writable_app, png_bytes, index_copy):
+def test_delete_removes_for_good(make_writable_app, png_bytes, index_copy, ids):
     client = make_writable_app().test_client()
     new_id = add(client, png_bytes).get_json()["id"]
-    for item_id in (new_id, 0):
+    for item_id in (new_id, ids[0]):
         r = client.delete(f"/api/images/{item_id}", headers=AUTH)
         assert r.status_code == 200 and r.get_json() == {"deleted": item_id}
         assert client.get(f"/api/images/{item_id}/info").status_code == 404
         assert client.delete(f"/api/images/{item_id}", headers=AUTH).status_code == 404
-    assert os.listdir(os.path.join(index_copy, "uploads")) == []  # the uploaded file went too
+    assert os.listdir(os.path.join(index_home(index_copy), "uploads")) == []  # the uploaded file went too
     hits = client.post("/api/search?k=5", data=png_bytes, content_type="image/png").get_json()["neighbors"]
-    assert not {0, new_id} & {h["id"] for h in hits}
+    assert not {ids[0], new_id} & {h["id"] for h in hits}
     fresh = make_writable_app().test_client()
-    assert fresh.get("/api/images/0/info").status_code == 404
+    assert fresh.get(f"/api/images/{ids[0]}/info").status_code == 404
     assert fresh.get("/api/health").get_json()["items"] == 599
 
 
@@ -104,7 +107,7 @@ def test_writes_are_visible_across_processes(make_writable_app, png_bytes):
     assert b.get(f"/api/images/{new_id}/info").get_json()["label"] == "From A"
     # B writes next: it must start from A's generation, not overwrite it
     second = add(b, png_bytes, label="From B").get_json()["id"]
-    assert second == new_id + 1
+    assert second != new_id
     assert a.get("/api/health").get_json()["items"] == 602
     assert b.delete(f"/api/images/{new_id}", headers=AUTH).status_code == 200
     assert a.get(f"/api/images/{new_id}/info").status_code == 404

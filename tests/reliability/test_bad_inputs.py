@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from bench.reliability.badinput import bad_cases, run_bad_inputs, valid_cases, Limits
+from engine import index_home
 
 
 def test_suite_covers_the_kinds_the_issue_lists():
@@ -20,10 +21,11 @@ def test_suite_covers_the_kinds_the_issue_lists():
 
 def test_every_bad_input_gets_its_4xx_and_changes_nothing(start_server, index_copy, token):
     # a report to attempt traversal from, and a secret beside the index that no path may reach
-    os.makedirs(os.path.join(index_copy, "report"), exist_ok=True)
-    with open(os.path.join(index_copy, "report", "report.html"), "w") as handle:
+    home = index_home(index_copy)  # the index directory, or the home folder of a Milvus collection
+    os.makedirs(os.path.join(home, "report"), exist_ok=True)
+    with open(os.path.join(home, "report", "report.html"), "w") as handle:
         handle.write("<html>report</html>")
-    secret = os.path.join(os.path.dirname(index_copy), "secret.txt")
+    secret = os.path.join(os.path.dirname(home), "secret.txt")
     with open(secret, "w") as handle:
         handle.write("TOP-SECRET-CONTENT")
     server = start_server(extra_args=("--max-upload-mb", "1"))

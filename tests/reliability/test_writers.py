@@ -24,21 +24,20 @@ def forty_images(fmnist_folder, tmp_path):
     return str(root)
 
 
-def test_every_writer_at_once(start_server, index_copy, token, forty_images):
+def test_every_writer_at_once(start_server, index_copy, token, forty_images, ids):
     server = start_server()
-    summary, ledger = run_writers_trial(index_copy, token, forty_images, remove_ids=[3, 4, 5, 6, 7], seed=1,
-                                        server=server)
+    summary, ledger = run_writers_trial(index_copy, token, forty_images, remove_ids=ids[3:8], seed=1, server=server)
     assert summary["problems"] == [] and summary["writers_failed"] == 0
     assert summary["cli_added"] == 40 and summary["api_adds"] == 36 and summary["api_deletes"] == 12
-    assert {3, 4, 5, 6, 7} <= ledger.deleted
+    assert set(ids[3:8]) <= ledger.deleted
     server.stop()
     restarted = start_server()  # and after a restart
     assert verify_on_workers(restarted.url, ledger) == []
 
 
-def test_the_checks_can_fail(start_server, index_copy):
+def test_the_checks_can_fail(start_server, index_copy, ids):
     """A phantom add and a delete that never happened are both reported, on the workers and on disk."""
     server = start_server()
-    ledger = WriterLedger(live={10**9: "phantom"}, deleted={0})
+    ledger = WriterLedger(live={10**9: "phantom"}, deleted={ids[0]})
     assert len(verify_on_workers(server.url, ledger, rounds=1)) == 2
     assert len(verify_on_disk(index_copy, ledger)) == 2

@@ -1,0 +1,638 @@
+"""``MilvusStore``: the store interface (:class:`index.base.VectorStore`) on a Milvus collection.
+
+For collections and fleets one machine cannot hold: a Milvus cluster or standalone server
+(``milvus://HOST:PORT/COLLECTION``, ``milvus+tls://...`` for TLS), or Milvus Lite for one process on one
+machine (a local data directory whose name ends in ``.db``).  Every API server, CLI and notebook that opens
+the same location sees the same items: the collection is created with ``consistency_level="Strong"`` and
+every read asks for it, so an add or delete acknowledged through one server is seen by the next read
+through any other.
+
+Collection layout: ``id`` (INT64 primary key, drawn at random from [2**40, 2**53) so that a browser's
+JavaScript numbers hold it exactly and ids imported from an embedded index (small integers) never collide),
+``vector`` (FLOAT_VECTOR, L2-normalised, metric IP), ``label``, ``path`` (the image reference), ``added_at``
+(Unix seconds) and ``source`` ("" for none).  The model stamp (checkpoint sha256, dimension, metric,
+preprocessing), the index config and the home folder (``model.pt`` and uploaded images, shared by every
+server) are stored as one JSON collection property, and a mismatching model is refused with the field named.
+
+The token comes from ``$SIMSEARCH_MILVUS_TOKEN`` (``user:password`` or an API key), a CA bundle for TLS from
+``$SIMSEARCH_MILVUS_CA``, the per-call timeout from ``$SIMSEARCH_MILVUS_TIMEOUT_S`` (default 10 s); none of
+them ever appears in a location string, a log line or ``stats()``.
+
+Durability is Milvus's: an insert or delete is acknowledged once its log entry is written (the message
+queue on a server; Milvus Lite's write-ahead log, flushed to the OS on every write, so it survives a killed
+process but not a power cut).  Server down or slow: calls raise :class:`IndexUnavailableError` after the
+timeout, and the next call reconnects (gRPC channels reconnect by themselves).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from index import persist
+from index.arrays import check_ids, check_positive_int, check_strings, check_vectors, normalized
+from index.base import MAX_LABEL_CHARS, Neighbor, check_label_filter
+from index.config import IndexConfig, auto_nlist, choose_index_type
+from index.db import ItemMeta
+from index.errors import IndexStoreError, IndexUnavailableError
+from index.keeper import CompactResult
+
+logger = logging.getLogger(__name__)
+
+TOKEN_ENV = "SIMSEARCH_MILVUS_TOKEN"
+CA_ENV = "SIMSEARCH_MILVUS_CA"
+TIMEOUT_ENV = "SIMSEARCH_MILVUS_TIMEOUT_S"
+SCHEMES = {"milvus": "http", "milvus+tls": "https"}
+DEFAULT_PORT = 19530
+LITE_SUFFIX = ".db"
+LITE_COLLECTION = "simsearch"
+META_PROPERTY = "simsearch.meta"
+FORMAT = "simsearch-milvus"
+FORMAT_VERSION = 1
+ID_LOW, ID_HIGH = 2**40, 2**53
+LABEL_BYTES = 4 * MAX_LABEL_CHARS  # VARCHAR lengths are in UTF-8 bytes
+PATH_BYTES = 4096
+SOURCE_BYTES = 512
+INSERT_ROWS = 2_000  # rows per insert call (a 128-d batch is ~1 MB on the wire)
+QUERY_IDS = 1_000  # ids per ``id in [...]`` expression
+ITER_BATCH = 5_000
+MAX_TOPK = 16_384  # Milvus's limit on k
+_META_FIELDS = ["id", "label", "path", "added_at", "source"]
+_COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+class MilvusMissing(IndexStoreError):
+    """``pymilvus`` is not installed (it is an optional extra)."""
+
+
+@dataclass(frozen=True)
+class MilvusLocation:
+    """Where a Milvus collection lives: ``uri`` is ``http(s)://host:port`` or a Milvus Lite data directory."""
+
+    uri: str
+    collection: str
+    lite: bool = False
+
+    @property
+    def display(self) -> str:
+        """The location as a user writes it (``--index``); holds no secret."""
+        if self.lite:
+            return self.uri
+        scheme = "milvus+tls" if self.uri.startswith("https://") else "milvus"
+        return f"{scheme}://{self.uri.split('://', 1)[1]}/{self.collection}"
+
+
+def parse_location(text: str) -> MilvusLocation | None:
+    """The Milvus location ``text`` names, or None when it names an embedded index directory.
+
+    ``milvus://HOST[:PORT]/COLLECTION`` (port 19530 by default), ``milvus+tls://...``, or a Milvus Lite data
+    directory ``PATH.db`` (collection ``simsearch``).  Raises ``IndexStoreError`` for a malformed URI,
+    and for one carrying credentials (the token belongs in ``$SIMSEARCH_MILVUS_TOKEN``, never in a command
+    line or a log)."""
+    text = os.fspath(text)
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme in SCHEMES:
+        if "@" in rest.split("/", 1)[0]:
+            raise IndexStoreError(f"put Milvus credentials in ${TOKEN_ENV}, not in the index URI")
+        hostport, _, collection = rest.partition("/")
+        collection = collection.strip("/")
+        host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", str(DEFAULT_PORT))
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise IndexStoreError(f"bad Milvus URI {text!r}: expected {scheme}://HOST:PORT/COLLECTION")
+        if not _COLLECTION_NAME.match(collection):
+            raise IndexStoreError(f"bad Milvus collection name {collection!r} in {text!r}: letters, digits and "
+                                  "underscores, starting with a letter or underscore")
+        return MilvusLocation(f"{SCHEMES[scheme]}://{host}:{int(port)}", collection)
+    if sep:
+        if scheme in ("http", "https", "tcp", "grpc"):
+            raise IndexStoreError(f"write a Milvus server as milvus://HOST:PORT/COLLECTION, not {text!r}")
+        return None
+    if text.rstrip("/").endswith(LITE_SUFFIX):
+        return MilvusLocation(os.path.abspath(text.rstrip("/")), LITE_COLLECTION, lite=True)
+    return None
+
+
+def _pymilvus():
+    try:
+        import pymilvus
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        raise MilvusMissing("the Milvus back end needs pymilvus: pip install -r requirements-milvus.txt") from None
+    return pymilvus
+
+
+def _timeout() -> float:
+    try:
+        return max(float(os.environ.get(TIMEOUT_ENV, "10")), 0.1)
+    except ValueError:
+        return 10.0
+
+
+def _literal(text: str) -> str:
+    """A string literal for a Milvus boolean expression (JSON's escaping: quotes and backslashes)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _id_list(ids) -> str:
+    return "[" + ",".join(str(int(i)) for i in ids) + "]"
+
+
+def milvus_index_params(index_type: str, config: IndexConfig, n: int) -> tuple[str, dict]:
+    """The Milvus index (type, build params) for one of simsearch's index types, from the same config as
+    FAISS: ``flat`` -> FLAT, ``hnsw`` -> HNSW(M, efConstruction), ``ivfpq`` -> IVF_FLAT(nlist) (Milvus Lite
+    has no IVF_PQ; a server's IVF_PQ/DiskANN can be set on the collection directly)."""
+    if index_type == "flat":
+        return "FLAT", {}
+    if index_type == "hnsw":
+        return "HNSW", {"M": config.hnsw_m, "efConstruction": config.ef_construction}
+    return "IVF_FLAT", {"nlist": config.ivf_nlist or auto_nlist(max(n, 1))}
+
+
+class MilvusStore:
+    """Create with :meth:`create`, reopen with :meth:`open`; thread-safe, one per process is enough."""
+
+    backend = "milvus"
+
+    def __init__(self, location: MilvusLocation, client, meta: dict) -> None:
+        self._location = location
+        self._client = client
+        self._meta = meta
+        self._dim = int(meta["dim"])
+        self._config = IndexConfig.from_dict(meta["config"])
+        self._timeout = _timeout()
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def connect(location: MilvusLocation):
+        """A ``MilvusClient`` for ``location`` (the token and CA bundle from the environment)."""
+        pymilvus = _pymilvus()
+        # Milvus Lite answers no MVCC timestamp to iterators (pymilvus warns on every one and falls back to a
+        # client-side timestamp, which is right for it) and, in process, logs an unimplemented-method
+        # traceback at connect; neither is a problem of ours
+        logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
+        # while the server is down pymilvus logs each failed reconnect with a full traceback; our error
+        # handling reports the outage once per failed call, in one line (IndexUnavailableError)
+        logging.getLogger("pymilvus.client.connection_manager").setLevel(logging.CRITICAL)
+        logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
+        if location.lite:
+            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+        kwargs = {"timeout": _timeout()}
+        token = os.environ.get(TOKEN_ENV)
+        if token:
+            kwargs["token"] = token
+        ca = os.environ.get(CA_ENV)
+        if ca and location.uri.startswith("https://"):
+            kwargs["server_pem_path"] = ca
+        try:
+            return pymilvus.MilvusClient(uri=location.uri, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - pymilvus raises several types; all mean "cannot use it"
+            raise _translate(exc, location, "connect") from None
+
+    @classmethod
+    def create(cls, location: MilvusLocation, dim: int, *, config: IndexConfig = IndexConfig(), model_info: dict,
+               home: str) -> "MilvusStore":
+        """A new, empty collection (refused when it exists).  ``home``: the folder every server reaches for
+        ``model.pt`` and uploaded images (stored absolute with the collection)."""
+        dim = check_positive_int(dim, "dim")
+        model = persist.validate_model_info(model_info, dim)
+        pymilvus = _pymilvus()
+        client = cls.connect(location)
+        try:
+            if _call(location, "check the collection", client.has_collection, location.collection):
+                raise IndexStoreError(f"{location.display} already holds a collection; open it, drop it or pick "
+                                      "another name")
+            index_type = choose_index_type(config.expected_size or 0, dim, config)
+            milvus_type, params = milvus_index_params(index_type, config, config.expected_size or 0)
+            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "dim": dim, "model": model,
+                    "config": config.to_dict(), "index_type": index_type, "milvus_index": milvus_type,
+                    "index_params": params, "home": os.path.abspath(home),
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            DataType = pymilvus.DataType
+            schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description="simsearch items")
+            schema.add_field("id", DataType.INT64, is_primary=True)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+            schema.add_field("label", DataType.VARCHAR, max_length=LABEL_BYTES)
+            schema.add_field("path", DataType.VARCHAR, max_length=PATH_BYTES)
+            schema.add_field("added_at", DataType.DOUBLE)
+            schema.add_field("source", DataType.VARCHAR, max_length=SOURCE_BYTES)
+            index_params = client.prepare_index_params()
+            index_params.add_index(field_name="vector", index_type=milvus_type, metric_type="IP", params=params)
+            _call(location, "create the collection", client.create_collection, location.collection,
+                  schema=schema, index_params=index_params, consistency_level="Strong",
+                  properties={META_PROPERTY: json.dumps(meta, sort_keys=True)})
+        except BaseException:
+            client.close()
+            raise
+        logger.info("created Milvus collection %s (%s %s, dim %d)", location.display, milvus_type, params, dim)
+        return cls.open(location, client=client)
+
+    @classmethod
+    def open(cls, location: MilvusLocation, *, expect_model: dict | None = None, client=None) -> "MilvusStore":
+        """Open an existing collection and load it.  Raises ``IndexMismatchError`` when ``expect_model``
+        differs from the stored model stamp, ``IndexStoreError`` when the collection is missing or was not
+        made by simsearch, ``IndexUnavailableError`` when the server cannot be reached."""
+        client = client or cls.connect(location)
+        try:
+            if not _call(location, "check the collection", client.has_collection, location.collection):
+                raise IndexStoreError(f"{location.display}: no such collection; build it with "
+                                      f"simsearch index build --index {location.display} ...")
+            described = _call(location, "describe the collection", client.describe_collection, location.collection)
+            raw = (described.get("properties") or {}).get(META_PROPERTY)
+            if raw is None:
+                raise IndexStoreError(f"{location.display} is not a simsearch collection (no {META_PROPERTY} "
+                                      "property)")
+            meta = json.loads(raw)
+            if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+                raise IndexStoreError(f"{location.display} has format {meta.get('format')!r} version "
+                                      f"{meta.get('format_version')!r}; this simsearch reads {FORMAT} {FORMAT_VERSION}")
+            if expect_model is not None:
+                persist.check_model(meta["model"], expect_model)
+            _call(location, "load the collection", client.load_collection, location.collection)
+        except BaseException:
+            client.close()
+            raise
+        store = cls(location, client, meta)
+        logger.info("opened Milvus collection %s: %s", location.display, meta["milvus_index"])
+        return store
+
+    @staticmethod
+    def exists(location: MilvusLocation) -> bool:
+        """Whether the collection exists (raises ``IndexUnavailableError`` when the server is down)."""
+        client = MilvusStore.connect(location)
+        try:
+            return bool(_call(location, "check the collection", client.has_collection, location.collection))
+        finally:
+            client.close()
+
+    @staticmethod
+    def drop(location: MilvusLocation) -> bool:
+        """Drop the collection (for tests and ``simsearch index drop``); returns whether it existed."""
+        client = MilvusStore.connect(location)
+        try:
+            if not _call(location, "check the collection", client.has_collection, location.collection):
+                return False
+            _call(location, "drop the collection", client.drop_collection, location.collection)
+            return True
+        finally:
+            client.close()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def location(self) -> str:
+        return self._location.display
+
+    @property
+    def home(self) -> str:
+        """The folder shared by every server: ``model.pt`` and uploaded images."""
+        return self._meta["home"]
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def config(self) -> IndexConfig:
+        return self._config
+
+    @property
+    def index_type(self) -> str | None:
+        return self._meta["index_type"]
+
+    @property
+    def factory(self) -> str | None:
+        params = ",".join(f"{k}={v}" for k, v in sorted(self._meta["index_params"].items()))
+        return f"milvus:{self._meta['milvus_index']}({params})"
+
+    @property
+    def model_info(self) -> dict:
+        return dict(self._meta["model"])
+
+    def __len__(self) -> int:
+        rows = self._run("count the items", self._client.query, self._location.collection, filter="",
+                         output_fields=["count(*)"], consistency_level="Strong")
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def log_head(self) -> int | None:
+        return None  # Milvus keeps its own log; there is no simsearch change log to report
+
+    # ------------------------------------------------------------------ writes
+    def add(self, vectors: np.ndarray, *, labels: list[str], paths: list[str], sources: list[str] | None = None,
+            ids: np.ndarray | None = None, added_at: np.ndarray | None = None) -> np.ndarray:
+        """Insert ``vectors: (n, d) float32`` with their labels and paths; returns their ids.  ``ids`` and
+        ``added_at`` (only for :func:`copy_items`) keep given ids and times instead of new ones.  A batch goes in chunks of
+        ``INSERT_ROWS``; if one fails, the chunks already inserted are deleted again before the error is
+        raised."""
+        xb = check_vectors(vectors, self._dim, "vectors")
+        n = len(xb)
+        labels = check_strings(labels, n, "labels")
+        paths = check_strings(paths, n, "paths")
+        sources = check_strings(sources, n, "sources", optional=True)
+        _check_bytes(labels, LABEL_BYTES, "label")
+        _check_bytes(paths, PATH_BYTES, "path")
+        _check_bytes([s for s in sources if s], SOURCE_BYTES, "source")
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        if self._config.normalize:
+            xb = normalized(xb, "vectors")
+        ids = self._new_ids(n) if ids is None else check_ids(ids)
+        if len(ids) != n:
+            raise ValueError(f"got {len(ids)} ids for {n} vectors")
+        times = np.full(n, time.time()) if added_at is None else np.asarray(added_at, dtype=np.float64)
+        if len(times) != n:
+            raise ValueError(f"got {len(times)} times for {n} vectors")
+        done = 0
+        try:
+            for start in range(0, n, INSERT_ROWS):
+                stop = min(start + INSERT_ROWS, n)
+                rows = [{"id": int(ids[i]), "vector": xb[i].tolist(), "label": labels[i], "path": paths[i],
+                         "added_at": float(times[i]), "source": (sources[i] if sources else None) or ""}
+                        for i in range(start, stop)]
+                self._run("insert items", self._client.insert, self._location.collection, rows)
+                done = stop
+        except BaseException:
+            if done:
+                logger.warning("add of %d items failed after %d were inserted: deleting those again", n, done)
+                try:
+                    self._run("undo a partial insert", self._client.delete, self._location.collection,
+                              ids=[int(i) for i in ids[:done]])
+                except IndexStoreError:
+                    logger.exception("could not delete the partial insert; ids %d..: run simsearch index "
+                                     "remove on them", int(ids[0]))
+            raise
+        return ids
+
+    def _new_ids(self, n: int) -> np.ndarray:
+        """``n`` fresh ids, uniform in [ID_LOW, ID_HIGH), none of them already in the collection."""
+        ids = np.unique(np.frombuffer(os.urandom(8 * n), dtype=np.uint64) % np.uint64(ID_HIGH - ID_LOW)
+                        ).astype(np.int64) + ID_LOW
+        while len(ids) < n:
+            ids = np.unique(np.concatenate([ids, self._new_ids(n - len(ids))]))
+        # Bounded, not Strong: a collision needs a concurrent add to draw the same 53-bit id within the
+        # staleness window (~n * size / 2**53 even without it), and Strong costs a server time tick per call
+        taken = set(self.get_many(ids, consistency="Bounded"))
+        if taken:  # practically never, but an id must never name two items
+            ids = np.array([i for i in ids if int(i) not in taken], dtype=np.int64)
+            ids = np.concatenate([ids, self._new_ids(n - len(ids))])
+        return np.random.default_rng().permutation(ids[:n])
+
+    def remove(self, ids) -> list[ItemMeta]:
+        """Delete items by id (unknown ids are ignored); returns the items that were live."""
+        ids = check_ids(ids)
+        if not len(ids):
+            return []
+        found = self.get_many(ids)
+        if found:
+            self._run("delete items", self._client.delete, self._location.collection, ids=sorted(found))
+        return [found[i] for i in sorted(found)]
+
+    # ------------------------------------------------------------------ search
+    def search(self, xq: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None,
+               label: str | None = None) -> list[list[Neighbor]]:
+        """The ``k`` nearest items of each query, best first; ``label`` filters inside Milvus."""
+        xq = check_vectors(xq, self._dim, "xq")
+        k = min(check_positive_int(k, "k"), MAX_TOPK)
+        ef_search = check_positive_int(ef_search, "ef_search", allow_none=True) or self._config.ef_search
+        nprobe = check_positive_int(nprobe, "nprobe", allow_none=True) or self._config.nprobe
+        label = check_label_filter(label)
+        if not len(xq):
+            return []
+        if self._config.normalize:
+            xq = normalized(xq, "xq")
+        kind = self._meta["milvus_index"]
+        params = {"ef": max(ef_search, k)} if kind == "HNSW" else {"nprobe": nprobe} if kind.startswith("IVF") else {}
+        found = self._run("search", self._client.search, self._location.collection, data=xq.tolist(), limit=k,
+                          filter="" if label is None else f"label == {_literal(label)}",
+                          output_fields=["label", "path", "source"],
+                          search_params={"metric_type": "IP", "params": params}, consistency_level="Strong")
+        results = []
+        for hits in found:
+            row = []
+            for hit in hits:
+                entity = hit.get("entity", {})
+                meta = ItemMeta(int(hit["id"]), entity.get("path", ""), entity.get("label", ""), 0.0,
+                                entity.get("source") or None)
+                row.append(Neighbor.of(hit["id"], hit["distance"], meta))
+            results.append(row)
+        return results
+
+    # ------------------------------------------------------------------ items
+    def get(self, item_id: int) -> ItemMeta | None:
+        return self.get_many([item_id]).get(int(item_id))
+
+    def get_many(self, ids, *, consistency: str = "Strong") -> dict[int, ItemMeta]:
+        """Metadata of the live items among ``ids``, keyed by id (one query per QUERY_IDS ids)."""
+        wanted = sorted({int(i) for i in ids if 0 <= int(i) < 2**63})
+        out: dict[int, ItemMeta] = {}
+        for start in range(0, len(wanted), QUERY_IDS):
+            chunk = wanted[start:start + QUERY_IDS]
+            for row in self._run("read items", self._client.query, self._location.collection,
+                                 filter=f"id in {_id_list(chunk)}", output_fields=_META_FIELDS,
+                                 consistency_level=consistency):
+                out[int(row["id"])] = _meta(row)
+        return out
+
+    def label_counts(self) -> dict[str, int]:
+        """Items per label, sorted by label (one pass over the label field: O(n))."""
+        counts = Counter(row["label"] for row in self._iterate(["label"]))
+        return dict(sorted(counts.items()))
+
+    def random_ids(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``min(n, len(self))`` distinct ids drawn with ``rng``, without a scan: ids are uniform random in
+        [ID_LOW, ID_HIGH) (and ids copied from an index directory fill the range recorded by
+        :func:`copy_items`), so the items of a random id window are a random sample.  A window is sized for
+        ~4n items and widened 4x after each miss; a scan is the last resort (a tiny or very sparse range)."""
+        n = check_positive_int(n, "n")
+        total = len(self)
+        want = min(n, total)
+        if want == 0:
+            return np.zeros(0, dtype=np.int64)
+        imported = self._meta.get("imported")
+        ranges = [(ID_LOW, ID_HIGH, total - (imported["count"] if imported else 0))]
+        if imported:
+            ranges.append((imported["low"], imported["high"] + 1, imported["count"]))
+        weights = np.array([max(count, 0) for _, _, count in ranges], dtype=float) + 1e-9
+        growth = [1] * len(ranges)
+        picked: set[int] = set()
+        for _ in range(12):
+            r = int(rng.choice(len(ranges), p=weights / weights.sum()))
+            low, high, count = ranges[r]
+            span = high - low
+            width = min(span, max(1, int(span * 4 * want * growth[r] / max(count, 1))))
+            start = int(rng.integers(low, high - width + 1))
+            rows = self._run("sample items", self._client.query, self._location.collection,
+                             filter=f"id >= {start} and id < {start + width}", output_fields=["id"],
+                             limit=16 * want, consistency_level="Strong")
+            found = {int(row["id"]) for row in rows}
+            if len(picked | found) >= want:
+                picked |= found
+                break
+            picked |= found
+            growth[r] *= 4
+        else:
+            picked |= {item.id for item in self.iter_items()}
+        return rng.choice(np.array(sorted(picked), dtype=np.int64), size=min(want, len(picked)), replace=False)
+
+    def record_import(self, ids: np.ndarray) -> None:
+        """Remember the range of ids copied in from another index (see :meth:`random_ids`)."""
+        if not len(ids):
+            return
+        imported = {"low": int(ids.min()), "high": int(ids.max()), "count": int(len(ids))}
+        meta = dict(self._meta, imported=imported)
+        self._run("record the copied ids", self._client.alter_collection_properties, self._location.collection,
+                  properties={META_PROPERTY: json.dumps(meta, sort_keys=True)})
+        self._meta = meta
+
+    def iter_items(self) -> Iterator[ItemMeta]:
+        """Every item (in Milvus's order, not by id), ``ITER_BATCH`` per round trip."""
+        for row in self._iterate(_META_FIELDS):
+            yield _meta(row)
+
+    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids (n,) int64, xb (n, d) float32)`` of every item sorted by id, as stored (normalised)."""
+        ids, vectors = [], []
+        for row in self._iterate(["id", "vector"]):
+            ids.append(int(row["id"]))
+            vectors.append(np.asarray(row["vector"], dtype=np.float32))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros((0, self._dim), np.float32)
+        order = np.argsort(np.array(ids, dtype=np.int64), kind="stable")
+        return np.array(ids, dtype=np.int64)[order], np.stack(vectors)[order]
+
+    def reconstruct(self, item_id: int) -> np.ndarray:
+        rows = self._run("read a vector", self._client.query, self._location.collection,
+                         filter=f"id == {int(item_id)}", output_fields=["vector"], consistency_level="Strong")
+        if not rows:
+            raise KeyError(f"no item with id {item_id}")
+        return np.asarray(rows[0]["vector"], dtype=np.float32)
+
+    def stats(self) -> dict:
+        return {"backend": self.backend, "ntotal": len(self), "label_counts": self.label_counts(),
+                "index_type": self.index_type, "factory": self.factory, "dim": self._dim,
+                "metric": self._config.metric, "model": dict(self._meta["model"]), "config": self._config.to_dict(),
+                "created_at": self._meta["created_at"], "location": self.location, "home": self.home,
+                "collection": self._location.collection}
+
+    # ------------------------------------------------------------------ maintenance
+    def checkpoint(self) -> int | None:
+        """Seal the growing segments (Milvus's ``flush``) so that a restart does not replay them."""
+        self._run("flush", self._client.flush, self._location.collection)
+        return None
+
+    def compact(self, *, force: bool = False) -> CompactResult:
+        """Ask Milvus to compact the collection (merge segments, purge deletes); it runs in the background."""
+        started = time.perf_counter()
+        job = self._run("compact", self._client.compact, self._location.collection)
+        return CompactResult(True, f"milvus compaction job {job} started", 0, 0, 0,
+                             round(time.perf_counter() - started, 3))
+
+    def wait_for_background(self, timeout: float | None = None) -> None:
+        return None
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001 - closing a client of a dead server must not fail
+            logger.debug("closing the Milvus client failed", exc_info=True)
+
+    # ------------------------------------------------------------------ plumbing
+    def _run(self, what: str, fn, *args, **kwargs):
+        kwargs.setdefault("timeout", self._timeout)
+        try:
+            return _call(self._location, what, fn, *args, **kwargs)
+        except _NotLoaded:  # the server restarted (Milvus Lite forgets loads): load once and retry
+            _call(self._location, "load the collection", self._client.load_collection, self._location.collection,
+                  timeout=self._timeout)
+            return _call(self._location, what, fn, *args, **kwargs)
+
+    def _iterate(self, fields: list[str]) -> Iterator[dict]:
+        iterator = self._run("iterate", self._client.query_iterator, self._location.collection,
+                             batch_size=ITER_BATCH, filter="", output_fields=fields, consistency_level="Strong")
+        try:
+            while True:
+                batch = _call(self._location, "iterate", iterator.next)
+                if not batch:
+                    return
+                yield from batch
+        finally:
+            iterator.close()
+
+
+class _NotLoaded(IndexStoreError):
+    pass
+
+
+def _call(location: MilvusLocation, what: str, fn, *args, **kwargs):
+    """Call pymilvus, turning its errors into simsearch's (never a raw gRPC traceback)."""
+    try:
+        return fn(*args, **kwargs)
+    except IndexStoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pymilvus and grpc raise many types
+        raise _translate(exc, location, what) from None
+
+
+def _translate(exc: Exception, location: MilvusLocation, what: str) -> IndexStoreError:
+    message = str(getattr(exc, "message", "") or exc)
+    lower = message.lower()
+    name = type(exc).__name__
+    if "not loaded" in lower or "notloaded" in lower or "'released'" in lower or "call load" in lower:
+        return _NotLoaded(f"{location.display}: collection not loaded")
+    if "datadirlocked" in lower or "locked" in lower and location.lite:
+        return IndexStoreError(f"{location.display} is open in another process; Milvus Lite allows one process per "
+                               f"data directory: run `milvus-lite server --data-dir {location.uri} --host 127.0.0.1` "
+                               "and use milvus://127.0.0.1:19530/... from every process")
+    if ("unavailable" in lower or "connect" in lower or "deadline" in lower or "timeout" in lower
+            or "timed out" in lower or name in ("MilvusUnavailableException", "_InactiveRpcError", "RpcError")):
+        return IndexUnavailableError(f"Milvus at {location.display} is unavailable ({what}: {_short(message)}); "
+                                     "retry when it is back")
+    if "collection not found" in lower or "can't find collection" in lower or "not exist" in lower:
+        return IndexStoreError(f"{location.display}: the collection does not exist ({what})")
+    if "dim" in lower and ("mismatch" in lower or "dimension" in lower):
+        return IndexStoreError(f"{location.display}: vector dimension mismatch ({what}: {_short(message)})")
+    return IndexStoreError(f"Milvus at {location.display} refused to {what}: {_short(message)}")
+
+
+def _short(message: str, limit: int = 300) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[:limit] + "..."
+
+
+def _check_bytes(values: list[str], limit: int, what: str) -> None:
+    for value in values:
+        if len(value.encode("utf-8")) > limit:
+            raise ValueError(f"a {what} is longer than {limit} UTF-8 bytes: {value[:60]!r}...")
+
+
+def _meta(row: dict) -> ItemMeta:
+    return ItemMeta(int(row["id"]), row.get("path", ""), row.get("label", ""), float(row.get("added_at") or 0.0),
+                    row.get("source") or None)
+
+
+def copy_items(source, target: MilvusStore, *, batch: int = 10_000, progress=None, path_map=None) -> int:
+    """Copy every item of ``source`` (any store) into ``target``, keeping ids, labels, paths (through
+    ``path_map`` if given), sources and vectors (no re-embedding); returns the number copied.
+    ``progress(n)`` is called after each batch."""
+    if source.dim != target.dim:
+        raise IndexStoreError(f"cannot copy {source.dim}-d vectors into a {target.dim}-d collection")
+    ids, vectors = source.all_vectors()
+    copied = 0
+    for start in range(0, len(ids), batch):
+        chunk = ids[start:start + batch]
+        metas = source.get_many(chunk)
+        keep = [i for i, item_id in enumerate(chunk) if int(item_id) in metas]
+        rows = [metas[int(chunk[i])] for i in keep]
+        paths = [path_map(m.path) if path_map else m.path for m in rows]
+        target.add(vectors[start:start + batch][keep], labels=[m.label for m in rows], paths=paths,
+                   sources=[m.source or "" for m in rows], ids=chunk[keep], added_at=[m.added_at for m in rows])
+        copied += len(rows)
+        if progress:
+            progress(len(rows))
+    target.record_import(ids[ids < ID_LOW])  # ids already in the random range need no record
+    return copied

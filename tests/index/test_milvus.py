@@ -1,0 +1,181 @@
+"""``MilvusStore`` against a real Milvus (``milvus-lite server`` on 127.0.0.1): the same contract as the
+embedded store, the model guard, ids, filters, and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index import IndexConfig, IndexMismatchError, IndexStoreError, IndexUnavailableError
+from index.location import create_store, default_home, is_milvus, open_store
+from index.milvus import ID_HIGH, ID_LOW, MilvusStore, parse_location
+
+DIM = 16
+MODEL = {"checkpoint_sha256": "ab" * 32, "embedding_dim": DIM, "metric": "ip", "preprocess": {"size": 28}}
+
+
+def vectors(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+@pytest.fixture
+def store(new_milvus_index):
+    location, home = new_milvus_index("unit")
+    s = create_store(location, DIM, config=IndexConfig(index_type="hnsw"), model_info=MODEL, home=str(home))
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("text, uri, collection, lite", [
+    ("milvus://127.0.0.1:19531/abc", "http://127.0.0.1:19531", "abc", False),
+    ("milvus://db.example/c_1", "http://db.example:19530", "c_1", False),
+    ("milvus+tls://db.example:443/x", "https://db.example:443", "x", False),
+])
+def test_parse_milvus_uris(text, uri, collection, lite):
+    location = parse_location(text)
+    assert (location.uri, location.collection, location.lite) == (uri, collection, lite)
+    assert parse_location(location.display) == location and is_milvus(text)
+
+
+def test_parse_paths_and_refusals(tmp_path):
+    assert parse_location(str(tmp_path / "index")) is None and not is_milvus(tmp_path / "index")
+    lite = parse_location(str(tmp_path / "vectors.db"))
+    assert lite.lite and lite.collection == "simsearch" and lite.uri == str(tmp_path / "vectors.db")
+    assert default_home(tmp_path / "vectors.db") == str(tmp_path / "vectors-files")
+    for bad in ("milvus://user:secret@host:19530/c", "milvus://host:99999/c", "milvus://host:1/",
+                "milvus://host:1/1abc", "milvus://host:1/a-b", "http://host:19530"):
+        with pytest.raises(IndexStoreError) as err:
+            parse_location(bad)
+        assert "secret" not in str(err.value)
+
+
+def test_add_search_get_remove(store):
+    xb = vectors(300)
+    labels = [f"c{i % 3}" for i in range(300)]
+    ids = store.add(xb, labels=labels, paths=[f"/img/{i}.png" for i in range(300)])
+    assert len(set(ids.tolist())) == 300 and ((ids >= ID_LOW) & (ids < ID_HIGH)).all()
+    assert len(store) == 300
+    hits = store.search(xb[:2], 5)
+    assert [h[0].id for h in hits] == ids[:2].tolist() and hits[0][0].similarity == pytest.approx(1.0, abs=1e-5)
+    assert hits[0][0].score == pytest.approx((1 + hits[0][0].similarity) / 2)
+    only = store.search(xb[:1], 10, label="c1")[0]
+    assert len(only) == 10 and {h.label for h in only} == {"c1"}
+    assert store.search(xb[:1], 10, label="nope")[0] == []
+    item = store.get(int(ids[4]))
+    assert (item.label, item.path, item.source) == ("c1", "/img/4.png", None)
+    np.testing.assert_allclose(store.reconstruct(int(ids[4])), xb[4] / np.linalg.norm(xb[4]), atol=1e-6)
+    gone = store.remove([int(ids[0]), int(ids[0]), 12345])
+    assert [g.id for g in gone] == [int(ids[0])] and store.get(int(ids[0])) is None
+    assert store.remove([int(ids[0])]) == []
+    assert int(ids[0]) not in [h.id for h in store.search(xb[:1], 5)[0]]  # gone from searches at once
+    assert len(store) == 299 and store.label_counts() == {"c0": 99, "c1": 100, "c2": 100}
+    all_ids, all_xb = store.all_vectors()
+    assert all_ids.tolist() == sorted(ids[1:].tolist()) and all_xb.shape == (299, DIM)
+    assert {m.id for m in store.iter_items()} == set(ids[1:].tolist())
+    picked = store.random_ids(7, np.random.default_rng(0))
+    assert len(set(picked.tolist())) == 7 and set(picked.tolist()) <= set(ids[1:].tolist())
+    assert store.random_ids(1000, np.random.default_rng(1)).size == 299
+
+
+def test_reopen_model_guard_and_stats(store, new_milvus_index):
+    location = store.location
+    ids = store.add(vectors(5), labels=["a"] * 5, paths=["/p"] * 5, sources=["upload"] * 5)
+    store.checkpoint()
+    again = open_store(location, expect_model=MODEL)
+    try:
+        assert len(again) == 5 and again.get(int(ids[0])).source == "upload"
+        stats = again.stats()
+        assert stats["backend"] == "milvus" and stats["factory"].startswith("milvus:HNSW")
+        assert stats["model"] == MODEL and stats["ntotal"] == 5
+    finally:
+        again.close()
+    with pytest.raises(IndexMismatchError) as err:
+        open_store(location, expect_model=dict(MODEL, preprocess={"size": 32}))
+    assert err.value.field == "preprocess"
+    with pytest.raises(IndexMismatchError):
+        open_store(location, expect_model=dict(MODEL, checkpoint_sha256="cd" * 32))
+    with pytest.raises(IndexStoreError, match="already holds"):
+        create_store(location, DIM, config=IndexConfig(), model_info=MODEL)
+    missing, _ = new_milvus_index("missing")
+    with pytest.raises(IndexStoreError, match="no such collection"):
+        open_store(missing)
+
+
+def test_bad_inputs_are_clear_errors(store, milvus_server):
+    with pytest.raises(ValueError, match="dim|shape|dimension"):
+        store.add(vectors(2)[:, :8], labels=["a", "b"], paths=["/a", "/b"])
+    with pytest.raises(ValueError, match="label"):
+        store.add(vectors(1), labels=["é" * 1100], paths=["/a"])
+    with pytest.raises(ValueError):
+        store.search(vectors(1)[:, :8], 3)
+    with pytest.raises(ValueError, match="label filter"):
+        store.search(vectors(1), 3, label="")
+    assert len(store) == 0
+    # a collection that simsearch did not make is refused, not misread
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=f"http://127.0.0.1:{milvus_server.port}")
+    client.create_collection("foreign", dimension=DIM)
+    client.close()
+    with pytest.raises(IndexStoreError, match="not a simsearch collection"):
+        open_store(f"milvus://127.0.0.1:{milvus_server.port}/foreign")
+
+
+def test_unreachable_server_is_a_clear_error(monkeypatch):
+    from bench.milvus_servers import free_port
+
+    monkeypatch.setenv("SIMSEARCH_MILVUS_TIMEOUT_S", "2")
+    with pytest.raises(IndexUnavailableError, match="unavailable"):
+        MilvusStore.open(parse_location(f"milvus://127.0.0.1:{free_port()}/nothing"))
+
+
+def test_token_goes_to_the_client_not_the_location(monkeypatch, store):
+    monkeypatch.setenv("SIMSEARCH_MILVUS_TOKEN", "root:Milvus")  # milvus-lite ignores it; it must not leak
+    again = open_store(store.location)
+    try:
+        text = str(again.stats()) + again.location
+        assert "Milvus" not in text.replace("milvus", "")
+    finally:
+        again.close()
+
+
+def test_milvus_lite_data_directory(tmp_path):
+    """A ``PATH.db`` location runs Milvus Lite in this process: same interface, persistent across reopen."""
+    path = str(tmp_path / "vectors.db")
+    s = create_store(path, DIM, config=IndexConfig(index_type="flat"), model_info=MODEL)
+    try:
+        ids = s.add(vectors(20), labels=["x"] * 20, paths=["/p"] * 20)
+        assert s.home == str(tmp_path / "vectors-files")
+    finally:
+        s.close()
+    again = open_store(path, expect_model=MODEL)
+    try:
+        assert len(again) == 20 and again.search(vectors(20)[:1], 1)[0][0].id == int(ids[0])
+    finally:
+        again.close()
+
+
+def test_random_ids_of_a_copied_index_need_no_scan(built_index, new_milvus_index, monkeypatch):
+    """Ids copied from an index directory (small integers) are sampled by window like random ids."""
+    from engine.build import copy_index
+
+    location, home = new_milvus_index("sample")
+    copy_index(built_index, location, home=home, progress=False)
+    source = open_store(built_index)
+    target = open_store(location)
+    try:
+        expected = {item.id for item in source.iter_items()}
+
+        def no_scan():
+            raise AssertionError("random_ids scanned the collection")
+
+        monkeypatch.setattr(target, "iter_items", no_scan)
+        seen: set[int] = set()
+        for seed in range(5):
+            picked = target.random_ids(5, np.random.default_rng(seed))
+            assert len(set(picked.tolist())) == 5 and set(picked.tolist()) <= expected
+            seen |= set(picked.tolist())
+        assert len(seen) >= 20  # different draws, not the same window every time
+    finally:
+        source.close()
+        target.close()

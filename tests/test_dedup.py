@@ -1,0 +1,123 @@
+"""``simsearch index dedup`` and ``Engine.find_duplicates`` on the real fixture index (600 Fashion-MNIST PNGs and
+a really trained model), with real copies added through the upload path: an exact copy, near copies (JPEG,
+resize), and a copy under another label."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from engine import DuplicateRule, Engine
+from simsearch.cli import main
+from similarity.imageio import open_image
+
+# The fixture's model groups classes tightly: distinct images of one class reach cosine 0.9999, so the cosine
+# only proposes candidates and the pHash confirms them (pixels=True); alone, only a threshold above that works.
+THRESHOLD = 0.99
+IDENTICAL = 0.99999
+
+
+def _encoded(path: str, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image = open_image(path)
+    if "size" in options:
+        image = image.resize(options.pop("size"), Image.Resampling.LANCZOS)
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def with_copies(index_copy, fmnist_folder, ids):
+    """``index_copy`` plus copies of three of its images; returns (index, {name: (original id, copy ids)})."""
+    paths, labels = fmnist_folder.paths, fmnist_folder.class_names
+    a, b, c = 10, 250, 480
+    engine = Engine.open(index_copy)
+    try:
+        exact = engine.add_image(Path(paths[a]).read_bytes(), labels[fmnist_folder.labels[a]]).id
+        jpeg = engine.add_image(_encoded(paths[b], "JPEG", quality=70), labels[fmnist_folder.labels[b]]).id
+        bigger = engine.add_image(_encoded(paths[b], "PNG", size=(40, 40)), labels[fmnist_folder.labels[b]]).id
+        wrong = (fmnist_folder.labels[c] + 1) % len(labels)
+        relabelled = engine.add_image(_encoded(paths[c], "BMP"), labels[wrong]).id
+    finally:
+        engine.close()
+    return index_copy, {"exact": (ids[a], [exact]), "near": (ids[b], [jpeg, bigger]),
+                        "relabelled": (ids[c], [relabelled])}
+
+
+def _group_of(report, item_id):
+    return next(g for g in report.groups if item_id in [m.id for m in g.members])
+
+
+def test_exact_and_near_groups_are_found_and_labelled(with_copies):
+    index, added = with_copies
+    engine = Engine.open(index)
+    try:
+        report = engine.find_duplicates(rule=DuplicateRule(cosine=THRESHOLD), pixels=True)
+        cosine_only = engine.find_duplicates(rule=DuplicateRule(cosine=IDENTICAL))
+    finally:
+        engine.close()
+    exact = _group_of(report, added["exact"][0])
+    assert [m.id for m in exact.members] == [added["exact"][0], *added["exact"][1]] and exact.exact  # oldest first
+    near = _group_of(report, added["near"][0])  # JPEG copy and resized copy: one group, transitively
+    assert [m.id for m in near.members] == [added["near"][0], *added["near"][1]]
+    assert not near.exact and not near.mixed_labels and near.keep == added["near"][0]
+    assert all(m.similarity >= THRESHOLD for m in near.members)
+    relabelled = _group_of(report, added["relabelled"][0])  # a lossless BMP: same pixels, another label
+    assert relabelled.exact and relabelled.mixed_labels
+    assert report.duplicates == sorted(i for _, copies in added.values() for i in copies)
+    assert report.exact_pairs == 2 and not report.unreadable
+    # the embeddings alone, at a threshold only identical pixels reach: the two exact groups, not marked exact
+    assert sorted(g.keep for g in cosine_only.groups) == sorted([added["exact"][0], added["relabelled"][0]])
+    assert not any(g.exact for g in cosine_only.groups)
+
+
+def test_no_group_among_distinct_images(built_index):
+    """The 600 fixture images are distinct: at the threshold no pair of them is grouped, with or without
+    pixels; and groups are stable from run to run."""
+    engine = Engine.open(built_index)
+    try:
+        first = engine.find_duplicates(rule=DuplicateRule(cosine=THRESHOLD), pixels=True)
+        again = engine.find_duplicates(rule=DuplicateRule(cosine=THRESHOLD), pixels=True)
+    finally:
+        engine.close()
+    assert first.items == 600 and first.groups == [] and first.near_pairs == 0 and first.exact_pairs == 0
+    assert again.to_dict()["groups"] == first.to_dict()["groups"]
+
+
+def test_cli_dedup_is_a_dry_run_unless_told_to_remove(with_copies, tmp_path, capsys):
+    index, added = with_copies
+    copies = sorted(i for _, c in added.values() for i in c)
+    out = tmp_path / "listing"
+    args = ["index", "dedup", index, "--threshold", str(THRESHOLD), "--pixels", "--out", str(out)]
+    assert main(args) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["dry_run"] and dry["would_remove"] == copies and dry["groups"] == 3
+    assert dry["exact_groups"] == 2 and dry["near_groups"] == 1 and dry["mixed_label_groups"] == 1
+    listing = json.loads((out / "duplicates.json").read_text())
+    assert sorted(g["keep"] for g in listing["groups"]) == sorted(original for original, _ in added.values())
+    page = (out / "duplicates.html").read_text()
+    assert page.count("<figure") == 7 and page.count("data:image/") == 7 and "different labels" in page
+    engine = Engine.open(index)
+    try:
+        assert len(engine) == 604  # nothing removed by the dry run
+    finally:
+        engine.close()
+
+    assert main([*args, "--remove"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert not done["dry_run"] and done["removed"] == copies
+    assert main(args) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after["groups"] == 0 and after["items"] == 600
+    assert main(["index", "dedup", index, "--threshold", str(THRESHOLD)]) == 0  # default listing folder
+    default = json.loads(capsys.readouterr().out)
+    engine = Engine.open(index)
+    try:
+        assert os.path.dirname(default["json"]) == os.path.join(engine.directory, "dedup")
+    finally:
+        engine.close()
