@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from api.config import ApiConfig
 from api.service import MAX_LABEL_CHARS
+from engine import DEFAULT_POLICY, DUPLICATE_POLICIES
 
 JSON = "application/json"
 # the characters for which str.isspace() is true (what str.strip() removes), as a regex class body
@@ -28,10 +29,10 @@ def _error(description: str) -> dict:
 
 
 def _errors(*codes: int) -> dict:
-    """The error answers ``codes``, and those that every endpoint may give: 401 for a credential-like query
+    """The error answers ``codes`` (503 for every operation that reads or writes the index: busy, or its
+    server unreachable), and those that every endpoint may give: 401 for a credential-like query
     parameter (``token``, ``key``, ...: credentials go in the Authorization header only), 413 for a body over
-    the upload limit (checked before anything reads it), 503 when the index is busy or its server is down
-    (every answer that reads the index may meet that), 414 for a request line over the HTTP server's limit
+    the upload limit (checked before anything reads it), 414 for a request line over the HTTP server's limit
     (gunicorn answers it, in HTML, before the application sees the request) and 500."""
     text = {400: "Bad parameter, missing field or undecodable image",
             401: "Missing or invalid bearer token, or a credential in the URL",
@@ -42,7 +43,7 @@ def _errors(*codes: int) -> dict:
                  "written, retry"}
     if 401 not in codes:
         text[401] = "A credential in the URL (query parameter token, key, ...): use the Authorization header"
-    answers = {str(c): _error(text[c]) for c in sorted({*codes, 401, 413, 500, 503})}
+    answers = {str(c): _error(text[c]) for c in sorted({*codes, 401, 413, 500})}
     answers["414"] = {"description": "Request line longer than the HTTP server's limit (an HTML page from gunicorn)",
                       "content": {"text/html": {"schema": {"type": "string"}}}}
     return dict(sorted(answers.items()))
@@ -90,12 +91,12 @@ def openapi_spec(config: ApiConfig) -> dict:
             "summary": "Nearest indexed images and the majority-vote class of an uploaded image",
             "operationId": "search", **search_ops,
             "responses": {"200": _json(_ref("SearchResponse"), "Neighbours, prediction and timings"),
-                          **_errors(400, 415)}}},
+                          **_errors(400, 415, 503)}}},
         "/api/classify": {"post": {
             "summary": "Only the majority-vote class of an uploaded image", "operationId": "classify",
             **search_ops,
             "responses": {"200": _json(_ref("ClassifyResponse"), "Prediction and timings"),
-                          **_errors(400, 415)}}},
+                          **_errors(400, 415, 503)}}},
         "/api/search/batch": {"post": {
             "summary": f"Search with up to {config.max_batch} images at once", "operationId": "searchBatch",
             "parameters": [k_param, weighted_param, label_param],
@@ -104,15 +105,25 @@ def openapi_spec(config: ApiConfig) -> dict:
                     "type": "array", "minItems": 1, "maxItems": config.max_batch, "items": image_file,
                     "description": "One file part per image, all named images"}}}}}},
             "responses": {"200": _json(_ref("BatchResponse"), "One result per image, in order"),
-                          **_errors(400, 415)}}},
+                          **_errors(400, 415, 503)}}},
         "/api/images": {"post": {
             "summary": "Add an image with its label (needs the bearer token); durable before answering",
             "operationId": "addImage", "security": bearer,
+            "parameters": [{"name": "duplicates", "in": "query", "required": False,
+                            "description": "What to do when the upload duplicates an indexed image (the same "
+                                           "pixels, or a near copy: embedding cosine confirmed by pHash): keep "
+                                           "(store it unchecked), flag (store it and name the duplicate) or skip "
+                                           "(store nothing, answer 200 with the existing item)",
+                            "schema": {"type": "string", "enum": list(DUPLICATE_POLICIES),
+                                       "default": DEFAULT_POLICY}}],
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["image", "label"], "properties": {
                     "image": image_file, "label": label}},
                 "encoding": {"image": image_part}}}},
-            "responses": {"201": _json(_ref("Item"), "The new item"), **_errors(400, 401, 403, 415, 503)}}},
+            "responses": {"200": _json(_ref("AddedItem"), "Skipped (duplicates=skip): nothing stored, the existing "
+                                                           "item it duplicates"),
+                          "201": _json(_ref("AddedItem"), "The new item, and the indexed item it duplicates if any"),
+                          **_errors(400, 401, 403, 415, 503)}}},
         "/api/images/random": {"get": {
             "summary": "Random indexed images", "operationId": "randomImages",
             "parameters": [{"name": "n", "in": "query", "required": False,
@@ -120,7 +131,7 @@ def openapi_spec(config: ApiConfig) -> dict:
                                        "default": 1}}],
             "responses": {"200": _json({"type": "object", "required": ["items"], "properties": {
                 "items": {"type": "array", "items": _ref("Item")}}}, "Up to n distinct items"),
-                **_errors(400)}}},
+                **_errors(400, 503)}}},
         "/api/images/{item_id}": {
             "get": {"summary": "The stored image file, or a JPEG/PNG thumbnail with ?size=",
                     "operationId": "getImage",
@@ -134,23 +145,23 @@ def openapi_spec(config: ApiConfig) -> dict:
                     "responses": {"200": {"description": "Image bytes", "content": {
                         "image/*": {"schema": {"type": "string", "format": "binary"}},
                         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-                        **_errors(400, 404)}},
+                        **_errors(400, 404, 503)}},
             "delete": {"summary": "Delete an item for good (needs the bearer token)", "operationId": "deleteImage",
                        "security": bearer, "parameters": [id_param],
                        "responses": {"200": _json({"type": "object", "required": ["deleted"], "properties": {
                            "deleted": {"type": "integer"}}}, "Deleted"), **_errors(401, 403, 404, 503)}}},
         "/api/images/{item_id}/info": {"get": {
             "summary": "Metadata of one item", "operationId": "getImageInfo", "parameters": [id_param],
-            "responses": {"200": _json(_ref("Item"), "The item"), **_errors(404)}}},
+            "responses": {"200": _json(_ref("Item"), "The item"), **_errors(404, 503)}}},
         "/api/images/{item_id}/similar": {"get": {
             "summary": "Nearest other items of an indexed item (itself excluded)", "operationId": "similar",
             "parameters": [id_param, k_param, weighted_param, label_param],
             "responses": {"200": _json(_ref("SimilarResponse"), "The item, its neighbours and their vote"),
-                          **_errors(400, 404)}}},
+                          **_errors(400, 404, 503)}}},
         "/api/health": {"get": {"summary": "Liveness", "operationId": "health",
-                                "responses": {"200": _json(_ref("Health"), "Serving"), **_errors()}}},
+                                "responses": {"200": _json(_ref("Health"), "Serving"), **_errors(503)}}},
         "/api/stats": {"get": {"summary": "Counts per class, model and index info", "operationId": "stats",
-                               "responses": {"200": _json(_ref("Stats"), "Statistics"), **_errors()}}},
+                               "responses": {"200": _json(_ref("Stats"), "Statistics"), **_errors(503)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)", "operationId": "metrics",
                              "responses": {"200": {"description": "Metrics", "content": {
                                  "text/plain": {"schema": {"type": "string"}}}}, **_errors()}}},
@@ -189,10 +200,19 @@ def openapi_spec(config: ApiConfig) -> dict:
         "id": {"type": "integer"}, "label": {"type": "string"},
         "added_at": {"type": "number", "description": "Unix time"},
         "image_url": {"type": "string"}, "thumbnail_url": {"type": "string"}}}
+    added = {"type": "object", "required": [*item["required"], "duplicate_of", "duplicate_similarity",
+                                             "duplicate_exact", "skipped"], "properties": {
+        **item["properties"],
+        "duplicate_of": {"type": ["integer", "null"], "description": "The indexed item it duplicates (null: none "
+                                                                      "found, or duplicates=keep)"},
+        "duplicate_similarity": {"type": ["number", "null"], "minimum": -1, "maximum": 1,
+                                 "description": "Cosine similarity of the embeddings to duplicate_of"},
+        "duplicate_exact": {"type": ["boolean", "null"], "description": "The same decoded pixels (else a near copy)"},
+        "skipped": {"type": "boolean", "description": "Nothing was stored: id is the existing item's"}}}
     schemas = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
         "Timings": timings, "Neighbor": neighbor, "Prediction": prediction, "SearchResponse": search,
-        "Item": item,
+        "Item": item, "AddedItem": added,
         "ClassifyResponse": {"type": "object", "required": ["k", "prediction"], "properties": {
             "k": {"type": "integer"}, "prediction": _ref("Prediction"), "timings_ms": _ref("Timings")}},
         "BatchResponse": {"type": "object", "required": ["k", "results"], "properties": {

@@ -46,15 +46,23 @@ def get_bool(args, name: str, default: bool = False) -> bool:
 
 def get_label_filter(args) -> str | None:
     """The optional ``?label=`` search filter, checked like a label (stripped, 1..MAX_LABEL_CHARS printable
-    characters); absent or empty means no filter."""
+    characters); absent means no filter."""
     from api.service import SearchService
 
     raw = args.get("label")
-    return None if raw is None or not raw.strip() else SearchService.check_label(raw, "query parameter 'label'")
+    return None if raw is None else SearchService.check_label(raw, "query parameter 'label'")
 
 
 def get_choice(args, name: str, choices: tuple[str, ...], default: str) -> str:
     raw = args.get(name, default).strip().lower()
+    if raw not in choices:
+        raise InvalidRequest(f"{name} must be one of {list(choices)}, got {raw[:40]!r}")
+    return raw
+
+
+def get_exact_choice(args, name: str, choices: tuple[str, ...], default: str) -> str:
+    """Query parameter ``name`` as one of ``choices``, spelled exactly (no case folding or stripping)."""
+    raw = args.get(name, default)
     if raw not in choices:
         raise InvalidRequest(f"{name} must be one of {list(choices)}, got {raw[:40]!r}")
     return raw

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine import ItemMeta, Neighbor, SearchResult, Vote
+from engine import AddResult, ItemMeta, Neighbor, SearchResult, Vote
 
 
 THUMBNAIL_SIZE = 128
@@ -33,3 +33,11 @@ def search_json(result: SearchResult, k: int, root: str = "") -> dict:
 def item_json(item: ItemMeta, root: str = "") -> dict:
     return {"id": item.id, "label": item.label, "added_at": item.added_at,
             **item_urls(item.id, root)}
+
+
+def added_json(result: AddResult, root: str = "") -> dict:
+    """An upload's answer: the item (the existing one when ``skipped``) and the duplicate found, if any."""
+    return {**item_json(result.item, root), "duplicate_of": result.duplicate_of,
+            "duplicate_similarity": result.similarity,
+            "duplicate_exact": result.exact if result.duplicate_of is not None else None,
+            "skipped": result.skipped}

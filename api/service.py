@@ -18,8 +18,8 @@ from PIL import Image
 
 from api.config import ApiConfig
 from api.errors import Busy, InvalidImage, InvalidRequest, ItemNotFound, TooManyPixels
-from engine import (Engine, ImageDecodeError, IndexBusyError, IndexStoreError, ItemMeta, PixelBudgetExceeded,
-                    SearchResult, make_rng, mime_type, scale_to_fit, set_torch_threads)
+from engine import (DEFAULT_POLICY, AddResult, Engine, ImageDecodeError, IndexBusyError, IndexStoreError, ItemMeta,
+                    PixelBudgetExceeded, SearchResult, make_rng, mime_type, scale_to_fit, set_torch_threads)
 
 logger = logging.getLogger(__name__)
 
@@ -150,12 +150,13 @@ class SearchService:
             return self.engine.random_items(n, self._rng)
 
     # ------------------------------------------------------------------ writes
-    def add_image(self, data: bytes, label: str) -> ItemMeta:
+    def add_image(self, data: bytes, label: str, *, duplicates: str = DEFAULT_POLICY) -> AddResult:
         """Embed the upload, store its file under ``<index_dir>/uploads/`` and add it: durable, and visible to
-        every worker and process, when this returns."""
+        every worker and process, when this returns.  ``duplicates``: the policy for an upload that duplicates an
+        indexed image (``keep``, ``skip`` or ``flag``, see :meth:`Engine.add_image`)."""
         label = self.check_label(label, "form field 'label'")
         try:
-            return self.engine.add_image(data, label, max_pixels=self.config.max_pixels)
+            return self.engine.add_image(data, label, max_pixels=self.config.max_pixels, duplicates=duplicates)
         except ImageDecodeError as exc:
             raise InvalidImage(str(exc)) from None
         except IndexBusyError as exc:

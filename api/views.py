@@ -12,11 +12,11 @@ from flask import Blueprint, Response, current_app, request, send_file, send_fro
 from api.auth import check_bearer
 from api.errors import ItemNotFound
 from api.openapi import openapi_spec
-from api.params import (form_label, get_bool, get_choice, get_k, get_label_filter, many_uploads, positive_int,
-                        single_upload)
-from api.schemas import item_json, prediction_json, search_json
+from api.params import (form_label, get_bool, get_choice, get_exact_choice, get_k, get_label_filter, many_uploads,
+                        positive_int, single_upload)
+from api.schemas import added_json, item_json, prediction_json, search_json
 from api.service import THUMBNAIL_FORMATS, SearchService
-from engine import REPORT_DIR, REPORT_HTML
+from engine import DEFAULT_POLICY, DUPLICATE_POLICIES, REPORT_DIR, REPORT_HTML
 
 bp = Blueprint("api", __name__)
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -172,10 +172,13 @@ def similar(item_id: int):
 @requires_token
 def add_image():
     svc = service()
+    duplicates = get_exact_choice(request.args, "duplicates", DUPLICATE_POLICIES, DEFAULT_POLICY)
     label = form_label(request)
-    item = svc.add_image(single_upload(request), label)
-    response = json_response(item_json(item, request.script_root), status=201)
-    response.headers["Location"] = f"{request.script_root}/api/images/{item.id}/info"
+    result = svc.add_image(single_upload(request), label, duplicates=duplicates)
+    if result.skipped:  # nothing stored: the answer is the existing item
+        return json_response(added_json(result, request.script_root))
+    response = json_response(added_json(result, request.script_root), status=201)
+    response.headers["Location"] = f"{request.script_root}/api/images/{result.item.id}/info"
     return response
 
 

@@ -38,6 +38,8 @@ import threading
 import time
 from typing import Iterator
 
+from bench.reliability.server import signal_group
+
 HOST = "127.0.0.1"
 
 # Milvus 2.3.5 standalone components, each pinned to advertise (and dial each other on) 127.0.0.1
@@ -214,8 +216,7 @@ class _ServerProcess:
                 return
             started = time.monotonic()
             if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, self.stop_signal)
+                signal_group(self.proc, self.stop_signal)
                 try:
                     self.proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
@@ -254,13 +255,15 @@ class _ServerProcess:
                 self._kill_group()
 
     def _kill_group(self) -> None:
-        pgid = self.proc.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+        """SIGKILL the group, reap, and forget the process (``proc`` None: a later stop or kill must not signal
+        its pid, which the system may give to another process)."""
+        proc, pgid = self.proc, self.proc.pid
+        signalled = signal_group(proc, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=30)
-        if not _wait_group_gone(pgid, 30):
+            proc.wait(timeout=30)
+        if signalled and not _wait_group_gone(pgid, 30):
             raise RuntimeError(f"{self.name}: processes of group {pgid} survived SIGKILL")
+        self.proc = None
         _RUNNING.discard(self)
         self._after_exit(pgid)
 

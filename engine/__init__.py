@@ -43,6 +43,11 @@ from similarity.hygiene import DuplicateRule  # noqa: E402
 __all__ += ["DEDUP_DIR", "DEFAULT_NEIGHBOURS", "DuplicateGroup", "DuplicateReport", "DuplicateRule",
             "write_duplicates"]
 
+# duplicates at ingestion (the --duplicates / ?duplicates= policy)
+from engine.ingestion import DEFAULT_POLICY, DUPLICATE_POLICIES, AddResult, DuplicateCounts  # noqa: E402
+
+__all__ += ["AddResult", "DEFAULT_POLICY", "DUPLICATE_POLICIES", "DuplicateCounts"]
+
 # the one thumbnail scaling, shared by the API and the report
 from similarity.imageio import scale_to_fit  # noqa: E402
 

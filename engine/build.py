@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.ingestion import DuplicateCounts, apply_policy, check_policy, find_new_duplicates
 from engine.layout import MODEL_FILE, UPLOADS_DIR
 from index import MODEL_FIELDS, IndexConfig, VectorStore
 from index.location import create_store, default_home, is_milvus, open_store
@@ -20,6 +21,7 @@ from index.persist import check_model, fsync_dir, write_file_atomic
 from similarity.checkpoint import Checkpoint, load_checkpoint
 from similarity.data import LabelledImages, SkippedFile
 from similarity.embedder import Embedder
+from similarity.hygiene import DuplicateRule
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class BuildSummary:
     index_type: str = ""
     embed_seconds: float = 0.0
     images_per_second: float = 0.0
+    duplicates: DuplicateCounts = field(default_factory=DuplicateCounts)
 
 
 def checkpoint_for(home: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Checkpoint:
@@ -76,11 +79,27 @@ def index_model_info(checkpoint: Checkpoint) -> dict:
 
 
 def add_images(store: VectorStore, embedder: Embedder, data: LabelledImages, *, batch_size: int = 256,
-               num_workers: int = 0, progress: bool = True, source: str | None = None) -> tuple[np.ndarray, list[SkippedFile]]:
-    """Embed ``data`` (file-backed) and append it to ``store``; returns (new ids, skipped files)."""
+               num_workers: int = 0, progress: bool = True, source: str | None = None, duplicates: str = "keep",
+               rule: DuplicateRule = DuplicateRule()) -> tuple[np.ndarray, list[SkippedFile], DuplicateCounts]:
+    """Embed ``data`` (file-backed) and append it to ``store`` under the ``duplicates`` policy (against the index
+    and within the batch, see :mod:`engine.ingestion`); returns (new ids, skipped files, duplicate counts)."""
+    check_policy(duplicates)
     _require_files(data)
     result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress)
-    return _append(store, data, result.embeddings, result.kept, source), result.skipped
+    kept, embeddings, counts = _screen(store, data, result.embeddings, result.kept, duplicates, rule)
+    return _append(store, data, embeddings, kept, source), result.skipped, counts
+
+
+def _screen(store: VectorStore | None, data: LabelledImages, embeddings: np.ndarray, kept: np.ndarray, policy: str,
+            rule: DuplicateRule) -> tuple[np.ndarray, np.ndarray, DuplicateCounts]:
+    """The rows of ``kept`` (and their embeddings) to store under ``policy``, and the duplicate counts."""
+    if policy == "keep" or not len(kept):
+        return kept, embeddings, DuplicateCounts()
+    assert data.paths is not None
+    findings = find_new_duplicates(store, embeddings, [os.path.abspath(data.paths[i]) for i in kept], rule=rule)
+    rows, counts = apply_policy(findings, policy)
+    log.info("duplicates at ingestion (%s): %d exact, %d near", policy, counts.exact, counts.near)
+    return kept[rows], embeddings[rows], counts
 
 
 def _require_files(data: LabelledImages) -> None:
@@ -102,11 +121,14 @@ def _append(store: VectorStore, data: LabelledImages, embeddings: np.ndarray, ke
 
 def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: str | os.PathLike, *,
                 config: IndexConfig = IndexConfig(), batch_size: int = 256, num_workers: int = 0,
-                progress: bool = True, home: str | os.PathLike | None = None) -> BuildSummary:
+                progress: bool = True, home: str | os.PathLike | None = None, duplicates: str = "flag",
+                rule: DuplicateRule = DuplicateRule()) -> BuildSummary:
     """Embed every image of ``data`` with the checkpoint and write a new index: a directory, or a Milvus
-    collection whose ``model.pt`` and uploads go to ``home`` (default: :func:`index.location.default_home`)."""
+    collection whose ``model.pt`` and uploads go to ``home`` (default: :func:`index.location.default_home`).
+    ``duplicates``: the policy for duplicates within ``data`` (see :mod:`engine.ingestion`)."""
     import time
 
+    check_policy(duplicates)
     _require_files(data)
     milvus = is_milvus(out)
     home_dir = Path(os.fspath(home) if (home and milvus) else default_home(out))
@@ -129,19 +151,20 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: s
     started = time.perf_counter()
     result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress)
     seconds = time.perf_counter() - started
+    kept, embeddings, counts = _screen(None, data, result.embeddings, result.kept, duplicates, rule)
     if config.expected_size is None:
-        config = replace(config, expected_size=max(1, len(result.kept)))
+        config = replace(config, expected_size=max(1, len(kept)))
     store = create_store(os.fspath(out), checkpoint.config.model.embedding_dim, config=config,
                          model_info=index_model_info(checkpoint), home=str(home_dir) if milvus else None)
     try:
-        _append(store, data, result.embeddings, result.kept)
+        _append(store, data, embeddings, kept)
         store.checkpoint()  # so that opening loads the FAISS index instead of replaying the whole log
         index_type = store.index_type or ""
         location = store.location
     finally:
         store.close()
-    return BuildSummary(location, len(result.kept), result.skipped, index_type,
-                        seconds, len(data) / seconds if seconds else 0.0)
+    return BuildSummary(location, len(kept), result.skipped, index_type,
+                        seconds, len(data) / seconds if seconds else 0.0, counts)
 
 
 def copy_index(source: str | os.PathLike, target: str | os.PathLike, *, home: str | os.PathLike | None = None,

@@ -21,12 +21,13 @@ from PIL import Image
 
 from engine.build import add_images, open_index
 from engine.dedup import DEFAULT_NEIGHBOURS, DuplicateReport, find_duplicates
+from engine.ingestion import DEFAULT_POLICY, AddResult, DuplicateCounts, check_policy, find_in_store
 from engine.layout import UPLOADS_DIR
 from index import ItemMeta, Neighbor, VectorStore, Vote, majority_vote
 from index.persist import fsync_dir
 from similarity.checkpoint import Checkpoint
 from similarity.data import LabelledImages, SkippedFile
-from similarity.hygiene import DuplicateRule
+from similarity.hygiene import DuplicateRule, perceptual_hashes
 from similarity.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource, open_image
 
 logger = logging.getLogger(__name__)
@@ -108,10 +109,7 @@ class Engine:
         vectors, pixels, decode_s, embed_s = [], 0, 0.0, 0.0
         for source, name in zip(images, names, strict=True):
             started = time.perf_counter()
-            try:
-                image = open_image(source, max_pixels=max_pixels)
-            except ImageDecodeError as exc:
-                raise ImageDecodeError(str(exc).replace("upload:", f"{name}:", 1)) from None
+            image = _decode(source, name, max_pixels)
             pixels += image.width * image.height
             if pixels > request_pixels:
                 raise PixelBudgetExceeded(f"the images of this request hold over {request_pixels} pixels in total "
@@ -184,12 +182,27 @@ class Engine:
         return os.path.realpath(os.path.dirname(path)) == os.path.realpath(self._uploads)
 
     # ------------------------------------------------------------------ writes
-    def add_image(self, data: bytes, label: str, *, source: str = "upload",
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> ItemMeta:
+    def add_image(self, data: bytes, label: str, *, source: str = "upload", max_pixels: int = DEFAULT_MAX_PIXELS,
+                  duplicates: str = DEFAULT_POLICY, rule: DuplicateRule = DuplicateRule()) -> AddResult:
         """Decode and embed an uploaded image, store its file under ``uploads/`` (written and fsynced with its
         folder), then add it in one durable transaction.  If the add fails the file is removed; if the
-        process dies in between, :meth:`compact` removes the unreferenced file."""
-        xb = self.embed([data], names=["image"], max_pixels=max_pixels)
+        process dies in between, :meth:`compact` removes the unreferenced file.
+
+        ``duplicates`` (see :mod:`engine.ingestion`): ``flag`` adds it and names the indexed item it duplicates,
+        ``skip`` adds nothing (no file written) when it duplicates one and returns that item, ``keep`` adds it
+        unchecked.  Raises ``ValueError`` for another policy, ``ImageDecodeError`` for an unreadable image."""
+        check_policy(duplicates)
+        image = _decode(data, "image", max_pixels)
+        xb = self.embedder.embed_images([image])
+        finding = None
+        if duplicates != "keep":
+            finding = find_in_store(self.store, xb, [perceptual_hashes(image)], rule=rule)[0]
+        del image
+        if finding is not None and duplicates == "skip":
+            existing = self.store.get(finding.duplicate_of)
+            if existing is not None:  # else deleted since the search: add the upload after all
+                logger.info("skipped an upload (%s): duplicates image %d", label, existing.id)
+                return AddResult(existing, existing.id, finding.similarity, finding.exact, skipped=True)
         ext = UPLOAD_FORMATS.get(_sniff_format(data), (".img", None))[0]
         path = self._write_upload(data, ext)
         try:
@@ -199,15 +212,21 @@ class Engine:
             raise
         item = self.store.get(int(ids[0]))
         if item is None:  # deleted by another writer in the instant since it committed
-            return ItemMeta(int(ids[0]), path, label, time.time(), source)
-        logger.info("added image %d (%s) as %s", item.id, label, path)
-        return item
+            item = ItemMeta(int(ids[0]), path, label, time.time(), source)
+        else:
+            logger.info("added image %d (%s) as %s", item.id, label, path)
+        if finding is None:
+            return AddResult(item)
+        return AddResult(item, finding.duplicate_of, finding.similarity, finding.exact)
 
     def add_collection(self, data: LabelledImages, *, batch_size: int = 256, num_workers: int = 0,
-                       progress: bool = True, source: str | None = None) -> tuple[np.ndarray, list[SkippedFile]]:
-        """Embed a labelled collection of files and add it in one transaction; returns (ids, skipped)."""
+                       progress: bool = True, source: str | None = None, duplicates: str = DEFAULT_POLICY,
+                       rule: DuplicateRule = DuplicateRule()
+                       ) -> tuple[np.ndarray, list[SkippedFile], DuplicateCounts]:
+        """Embed a labelled collection of files and add it in one transaction, under the ``duplicates`` policy
+        (against the index and within the collection); returns (ids, skipped files, duplicate counts)."""
         return add_images(self.store, self.embedder, data, batch_size=batch_size, num_workers=num_workers,
-                          progress=progress, source=source)
+                          progress=progress, source=source, duplicates=duplicates, rule=rule)
 
     def delete(self, ids: Sequence[int]) -> list[ItemMeta]:
         """Delete items for good (durable when this returns); their uploaded files, if any, are removed."""
@@ -287,6 +306,14 @@ def set_torch_threads(n: int) -> None:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
+
+
+def _decode(source: ImageSource, name: str, max_pixels: int) -> Image.Image:
+    """:func:`open_image`, its error naming the image ``name`` instead of "upload"."""
+    try:
+        return open_image(source, max_pixels=max_pixels)
+    except ImageDecodeError as exc:
+        raise ImageDecodeError(str(exc).replace("upload:", f"{name}:", 1)) from None
 
 
 def _sniff_format(data: bytes) -> str | None:

@@ -1,7 +1,8 @@
 """``simsearch index ...``: build an index from images with a checkpoint, grow it, shrink it, inspect it.
 
     simsearch index build --checkpoint runs/x/model.pt --data IMAGES --out INDEX [--type auto|flat|hnsw|ivfpq]
-    simsearch index add INDEX --data IMAGES          (a folder of class folders or a CSV of path,label)
+                          [--duplicates keep|skip|flag]
+    simsearch index add INDEX --data IMAGES [--duplicates keep|skip|flag]   (class folders or a CSV of path,label)
     simsearch index remove INDEX ID [ID ...]
     simsearch index compact INDEX [--force] [--orphan-grace SECONDS]
     simsearch index stats INDEX
@@ -23,11 +24,14 @@ import json
 import os
 import sys
 
-from engine import (DEDUP_DIR, DEFAULT_NEIGHBOURS, INDEX_TYPES, ORPHAN_GRACE_S, DuplicateRule, Engine, IndexConfig,
-                    build_index, copy_index, drop_index, fashion_mnist_folder, load_labelled_images, migrate_index,
-                    write_duplicates)
+from engine import (DEDUP_DIR, DEFAULT_NEIGHBOURS, DEFAULT_POLICY, DUPLICATE_POLICIES, INDEX_TYPES, ORPHAN_GRACE_S,
+                    DuplicateRule, Engine, IndexConfig, build_index, copy_index, drop_index, fashion_mnist_folder,
+                    load_labelled_images, migrate_index, write_duplicates)
 
 INDEX_HELP = "index directory, milvus://HOST:PORT/COLLECTION, or a Milvus Lite PATH.db"
+DUPLICATES_HELP = ("images that duplicate an indexed one or an earlier one of the batch (same pixels, or embedding "
+                   "cosine confirmed by pHash as in 'index dedup'): keep (store, unchecked), flag (store and count) "
+                   "or skip (leave out)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="for --type auto")
     build.add_argument("--batch-size", type=int, default=256)
     build.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
+    build.add_argument("--duplicates", default=DEFAULT_POLICY, choices=DUPLICATE_POLICIES, help=DUPLICATES_HELP)
     build.add_argument("--quiet", action="store_true")
     build.set_defaults(func=_build)
 
@@ -57,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add.add_argument("--data", required=True, help="folder of class folders or CSV of path,label")
     add.add_argument("--checkpoint", help="default: the index's own model.pt")
     add.add_argument("--workers", type=int, default=2)
+    add.add_argument("--duplicates", default=DEFAULT_POLICY, choices=DUPLICATE_POLICIES, help=DUPLICATES_HELP)
     add.add_argument("--quiet", action="store_true")
     add.set_defaults(func=_add)
 
@@ -134,11 +140,13 @@ def _build(args: argparse.Namespace) -> int:
     _report_skipped(data.skipped)
     config = IndexConfig(index_type=args.type, memory_budget_bytes=int(args.memory_budget_gb * 2**30))
     summary = build_index(args.checkpoint, data, args.out, config=config, batch_size=args.batch_size,
-                          num_workers=args.workers, progress=not args.quiet, home=args.home)
+                          num_workers=args.workers, progress=not args.quiet, home=args.home,
+                          duplicates=args.duplicates)
     _report_skipped(summary.skipped)
     print(json.dumps({"index": summary.directory, "added": summary.added, "skipped": len(summary.skipped),
                       "type": summary.index_type, "embed_seconds": round(summary.embed_seconds, 1),
-                      "images_per_second": round(summary.images_per_second, 1)}, indent=2))
+                      "images_per_second": round(summary.images_per_second, 1),
+                      "duplicates": summary.duplicates.to_dict()}, indent=2))
     return 0
 
 
@@ -146,13 +154,15 @@ def _add(args: argparse.Namespace) -> int:
     engine = Engine.open(args.index, args.checkpoint)
     try:
         data = load_labelled_images(args.data, min_per_class=1)  # indexing needs no pairs
-        ids, skipped = engine.add_collection(data, num_workers=args.workers, progress=not args.quiet)
+        ids, skipped, duplicates = engine.add_collection(data, num_workers=args.workers, progress=not args.quiet,
+                                                         duplicates=args.duplicates)
         total = len(engine)
     finally:
         engine.close()
     _report_skipped(data.skipped + skipped)
     print(json.dumps({"added": len(ids), "first_id": int(ids[0]) if len(ids) else None,
-                      "last_id": int(ids[-1]) if len(ids) else None, "ntotal": total}))
+                      "last_id": int(ids[-1]) if len(ids) else None, "ntotal": total,
+                      "duplicates": duplicates.to_dict()}))
     return 0
 
 

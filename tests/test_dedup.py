@@ -38,11 +38,11 @@ def with_copies(index_copy, fmnist_folder, ids):
     a, b, c = 10, 250, 480
     engine = Engine.open(index_copy)
     try:
-        exact = engine.add_image(Path(paths[a]).read_bytes(), labels[fmnist_folder.labels[a]]).id
-        jpeg = engine.add_image(_encoded(paths[b], "JPEG", quality=70), labels[fmnist_folder.labels[b]]).id
-        bigger = engine.add_image(_encoded(paths[b], "PNG", size=(40, 40)), labels[fmnist_folder.labels[b]]).id
+        exact = engine.add_image(Path(paths[a]).read_bytes(), labels[fmnist_folder.labels[a]]).item.id
+        jpeg = engine.add_image(_encoded(paths[b], "JPEG", quality=70), labels[fmnist_folder.labels[b]]).item.id
+        bigger = engine.add_image(_encoded(paths[b], "PNG", size=(40, 40)), labels[fmnist_folder.labels[b]]).item.id
         wrong = (fmnist_folder.labels[c] + 1) % len(labels)
-        relabelled = engine.add_image(_encoded(paths[c], "BMP"), labels[wrong]).id
+        relabelled = engine.add_image(_encoded(paths[c], "BMP"), labels[wrong]).item.id
     finally:
         engine.close()
     return index_copy, {"exact": (ids[a], [exact]), "near": (ids[b], [jpeg, bigger]),

@@ -14,7 +14,7 @@ def test_compaction_keeps_referenced_uploads_when_the_index_is_reached_through_a
                                                                                           tmp_path):
     engine = Engine.open(index_copy)
     try:
-        item = engine.add_image(sample_png.read_bytes(), "Bag")
+        item = engine.add_image(sample_png.read_bytes(), "Bag").item
     finally:
         engine.close()
     stray = os.path.join(index_copy, "uploads", "0123456789abcdef0123456789abcdef.png")  # a crash's leftover

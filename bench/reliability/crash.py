@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import requests
 
 from bench import REPO
-from bench.reliability.server import ServerProcess
+from bench.reliability.server import ServerProcess, signal_group
 from bench.reliability.soak import unique_image
 from engine import UPLOADS_DIR
 from index import IndexStore
@@ -150,7 +150,7 @@ def start_compactor(index_dir: str, log_path: str) -> subprocess.Popen:
 def kill_compactor(compactor: subprocess.Popen) -> bool:
     """SIGKILL the compactor; returns whether it was still running (not crashed)."""
     running = compactor.poll() is None
-    os.killpg(compactor.pid, signal.SIGKILL)
+    signal_group(compactor, signal.SIGKILL)
     compactor.wait()
     return running
 

@@ -87,10 +87,7 @@ class ServerProcess:
         """Send ``sig`` to the whole process group (master and workers) and reap the master."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
+        signal_group(self.proc, sig)
         if sig == signal.SIGKILL:
             self.proc.wait()
             _wait_group_gone(self.proc.pid)
@@ -117,6 +114,25 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> bool:
+    """Send ``sig`` to the process group that ``proc`` leads (started with ``start_new_session``), and never
+    to a stranger: once ``proc`` is reaped its pid may be reused (pid_max is 32768 here, and a test run starts
+    thousands of processes), and if it is, our group is gone (a pid is not reused while a group of that id
+    lives), so there is nothing left to signal.  Seen: a stale ``killpg`` killed a later server.
+    Returns whether the group was signalled."""
+    if proc.poll() is not None:
+        try:
+            os.kill(proc.pid, 0)
+            return False  # the pid belongs to another process now
+        except ProcessLookupError:
+            pass  # free: the group, if any is left, is our orphaned children
+    try:
+        os.killpg(proc.pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:

@@ -45,7 +45,9 @@ def test_upload_shows_prediction_and_neighbours(browser, index_copy, sample_png,
     url = server.start().url
     try:
         browser.get(url + "/")
-        wait = WebDriverWait(browser, 30)
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))  # grids re-render
         browser.find_element(By.ID, "file").send_keys(str(sample_png))
         wait.until(EC.visibility_of_element_located((By.ID, "results")))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .neighbor")) == 10)
@@ -70,7 +72,9 @@ def test_upload_shows_prediction_and_neighbours(browser, index_copy, sample_png,
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#grid .neighbor .lab").text == f"1. {other}")
         labels = [e.text.split(". ", 1)[1] for e in browser.find_elements(By.CSS_SELECTOR, "#grid .neighbor .lab")]
         assert len(labels) == 10 and set(labels) == {other}
-        Select(browser.find_element(By.ID, "label-filter")).select_by_value("")
+        Select(browser.find_element(By.ID, "label-filter")).select_by_value("")  # re-runs it unfiltered
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#grid .neighbor .lab").text == f"1. {expected}")
+        wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "Query: "))
 
         browser.find_element(By.ID, "random").click()
         wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "indexed image #"))

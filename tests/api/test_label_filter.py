@@ -45,7 +45,9 @@ def test_filter_on_batch_and_similar(client, png_bytes, fmnist_folder, ids):
 def test_unknown_label_gives_no_neighbors_and_bad_label_is_400(client, png_bytes):
     body = search(client, png_bytes, "k=5&label=No such class").get_json()
     assert body["neighbors"] == [] and body["prediction"]["votes"] == {}
-    assert search(client, png_bytes, "k=5&label=").get_json()["neighbors"]  # empty: no filter
+    for empty in ("", "%20%20"):  # present but empty is a mistake, not "no filter"
+        r = search(client, png_bytes, f"k=5&label={empty}")
+        assert r.status_code == 400 and "label" in r.get_json()["error"]
     r = search(client, png_bytes, "k=5&label=" + "x" * 101)
     assert r.status_code == 400 and "label" in r.get_json()["error"]
     r = search(client, png_bytes, "k=5&label=a%0Ab")
