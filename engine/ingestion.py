@@ -110,13 +110,11 @@ def find_in_store(store: VectorStore, xq: np.ndarray, hashes: list[ImageHashes |
     embeddings, ``hashes`` their pixel signals (None: unknown).  Like ``index dedup``, the ``neighbours`` nearest
     items at cosine >= ``rule.cosine`` are the candidates (the nearest alone may be a distinct image of the same
     class); an exact one wins, else the most similar near one.  Candidate files are decoded once per call."""
-    if not len(store):
-        return [None] * len(xq)
     cache: dict[int, ImageHashes | None] = {}
     findings: list[DuplicateFinding | None] = []
     for start in range(0, len(xq), SEARCH_BATCH):
         for new, row in zip(hashes[start:start + SEARCH_BATCH], store.search(xq[start:start + SEARCH_BATCH],
-                                                                             neighbours)):
+                                                                             neighbours, fresh=False)):
             best = None
             for hit in row:  # best first
                 if hit.similarity < rule.cosine:

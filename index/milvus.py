@@ -394,8 +394,9 @@ class MilvusStore:
 
     # ------------------------------------------------------------------ search
     def search(self, xq: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None,
-               label: str | None = None) -> list[list[Neighbor]]:
-        """The ``k`` nearest items of each query, best first; ``label`` filters inside Milvus."""
+               label: str | None = None, fresh: bool = True) -> list[list[Neighbor]]:
+        """The ``k`` nearest items of each query, best first; ``label`` filters inside Milvus.  ``fresh``:
+        Strong consistency (every acknowledged write seen; one server time tick); else Bounded."""
         xq = check_vectors(xq, self._dim, "xq")
         k = min(check_positive_int(k, "k"), MAX_TOPK)
         ef_search = check_positive_int(ef_search, "ef_search", allow_none=True) or self._config.ef_search
@@ -410,7 +411,8 @@ class MilvusStore:
         found = self._run("search", self._client.search, self._location.collection, data=xq.tolist(), limit=k,
                           filter="" if label is None else f"label == {_literal(label)}",
                           output_fields=["label", "path", "source"],
-                          search_params={"metric_type": "IP", "params": params}, consistency_level="Strong")
+                          search_params={"metric_type": "IP", "params": params},
+                          consistency_level="Strong" if fresh else "Bounded")
         results = []
         for hits in found:
             row = []

@@ -231,13 +231,14 @@ class IndexStore:
 
     # ------------------------------------------------------------------ search
     def search(self, xq: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None,
-               label: str | None = None) -> list[list[Neighbor]]:
+               label: str | None = None, fresh: bool = True) -> list[list[Neighbor]]:
         """The ``k`` nearest live items of each query ``xq: (nq, d) float32``, best first.
 
         Returns one list per query, shorter than ``k`` when the index holds fewer live items.
         ``ef_search`` (HNSW, raised to ``k`` if below) and ``nprobe`` (IVF) override the config defaults
         for this call.  ``label``: only items with this label (the filter runs inside the FAISS search, an
-        ``IDSelector`` over the label's ids from SQLite, so a rare label still gets its ``k`` hits).
+        ``IDSelector`` over the label's ids from SQLite, so a rare label still gets its ``k`` hits).  ``fresh``
+        is accepted for the interface: catching up with the log is one cheap query, so reads are always fresh.
         """
         xq = check_vectors(xq, self._dim, "xq")
         k = check_positive_int(k, "k")
