@@ -183,7 +183,10 @@ class MilvusStore:
         logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
         if location.lite:
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-        kwargs = {"timeout": _timeout()}
+        # dedicated: a channel of this store's own.  pymilvus otherwise shares one connection per address in
+        # the process and, after 30 s idle, "health-checks" it and may fail the next connect while recovering
+        # it (seen in CI: a collection created minutes after the last Milvus call failed to connect)
+        kwargs = {"timeout": _timeout(), "dedicated": True}
         token = os.environ.get(TOKEN_ENV)
         if token:
             kwargs["token"] = token
