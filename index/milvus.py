@@ -183,20 +183,29 @@ class MilvusStore:
         logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
         if location.lite:
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-        # dedicated: a channel of this store's own.  pymilvus otherwise shares one connection per address in
-        # the process and, after 30 s idle, "health-checks" it and may fail the next connect while recovering
-        # it (seen in CI: a collection created minutes after the last Milvus call failed to connect)
-        kwargs = {"timeout": _timeout(), "dedicated": True}
+        # No keepalive pings on an idle channel: pymilvus pings every 10 s even without calls, and a gRPC
+        # server with default settings (Milvus Lite's) answers an idle client's pings with GOAWAY
+        # "too_many_pings", which kills the transport under every channel to that address in this process
+        # (seen in CI: a connect minutes after the last call failed).  Pings during calls stay on.
+        # dedicated: a channel of this store's own, not pymilvus's per-address shared one.
+        kwargs = {"timeout": _timeout(), "dedicated": True,
+                  "grpc_options": {"grpc.keepalive_permit_without_calls": 0}}
         token = os.environ.get(TOKEN_ENV)
         if token:
             kwargs["token"] = token
         ca = os.environ.get(CA_ENV)
         if ca and location.uri.startswith("https://"):
             kwargs["server_pem_path"] = ca
-        try:
-            return pymilvus.MilvusClient(uri=location.uri, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - pymilvus raises several types; all mean "cannot use it"
-            raise _translate(exc, location, "connect") from None
+        for attempt in range(3):  # a transport the server just closed (GOAWAY) fails the first try only
+            try:
+                return pymilvus.MilvusClient(uri=location.uri, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - pymilvus raises several types; all mean "cannot use it"
+                error = _translate(exc, location, "connect")
+                if not isinstance(error, IndexUnavailableError) or attempt == 2:
+                    raise error from None
+                logger.warning("connecting to %s failed, retrying: %s", location.display, error)
+                time.sleep(1.0)
+        raise AssertionError("unreachable")
 
     @classmethod
     def create(cls, location: MilvusLocation, dim: int, *, config: IndexConfig = IndexConfig(), model_info: dict,
