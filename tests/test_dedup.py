@@ -4,31 +4,22 @@ resize), and a copy under another label."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from engine import DuplicateRule, Engine
 from simsearch.cli import main
-from similarity.imageio import open_image
+
+from imagecopies import reencode
 
 # The fixture's model groups classes tightly: distinct images of one class reach cosine 0.9999, so the cosine
 # only proposes candidates and the pHash confirms them (pixels=True); alone, only a threshold above that works.
 THRESHOLD = 0.99
 IDENTICAL = 0.99999
 
-
-def _encoded(path: str, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image = open_image(path)
-    if "size" in options:
-        image = image.resize(options.pop("size"), Image.Resampling.LANCZOS)
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -39,10 +30,10 @@ def with_copies(index_copy, fmnist_folder, ids):
     engine = Engine.open(index_copy)
     try:
         exact = engine.add_image(Path(paths[a]).read_bytes(), labels[fmnist_folder.labels[a]]).item.id
-        jpeg = engine.add_image(_encoded(paths[b], "JPEG", quality=70), labels[fmnist_folder.labels[b]]).item.id
-        bigger = engine.add_image(_encoded(paths[b], "PNG", size=(40, 40)), labels[fmnist_folder.labels[b]]).item.id
+        jpeg = engine.add_image(reencode(paths[b], "JPEG", quality=70), labels[fmnist_folder.labels[b]]).item.id
+        bigger = engine.add_image(reencode(paths[b], "PNG", size=(40, 40)), labels[fmnist_folder.labels[b]]).item.id
         wrong = (fmnist_folder.labels[c] + 1) % len(labels)
-        relabelled = engine.add_image(_encoded(paths[c], "BMP"), labels[wrong]).item.id
+        relabelled = engine.add_image(reencode(paths[c], "BMP"), labels[wrong]).item.id
     finally:
         engine.close()
     return index_copy, {"exact": (ids[a], [exact]), "near": (ids[b], [jpeg, bigger]),

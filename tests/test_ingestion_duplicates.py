@@ -11,26 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from api import ApiConfig, SearchService, create_app
 from engine import Engine, index_home
 from engine.ingestion import IDENTICAL_COSINE, find_in_batch
-from similarity.imageio import open_image
 from simsearch.cli import main
+
+from imagecopies import reencode
 
 TOKEN = "ingestion-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EXACT, NEAR = 10, 250  # fmnist_folder rows re-uploaded as copies
 
-
-def _encoded(path: str, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image = open_image(path)
-    if "size" in options:
-        image = image.resize(options.pop("size"), Image.Resampling.LANCZOS)
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -69,7 +61,7 @@ def test_api_flags_exact_and_near_copies_by_default(client, fmnist_folder, ids, 
     assert body["duplicate_of"] == ids[EXACT] and body["duplicate_exact"] is True and body["skipped"] is False
     assert body["duplicate_similarity"] == pytest.approx(1.0, abs=1e-4) and body["id"] != ids[EXACT]
     copies = [ids[NEAR]]  # the resized copy may name the original or the stored JPEG copy, the more similar
-    for copy in (_encoded(paths[NEAR], "JPEG", quality=70), _encoded(paths[NEAR], "PNG", size=(40, 40))):
+    for copy in (reencode(paths[NEAR], "JPEG", quality=70), reencode(paths[NEAR], "PNG", size=(40, 40))):
         near = _post(client, copy, "?duplicates=flag")
         assert near.status_code == 201, near.get_json()
         body = near.get_json()
@@ -87,8 +79,8 @@ def test_api_flags_exact_and_near_copies_by_default(client, fmnist_folder, ids, 
 def test_api_skip_answers_the_existing_item_and_stores_nothing(client, fmnist_folder, ids, index_copy,
                                                                outsider):
     for copy, exact in ((Path(fmnist_folder.paths[EXACT]).read_bytes(), True),
-                        (_encoded(fmnist_folder.paths[NEAR], "JPEG", quality=70), False),
-                        (_encoded(fmnist_folder.paths[NEAR], "PNG", size=(40, 40)), False)):
+                        (reencode(fmnist_folder.paths[NEAR], "JPEG", quality=70), False),
+                        (reencode(fmnist_folder.paths[NEAR], "PNG", size=(40, 40)), False)):
         r = _post(client, copy, "?duplicates=skip")
         assert r.status_code == 200, r.get_json()
         body = r.get_json()
@@ -119,10 +111,10 @@ def extra_folder(fmnist_folder, outsider, tmp_path) -> Path:
     folder.mkdir(parents=True)
     paths = fmnist_folder.paths
     (folder / "a_exact.png").write_bytes(Path(paths[EXACT]).read_bytes())
-    (folder / "b_jpeg.jpg").write_bytes(_encoded(paths[NEAR], "JPEG", quality=70))
-    (folder / "c_small.png").write_bytes(_encoded(paths[NEAR], "PNG", size=(40, 40)))
+    (folder / "b_jpeg.jpg").write_bytes(reencode(paths[NEAR], "JPEG", quality=70))
+    (folder / "c_small.png").write_bytes(reencode(paths[NEAR], "PNG", size=(40, 40)))
     (folder / "d_outsider.png").write_bytes(outsider)
-    (folder / "e_outsider_again.bmp").write_bytes(_encoded(io.BytesIO(outsider), "BMP"))  # same pixels
+    (folder / "e_outsider_again.bmp").write_bytes(reencode(io.BytesIO(outsider), "BMP"))  # same pixels
     return folder.parent
 
 

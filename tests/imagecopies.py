@@ -1,0 +1,19 @@
+"""Re-encoded copies of real images, for the duplicate tests (imported by name: tests/ has no packages)."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from similarity.imageio import ImageSource, open_image
+
+
+def reencode(source: ImageSource, fmt: str, **options) -> bytes:
+    """``source`` decoded and saved again as ``fmt`` (``size=(w, h)`` resizes first, LANCZOS)."""
+    buffer = io.BytesIO()
+    image = open_image(source)
+    if "size" in options:
+        image = image.resize(options.pop("size"), Image.Resampling.LANCZOS)
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
