@@ -6,6 +6,8 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 
+from engine import DEFAULT_RUNTIME, EmbedRuntime
+
 TOKEN_ENV = "SIMSEARCH_API_TOKEN"
 INDEX_ENV = "SIMSEARCH_INDEX"
 
@@ -34,7 +36,9 @@ class ApiConfig:
     api_token: str | None = field(default=None, repr=False)
     cors_origins: tuple[str, ...] = ()
     random_seed: int | None = None
-    torch_threads: int | None = None
+    torch_threads: int | None = None  # intra-op threads of the model runtime (torch, or the ONNX Runtime session)
+    runtime: str = DEFAULT_RUNTIME  # torch | onnx | auto (see similarity.runtime.load_embedder)
+    onnx_path: str | None = None  # the ONNX model to run (default: the cache beside the checkpoint)
 
     def __post_init__(self) -> None:
         if not self.index_dir:
@@ -55,6 +59,12 @@ class ApiConfig:
             raise ValueError("api_token must be at least 8 characters long")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads!r}")
+        EmbedRuntime(self.runtime, self.onnx_path, self.torch_threads)  # ValueError for a bad runtime
+
+    @property
+    def embed_runtime(self) -> EmbedRuntime:
+        """What runs the model in this process."""
+        return EmbedRuntime(self.runtime, self.onnx_path, self.torch_threads)
 
     @property
     def writes_enabled(self) -> bool:

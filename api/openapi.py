@@ -223,6 +223,7 @@ def openapi_spec(config: ApiConfig) -> dict:
         "Health": {"type": "object", "required": ["status", "items"], "properties": {
             "status": {"type": "string", "enum": ["ok"]}, "items": {"type": "integer"},
             "backend": {"type": "string", "enum": ["faiss-sqlite", "milvus"]},
+            "runtime": {"type": "string", "enum": ["torch", "onnx"], "description": "What runs the model"},
             "log_head": {"type": ["integer", "null"]}, "uptime_s": number, "pid": {"type": "integer"}}},
         "Stats": {"type": "object", "required": ["items", "label_counts", "model", "index"], "properties": {
             "items": {"type": "integer"},

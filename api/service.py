@@ -68,9 +68,9 @@ class SearchService:
         another model.  Raises ``CheckpointError`` / ``IndexStoreError``."""
         if config.torch_threads:
             set_torch_threads(config.torch_threads)
-        engine = Engine.open(config.index_dir, config.checkpoint)
-        logger.info("serving %s with model %s (%d classes)", config.index_dir, engine.checkpoint.sha256[:12],
-                    len(engine.checkpoint.class_names))
+        engine = Engine.open(config.index_dir, config.checkpoint, runtime=config.embed_runtime)
+        logger.info("serving %s with model %s (%d classes), runtime %s", config.index_dir,
+                    engine.checkpoint.sha256[:12], len(engine.checkpoint.class_names), engine.embedder.runtime)
         return cls(engine, config)
 
     def close(self) -> None:
@@ -208,5 +208,5 @@ class SearchService:
 
     def health(self) -> dict:
         return {"status": "ok", "items": len(self.engine), "backend": self.engine.store.backend,
-                "log_head": self.engine.store.log_head(),
+                "runtime": self.engine.embedder.runtime, "log_head": self.engine.store.log_head(),
                 "uptime_s": round(time.time() - self._started, 1), "pid": os.getpid()}

@@ -52,3 +52,10 @@ __all__ += ["AddResult", "DEFAULT_POLICY", "DUPLICATE_POLICIES", "DuplicateCount
 from similarity.imageio import scale_to_fit  # noqa: E402
 
 __all__ += ["scale_to_fit"]
+
+# what runs the model: torch or ONNX Runtime (``simsearch export`` itself lives in engine.export, which imports
+# onnxruntime: importing the engine does not)
+from similarity.onnx_format import OnnxExportError, OnnxModelError  # noqa: E402
+from similarity.runtime import DEFAULT_RUNTIME, RUNTIMES, EmbedRuntime  # noqa: E402
+
+__all__ += ["DEFAULT_RUNTIME", "EmbedRuntime", "OnnxExportError", "OnnxModelError", "RUNTIMES"]

@@ -20,8 +20,9 @@ from index.location import create_store, default_home, is_milvus, open_store
 from index.persist import check_model, fsync_dir, write_file_atomic
 from similarity.checkpoint import Checkpoint, load_checkpoint
 from similarity.data import LabelledImages, SkippedFile
-from similarity.embedder import Embedder
+from similarity.embedder import ImageEmbedder
 from similarity.hygiene import DuplicateRule
+from similarity.runtime import EmbedRuntime, load_embedder
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def index_model_info(checkpoint: Checkpoint) -> dict:
     return {key: info[key] for key in MODEL_FIELDS}
 
 
-def add_images(store: VectorStore, embedder: Embedder, data: LabelledImages, *, batch_size: int = 256,
+def add_images(store: VectorStore, embedder: ImageEmbedder, data: LabelledImages, *, batch_size: int = 256,
                num_workers: int = 0, progress: bool = True, source: str | None = None, duplicates: str = "keep",
                rule: DuplicateRule = DuplicateRule()) -> tuple[np.ndarray, list[SkippedFile], DuplicateCounts]:
     """Embed ``data`` (file-backed) and append it to ``store`` under the ``duplicates`` policy (against the index
@@ -122,10 +123,11 @@ def _append(store: VectorStore, data: LabelledImages, embeddings: np.ndarray, ke
 def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: str | os.PathLike, *,
                 config: IndexConfig = IndexConfig(), batch_size: int = 256, num_workers: int = 0,
                 progress: bool = True, home: str | os.PathLike | None = None, duplicates: str = "flag",
-                rule: DuplicateRule = DuplicateRule()) -> BuildSummary:
+                rule: DuplicateRule = DuplicateRule(), runtime: EmbedRuntime = EmbedRuntime()) -> BuildSummary:
     """Embed every image of ``data`` with the checkpoint and write a new index: a directory, or a Milvus
     collection whose ``model.pt`` and uploads go to ``home`` (default: :func:`index.location.default_home`).
-    ``duplicates``: the policy for duplicates within ``data`` (see :mod:`engine.ingestion`)."""
+    ``duplicates``: the policy for duplicates within ``data`` (see :mod:`engine.ingestion`); ``runtime``: what
+    runs the model (see :func:`similarity.runtime.load_embedder`)."""
     import time
 
     check_policy(duplicates)
@@ -137,6 +139,7 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: s
     if not milvus and home_dir.exists() and any(home_dir.iterdir()):
         raise FileExistsError(f"{home_dir} exists and is not empty; choose a new directory or delete it")
     checkpoint = load_checkpoint(checkpoint_path)
+    embedder = load_embedder(checkpoint, runtime)  # a bad ONNX file fails before anything is written
     if milvus:  # refuse an existing collection before spending minutes embedding
         from index.milvus import MilvusStore, parse_location
 
@@ -147,7 +150,6 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: s
     home_dir.mkdir(parents=True, exist_ok=True)
     write_file_atomic(str(home_dir / MODEL_FILE), lambda tmp: shutil.copyfile(checkpoint_path, tmp))
     fsync_dir(str(home_dir))
-    embedder = checkpoint.embedder()
     started = time.perf_counter()
     result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress)
     seconds = time.perf_counter() - started

@@ -2,9 +2,11 @@
 
 Near-duplicate candidates are pairs whose embeddings' cosine reaches the threshold among each item's ``k``
 nearest neighbours (``VectorStore.search`` in batches: the ANN index does the work, memory is the ``(n, d)``
-vectors plus one batch of hits, never an ``n x n`` matrix).  With ``pixels=True`` every file is decoded once:
-items whose decoded pixels hash the same are exact duplicates (:func:`similarity.hygiene.pixel_digest`), and a
-candidate pair counts only when its pHash (or its mirror's) confirms it.  A model trained to group classes puts
+vectors plus one batch of hits, never an ``n x n`` matrix).  With ``pixels=True`` the files of the candidates
+are decoded, each once (an exact copy embeds to the same vector, so it is always a candidate as long as an
+item has at most ``neighbours`` copies): items whose decoded pixels hash the same are exact duplicates
+(:func:`similarity.hygiene.pixel_digest`), and another candidate pair counts only when its pHash (or its
+mirror's) confirms it.  A model trained to group classes puts
 distinct images of one class at a cosine as high as a re-saved copy (``bench/dedup_quality.py``: 30% of
 Fashion-MNIST images have a distinct neighbour at cosine >= 0.99 with the demo model), so the cosine alone
 finds candidates, not proof.  Pairs become groups transitively (:func:`similarity.hygiene.group_pairs`); each
@@ -25,8 +27,7 @@ import numpy as np
 
 from index import ItemMeta, VectorStore
 from report.thumbnails import thumbnail_uris
-from similarity.hygiene import DuplicateRule, ImageHashes, group_pairs, image_hashes, phash_distance
-from similarity.imageio import ImageDecodeError
+from similarity.hygiene import DuplicateRule, HashCache, ImageHashes, group_pairs, phash_distance
 
 logger = logging.getLogger(__name__)
 
@@ -122,14 +123,16 @@ def near_duplicate_pairs(store: VectorStore, ids: np.ndarray, xb: np.ndarray, *,
 
 
 def pixel_signals(items: Iterator[ItemMeta]) -> tuple[dict[int, ImageHashes], list[str]]:
-    """Decode every item's file once: its :class:`ImageHashes` by id, and the messages of unreadable files."""
+    """Decode every item's file once: its :class:`ImageHashes` by id, and the paths of unreadable files."""
+    cache = HashCache()
     hashes: dict[int, ImageHashes] = {}
     unreadable = []
     for item in items:
-        try:
-            hashes[item.id] = image_hashes(item.path)
-        except ImageDecodeError as exc:
-            unreadable.append(str(exc))
+        found = cache.get(item.path)
+        if found is None:
+            unreadable.append(item.path)
+        else:
+            hashes[item.id] = found
     return hashes, unreadable
 
 
@@ -161,7 +164,11 @@ def find_duplicates(store: VectorStore, *, rule: DuplicateRule = DuplicateRule()
     started = time.perf_counter()
     ids, xb = store.all_vectors()
     near = near_duplicate_pairs(store, ids, xb, threshold=rule.cosine, neighbours=neighbours)
-    hashes, unreadable = pixel_signals(store.iter_items()) if pixels else ({}, [])
+    hashes, unreadable = {}, []
+    if pixels:  # only candidates are decoded: an exact copy embeds identically, so it is a candidate
+        candidates = np.unique(near).tolist()
+        metas = store.get_many(candidates)
+        hashes, unreadable = pixel_signals(metas[i] for i in candidates if i in metas)
     exact = exact_duplicate_pairs(hashes)
     if pixels:
         near = confirmed_by_phash(near, hashes, rule)

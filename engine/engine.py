@@ -8,6 +8,7 @@ notebook and the benchmarks all call these methods.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -25,10 +26,12 @@ from engine.ingestion import DEFAULT_POLICY, AddResult, DuplicateCounts, check_p
 from engine.layout import UPLOADS_DIR
 from index import ItemMeta, Neighbor, VectorStore, Vote, majority_vote
 from index.persist import fsync_dir
-from similarity.checkpoint import Checkpoint
+from similarity.checkpoint import Checkpoint, CheckpointError
 from similarity.data import LabelledImages, SkippedFile
+from similarity.embedder import ImageEmbedder
 from similarity.hygiene import DuplicateRule, perceptual_hashes
 from similarity.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource, open_image
+from similarity.runtime import EmbedRuntime, load_embedder
 
 logger = logging.getLogger(__name__)
 
@@ -68,21 +71,33 @@ class Engine:
     ``directory`` is the index's home: ``model.pt``, ``uploads/`` and ``report/`` (the index directory
     itself, or the folder a Milvus collection names)."""
 
-    def __init__(self, checkpoint: Checkpoint, store: VectorStore) -> None:
+    def __init__(self, checkpoint: Checkpoint, store: VectorStore, embedder: ImageEmbedder | None = None) -> None:
+        """``embedder``: what runs the model (default: torch, ``checkpoint.embedder()``); it must embed with
+        ``checkpoint`` (its ``model_id`` is the checkpoint's sha256)."""
+        embedder = embedder if embedder is not None else checkpoint.embedder()
+        if embedder.model_id != checkpoint.sha256:
+            raise CheckpointError(f"the embedder runs model {embedder.model_id or '(unnamed)'}, the index's "
+                                  f"checkpoint is {checkpoint.sha256}")
         self.directory = store.home
         self.location = store.location
         self.checkpoint = checkpoint
         self.store = store
-        self.embedder = checkpoint.embedder()
+        self.embedder = embedder
         self._uploads = os.path.join(os.path.abspath(self.directory), UPLOADS_DIR)  # stored absolute
 
     @classmethod
-    def open(cls, index: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> "Engine":
+    def open(cls, index: str | os.PathLike, checkpoint: str | os.PathLike | None = None, *,
+             runtime: EmbedRuntime = EmbedRuntime()) -> "Engine":
         """Open the index (a directory or a Milvus location) with its checkpoint (``model.pt`` in its home
-        unless given), refusing one built with another model.  Raises ``CheckpointError`` /
-        ``IndexStoreError``."""
+        unless given), refusing one built with another model, and the checkpoint's embedder under ``runtime``
+        (torch, or an ONNX model of that same checkpoint, see :func:`similarity.runtime.load_embedder`).
+        Raises ``CheckpointError`` (``OnnxModelError`` among them) / ``IndexStoreError``."""
         store, ckpt = open_index(index, checkpoint)
-        return cls(ckpt, store)
+        try:
+            return cls(ckpt, store, load_embedder(ckpt, runtime))
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
         self.store.close()
@@ -194,10 +209,11 @@ class Engine:
         check_policy(duplicates)
         image = _decode(data, "image", max_pixels)
         xb = self.embedder.embed_images([image])
+        signals = functools.cache(lambda: perceptual_hashes(image))  # hashed only if a candidate needs it
         finding = None
         if duplicates != "keep":
-            finding = find_in_store(self.store, xb, [perceptual_hashes(image)], rule=rule)[0]
-        del image
+            finding = find_in_store(self.store, xb, lambda _row: signals(), rule=rule)[0]
+        image = signals = None  # free the decoded pixels before the upload is written
         if finding is not None and duplicates == "skip":
             existing = self.store.get(finding.duplicate_of)
             if existing is not None:  # else deleted since the search: add the upload after all

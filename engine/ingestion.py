@@ -18,14 +18,14 @@ The check and the add are two steps: two identical uploads racing each other may
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from engine.dedup import DEFAULT_NEIGHBOURS, SEARCH_BATCH
 from index import ItemMeta, VectorStore
-from similarity.hygiene import DuplicateRule, ImageHashes, hamming, image_hashes, phash_distance
-from similarity.imageio import ImageDecodeError
+from similarity.hygiene import DuplicateRule, HashCache, ImageHashes, hamming, phash_distance
 
 logger = logging.getLogger(__name__)
 
@@ -81,16 +81,7 @@ def check_policy(policy: str) -> str:
     return policy
 
 
-def file_hashes(paths: list[str]) -> list[ImageHashes | None]:
-    """Each file's pixel signals (decoded once), None where it cannot be read."""
-    found: list[ImageHashes | None] = []
-    for path in paths:
-        try:
-            found.append(image_hashes(path))
-        except ImageDecodeError as exc:
-            logger.warning("duplicate check without pixels for %s: %s", path, exc)
-            found.append(None)
-    return found
+HashOf = Callable[[int], "ImageHashes | None"]  # row -> that new item's pixel signals (None: unreadable)
 
 
 def _judge(new: ImageHashes | None, old: ImageHashes | None, similarity: float, rule: DuplicateRule) -> str | None:
@@ -103,25 +94,24 @@ def _judge(new: ImageHashes | None, old: ImageHashes | None, similarity: float, 
     return "near" if similarity >= max(rule.cosine, IDENTICAL_COSINE) else None
 
 
-def find_in_store(store: VectorStore, xq: np.ndarray, hashes: list[ImageHashes | None], *,
-                  rule: DuplicateRule = DuplicateRule(), neighbours: int = DEFAULT_NEIGHBOURS
+def find_in_store(store: VectorStore, xq: np.ndarray, hash_of: HashOf, *, rule: DuplicateRule = DuplicateRule(),
+                  neighbours: int = DEFAULT_NEIGHBOURS, cache: HashCache | None = None
                   ) -> list[DuplicateFinding | None]:
     """For each new item its duplicate among the indexed items, or None.  ``xq: (n, d) float32`` the new
-    embeddings, ``hashes`` their pixel signals (None: unknown).  Like ``index dedup``, the ``neighbours`` nearest
-    items at cosine >= ``rule.cosine`` are the candidates (the nearest alone may be a distinct image of the same
-    class); an exact one wins, else the most similar near one.  Candidate files are decoded once per call."""
-    cache: dict[int, ImageHashes | None] = {}
+    embeddings, ``hash_of(row)`` their pixel signals, asked for only when a row has a candidate.  Like ``index
+    dedup``, the ``neighbours`` nearest items at cosine >= ``rule.cosine`` are the candidates (the nearest alone may
+    be a distinct image of the same class); an exact one wins, else the most similar near one.  Candidate files are
+    decoded once (``cache``)."""
+    cache = cache if cache is not None else HashCache()
     findings: list[DuplicateFinding | None] = []
     for start in range(0, len(xq), SEARCH_BATCH):
-        for new, row in zip(hashes[start:start + SEARCH_BATCH], store.search(xq[start:start + SEARCH_BATCH],
-                                                                             neighbours, fresh=False)):
+        rows = store.search(xq[start:start + SEARCH_BATCH], neighbours, fresh=False)
+        for row_index, row in enumerate(rows, start):
             best = None
             for hit in row:  # best first
                 if hit.similarity < rule.cosine:
                     break
-                if hit.id not in cache:
-                    cache[hit.id] = file_hashes([hit.path])[0]
-                kind = _judge(new, cache[hit.id], hit.similarity, rule)
+                kind = _judge(hash_of(row_index), cache.get(hit.path), hit.similarity, rule)
                 if kind == "exact":
                     best = DuplicateFinding(round(hit.similarity, 6), True, duplicate_of=hit.id)
                     break
@@ -131,36 +121,57 @@ def find_in_store(store: VectorStore, xq: np.ndarray, hashes: list[ImageHashes |
     return findings
 
 
-def find_in_batch(xb: np.ndarray, hashes: list[ImageHashes | None], *, rule: DuplicateRule = DuplicateRule(),
+class _RowHashes:
+    """The pixel signals of a batch's rows as arrays, filled on demand (each row's file decoded once)."""
+
+    def __init__(self, n: int, hash_of: HashOf) -> None:
+        self.hash_of = hash_of
+        self.known = np.zeros(n, dtype=bool)
+        self.readable = np.zeros(n, dtype=bool)
+        self.phash = np.zeros(n, dtype=np.uint64)
+        self.mirror = np.zeros(n, dtype=np.uint64)
+        self.digest = np.full(n, "", dtype=object)
+
+    def ensure(self, rows: np.ndarray) -> None:
+        for row in rows[~self.known[rows]].tolist():
+            found = self.hash_of(row)
+            self.known[row] = True
+            if found is not None:
+                self.readable[row] = True
+                self.phash[row], self.mirror[row], self.digest[row] = found.phash, found.phash_mirror, found.exact
+
+
+def find_in_batch(xb: np.ndarray, hash_of: HashOf, *, rule: DuplicateRule = DuplicateRule(),
                   chunk: int = BATCH_CHUNK) -> list[DuplicateFinding | None]:
     """For each row of a new batch its duplicate among the rows before it (``earlier_in_batch``), or None.
-    ``xb: (n, d) float32`` L2-normalised embeddings.  Exact copies are found by pixel digest; near ones among the
-    earlier rows at cosine >= ``rule.cosine`` (a ``(chunk, n)`` table at a time: O(n^2 d) time, seconds for 60k
-    items), confirmed by pHash as in :func:`find_in_store`."""
+    ``xb: (n, d) float32`` L2-normalised embeddings; ``hash_of(row)`` is asked once, only for rows in a candidate
+    pair.  The candidates are the earlier rows at cosine >= ``rule.cosine`` (a ``(chunk, n)`` table at a time:
+    O(n^2 d) time, seconds for 60k items); the earliest exact copy among them wins (identical pixels embed
+    identically, so a copy is always a candidate), else the most similar one the pHash confirms, as in
+    :func:`find_in_store`."""
     n = len(xb)
-    first_of_digest: dict[str, int] = {}
-    readable = np.array([h is not None for h in hashes], dtype=bool)
-    phash = np.array([h.phash if h else 0 for h in hashes], dtype=np.uint64)
-    mirror = np.array([h.phash_mirror if h else 0 for h in hashes], dtype=np.uint64)
+    signals = _RowHashes(n, hash_of)
     findings: list[DuplicateFinding | None] = []
     for start in range(0, n, chunk):
         sims = xb[start:start + chunk] @ xb.T  # (c, n)
         for offset, row in enumerate(sims):
             i = start + offset
-            new = hashes[i]
-            if new is not None:
-                earlier = first_of_digest.setdefault(new.exact, i)
-                if earlier != i:
-                    findings.append(DuplicateFinding(round(float(row[earlier]), 6), True, earlier_in_batch=earlier))
-                    continue
             candidates = np.flatnonzero(row[:i] >= rule.cosine)
-            if new is not None:
-                pixels = readable[candidates]
-                bits = hamming(phash[i], phash[candidates])
+            if not len(candidates):
+                findings.append(None)
+                continue
+            signals.ensure(np.append(candidates, i))
+            if signals.readable[i]:
+                same = candidates[signals.digest[candidates] == signals.digest[i]]
+                if len(same):
+                    findings.append(DuplicateFinding(round(float(row[same[0]]), 6), True, earlier_in_batch=int(same[0])))
+                    continue
+                bits = hamming(signals.phash[i], signals.phash[candidates])
                 if rule.flips:
-                    bits = np.minimum(bits, np.minimum(hamming(mirror[i], phash[candidates]),
-                                                       hamming(phash[i], mirror[candidates])))
-                near = np.where(pixels, bits <= rule.phash_bits, row[candidates] >= IDENTICAL_COSINE)
+                    bits = np.minimum(bits, np.minimum(hamming(signals.mirror[i], signals.phash[candidates]),
+                                                       hamming(signals.phash[i], signals.mirror[candidates])))
+                near = np.where(signals.readable[candidates], bits <= rule.phash_bits,
+                                row[candidates] >= IDENTICAL_COSINE)
             else:  # no pixel signal for the new item: only a cosine that identical pixels give
                 near = row[candidates] >= max(rule.cosine, IDENTICAL_COSINE)
             confirmed = candidates[near]
@@ -175,10 +186,17 @@ def find_in_batch(xb: np.ndarray, hashes: list[ImageHashes | None], *, rule: Dup
 def find_new_duplicates(store: VectorStore | None, xb: np.ndarray, paths: list[str], *,
                         rule: DuplicateRule = DuplicateRule()) -> list[DuplicateFinding | None]:
     """Each new file's duplicate in ``store`` (if given and not empty), else among the earlier files of the
-    batch, else None.  ``xb: (n, d) float32`` their embeddings, in the order of ``paths``."""
-    hashes = file_hashes(paths)
-    in_store = find_in_store(store, xb, hashes, rule=rule) if store is not None else [None] * len(paths)
-    in_batch = find_in_batch(xb, hashes, rule=rule)
+    batch, else None.  ``xb: (n, d) float32`` their embeddings, in the order of ``paths``.  Only the files of
+    candidate pairs are decoded, each once."""
+    cache = HashCache()
+
+    def hash_of(row: int) -> ImageHashes | None:
+        return cache.get(paths[row])
+
+    in_store = (find_in_store(store, xb, hash_of, rule=rule, cache=cache) if store is not None
+                else [None] * len(paths))
+    in_batch = find_in_batch(xb, hash_of, rule=rule)
+    logger.info("duplicate check of %d new files: %d files decoded", len(paths), len(cache))
     return [a if a is not None else b for a, b in zip(in_store, in_batch)]
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from report import EmbeddingSet, ReportConfig, ReportResult, build_report
 from similarity.checkpoint import Checkpoint
 from similarity.data import LabelledImages, fashion_mnist_folder, load_labelled_images
+from similarity.runtime import EmbedRuntime
 from engine.engine import Engine
 from engine.layout import REPORT_DIR
 
@@ -65,8 +66,9 @@ def without_paths(gallery: EmbeddingSet, paths: set[str]) -> EmbeddingSet:
 
 def report_for_index(index_dir: str | os.PathLike, *, checkpoint: str | None = None, queries: str | None = "test",
                      out_dir: str | os.PathLike | None = None, config: ReportConfig = ReportConfig(),
-                     progress: bool = True) -> ReportResult:
-    engine = Engine.open(index_dir, checkpoint)
+                     progress: bool = True, runtime: EmbedRuntime = EmbedRuntime()) -> ReportResult:
+    """``runtime``: what embeds the queries (see :func:`similarity.runtime.load_embedder`)."""
+    engine = Engine.open(index_dir, checkpoint, runtime=runtime)
     try:
         return _report(engine, queries, out_dir, config, progress)
     finally:
@@ -98,6 +100,11 @@ def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | No
                       "best_epoch": ckpt.metrics.get("best_epoch")},
             "index": {"type": stats["index_type"], "items": stats["ntotal"], "directory": engine.directory},
             "queries": str(queries) if queries else "leave-one-out within the index"}
+    groups = None
+    if config.hygiene:
+        duplicates = engine.find_duplicates(rule=config.duplicates, pixels=True)
+        groups = [group.to_dict() for group in duplicates.groups]
+        info["duplicate_search_s"] = round(duplicates.seconds, 2)
     out = Path(out_dir) if out_dir else Path(engine.directory) / REPORT_DIR
     return build_report(gallery, query_set, out, config=config, info=info, history=ckpt.history,
-                        progress=progress)
+                        progress=progress, duplicate_groups=groups)

@@ -9,7 +9,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,34 +24,39 @@ from report.cluster import cluster_quality
 from report.config import HTML_FILE, JSON_FILE, EmbeddingSet, ReportConfig, ReportResult
 from report.examples import choose_examples, example_rows, render_grid
 from report.html import render_html, tsne_payload
+from report.hygiene import find_leaks, hygiene_metrics, hygiene_rows
 from report.thumbnails import png_data_uri, thumbnail_uris
 from report.tsne import tsne_map
 from similarity.metrics import retrieval_summary, score_queries
 
 log = logging.getLogger(__name__)
 
-STEPS = ("retrieval", "cluster quality", "t-SNE", "thumbnails", "figures", "examples", "write")
+STEPS = ("retrieval", "cluster quality", "t-SNE", "thumbnails", "figures", "examples", "hygiene", "write")
 
 
 def build_report(gallery: EmbeddingSet, queries: EmbeddingSet | None, out_dir: str | Path, *,
                  config: ReportConfig = ReportConfig(), info: Mapping[str, Any] | None = None,
                  history: list[dict] | None = None, progress: bool = True,
-                 title: str = "simsearch embedding report") -> ReportResult:
+                 title: str = "simsearch embedding report",
+                 duplicate_groups: Sequence[Mapping] | None = None) -> ReportResult:
     """Evaluate ``queries`` against ``gallery`` (leave-one-out within the gallery when ``queries`` is None)
     and write ``report.html``, ``report.json`` and the figures' PNGs into ``out_dir``.
 
     Cluster quality and the t-SNE map use the held-out queries when given, else the gallery.
     ``info``: model/index facts to show (str -> scalar or nested dict). ``history``: per-epoch dicts
-    for the training curves. Returns the paths and the metrics (as written to ``report.json``).
+    for the training curves. ``duplicate_groups``: the gallery's duplicate groups as
+    ``engine.dedup.DuplicateGroup.to_dict()`` dicts, for the data-hygiene section (None: not searched).
+    Returns the paths and the metrics (as written to ``report.json``).
     """
     _check_compatible(gallery, queries)
     with threadpool_limits(limits=config.threads):
         return _build(gallery, queries, Path(out_dir), config=config, info=info, history=history,
-                      progress=progress, title=title)
+                      progress=progress, title=title, groups=duplicate_groups)
 
 
 def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, config: ReportConfig,
-           info: Mapping[str, Any] | None, history: list[dict] | None, progress: bool, title: str) -> ReportResult:
+           info: Mapping[str, Any] | None, history: list[dict] | None, progress: bool, title: str,
+           groups: Sequence[Mapping] | None) -> ReportResult:
     out.mkdir(parents=True, exist_ok=True)
     evaluated = queries if queries is not None else gallery
     mode = "queries" if queries is not None else "leave_one_out"
@@ -115,6 +120,12 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
                                                        scores.similarities[:, :shown],
                                                        tile=max(config.thumbnail_size, 48))))
         pngs["examples"] = render_grid(sections, tile=max(config.thumbnail_size, 48))
+    with step("hygiene"):
+        leaks = None if queries is None else find_leaks(queries, gallery, scores, config.duplicates)
+        hygiene = hygiene_metrics(leaks, predicted, evaluated.labels, config.duplicates, groups,
+                                  queries=len(evaluated))
+        hygiene_html = hygiene_rows(leaks or [], groups or [], evaluated, gallery, shown=config.hygiene_shown,
+                                    size=max(config.thumbnail_size, 48))
 
     metrics: dict[str, Any] = {
         "counts": {"gallery": len(gallery), "queries": len(evaluated), "classes": len(names),
@@ -130,6 +141,7 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
                  "perplexity": tsne.perplexity, "hover_thumbnails": sum(t is not None for t in thumbs)},
         "examples": {"random": [evaluated.name_of(i) for i in random_rows],
                      "failures": [evaluated.name_of(i) for i in failure_rows]},
+        "hygiene": hygiene,
         "timings_s": timings,
     }
     with step("write"):
@@ -144,7 +156,7 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
             tsne_json=tsne_payload(tsne.coords, evaluated.labels[tsne.rows],
                                    [evaluated.name_of(i) for i in tsne.rows], thumbs, names,
                                    figs.class_colours(len(names))),
-            info=info, settings=config.to_dict())
+            info=info, settings=config.to_dict(), hygiene=hygiene_html)
         html_path, json_path = out / HTML_FILE, out / JSON_FILE
         html_path.write_text(html, encoding="utf-8")
         document = _json_safe({"title": title, "config": config.to_dict(), "info": dict(info or {}),

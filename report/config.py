@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from similarity.hygiene import DuplicateRule
+
 HTML_FILE = "report.html"
 JSON_FILE = "report.json"
 
@@ -36,13 +38,16 @@ class ReportConfig:
     hover_thumbnails: int = 2000  # t-SNE points that get a hover thumbnail (HTML size stays bounded)
     chunk_elements: int = 1 << 25  # query x gallery similarities held at once (128 MiB of float32)
     threads: int = 1  # BLAS/OpenMP threads while building (spinning OpenMP threads crawl on busy shared cores)
+    hygiene: bool = True  # search the gallery for duplicate groups (the index's own ANN search; leakage is always on)
+    duplicates: DuplicateRule = DuplicateRule()  # what counts as a duplicate in the data-hygiene section
+    hygiene_shown: int = 24  # leaked queries and mixed-label groups shown with thumbnails, each
 
     def __post_init__(self) -> None:
         for name in ("k", "tsne_sample", "tsne_max_iter", "pca_dims", "silhouette_sample", "kmeans_sample",
                      "neighbors_shown", "thumbnail_size", "chunk_elements", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("examples", "failures", "confused_pairs", "hover_thumbnails"):
+        for name in ("examples", "failures", "confused_pairs", "hover_thumbnails", "hygiene_shown"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.tsne_perplexity <= 0:

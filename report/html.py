@@ -73,9 +73,11 @@ def tsne_payload(coords: Sequence[Sequence[float]], labels: Sequence[int], names
 
 
 def render_html(*, title: str, subtitle: str, metrics: Mapping[str, Any], figures: Mapping[str, str | None],
-                tsne_json: str, info: Mapping[str, Any] | None, settings: Mapping[str, Any]) -> str:
+                tsne_json: str, info: Mapping[str, Any] | None, settings: Mapping[str, Any],
+                hygiene: Mapping[str, Any] | None = None) -> str:
     """The full HTML page. ``metrics`` is the report's metrics dict (see ``report.json``); ``figures`` maps
-    figure names (tsne, confusion, per_class_accuracy, examples, training_curves) to data URIs or None."""
+    figure names (tsne, confusion, per_class_accuracy, examples, training_curves) to data URIs or None;
+    ``hygiene``: the thumbnail rows of :func:`report.hygiene.hygiene_rows`."""
     env = Environment(loader=PackageLoader("report", "templates"), autoescape=select_autoescape(["html"]))
     retrieval = metrics["retrieval"]
     cards = [{"name": name, "value": format_value(value)} for name, value in retrieval.items()
@@ -97,4 +99,7 @@ def render_html(*, title: str, subtitle: str, metrics: Mapping[str, Any], figure
         retrieval=[(name, format_value(value)) for name, value in retrieval.items()],
         confused_pairs=metrics["confused_pairs"], per_class=per_class, cluster=cluster, figures=figures,
         tsne_note=tsne_note, tsne_json=tsne_json, info=flatten(info or {}), settings=flatten(settings),
+        hygiene=flatten(metrics.get("hygiene", {})), hygiene_rows=hygiene or {},
+        leakage=metrics.get("hygiene", {}).get("leakage"),
+        hygiene_rule_cosine=metrics.get("hygiene", {}).get("rule", {}).get("cosine", 0.0),
     )

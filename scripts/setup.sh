@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or updates) the project's virtual environment in .venv and installs simsearch into it.
 # Offline-safe: torch/torchvision are taken from this machine's local wheel store by pip.
-# Usage: bash scripts/setup.sh [--dev | --milvus]   (--dev: tests and every extra; --milvus: the Milvus back end)
+# Usage: bash scripts/setup.sh [--dev | --milvus | --tune]   (--dev: tests and every extra; --milvus: the Milvus back
+# end; --tune: optuna for `simsearch tune`, and TensorBoard)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${SIMSEARCH_VENV:-.venv}
@@ -9,7 +10,8 @@ PY=${PYTHON:-python3}
 req=requirements.txt
 [ "${1:-}" = "--dev" ] && req=requirements-dev.txt
 [ "${1:-}" = "--milvus" ] && req=requirements-milvus.txt
-stamp="$VENV/.simsearch-$(cat requirements.txt requirements-dev.txt requirements-milvus.txt pyproject.toml | sha256sum | cut -c1-16)-$(basename $req .txt)"
+[ "${1:-}" = "--tune" ] && req=requirements-tune.txt
+stamp="$VENV/.simsearch-$(cat requirements.txt requirements-dev.txt requirements-milvus.txt requirements-tune.txt pyproject.toml | sha256sum | cut -c1-16)-$(basename $req .txt)"
 if [ -f "$stamp" ]; then
   echo "[setup] $VENV is up to date"
   exit 0

@@ -6,8 +6,11 @@ Entry points (CLI, notebook) build these objects; library code only reads them.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -140,6 +143,7 @@ class TrainConfig:
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.0
     augment: bool = True
+    augment_strength: float = 1.0  # scales crop, shift, erasing and colour jitter; 1.0 = the tuned defaults
     patience: int = 3  # epochs without val improvement before stopping; 0 disables early stopping
     val_fraction: float = 0.1
     test_fraction: float = 0.0
@@ -148,7 +152,10 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = all cores
     device: str = "auto"  # auto | cpu | cuda
     knn_k: int = 10  # neighbours in the validation kNN vote
-    max_minutes: float = 0.0  # stop after this wall time (0 = no limit)
+    # wall-time budget of the whole run (0 = none): the epochs, up to ``epochs``, and the LR schedule are fitted
+    # to it from the measured speed, so the run ends annealed inside it (see similarity/budget.py)
+    budget_minutes: float = 0.0
+    max_minutes: float = 0.0  # deprecated alias of budget_minutes, used when budget_minutes is 0
     compile: bool = False  # torch.compile the training forward pass (faster epochs after ~1 min of compiling)
 
     def __post_init__(self) -> None:
@@ -160,6 +167,15 @@ class TrainConfig:
             raise ValueError("val_fraction and test_fraction must be in [0, 1)")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction leaves too little to train on")
+        if self.budget_minutes < 0 or self.max_minutes < 0:
+            raise ValueError(f"budget_minutes must be >= 0, got {self.budget_minutes or self.max_minutes}")
+        if not 0.0 <= self.augment_strength <= 3.0:
+            raise ValueError(f"augment_strength must be in [0, 3], got {self.augment_strength}")
+
+    @property
+    def time_budget_minutes(self) -> float:
+        """The wall-time budget in force: ``budget_minutes``, else the deprecated ``max_minutes`` (0 = none)."""
+        return self.budget_minutes or self.max_minutes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,6 +201,31 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def read_config(path: str | os.PathLike) -> TrainConfig:
+    """A :class:`TrainConfig` from a JSON file of ``TrainConfig.to_dict()`` (what ``simsearch tune`` writes)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a JSON config: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of TrainConfig fields, got {type(data).__name__}")
+    try:
+        return TrainConfig.from_dict(data)
+    except TypeError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def write_config(config: TrainConfig, path: str | os.PathLike) -> Path:
+    """Write ``config`` as indented JSON that :func:`read_config` reads back equal."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def with_overrides(config: T, **changes: Any) -> T:

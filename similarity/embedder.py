@@ -1,12 +1,15 @@
 """Turning images into embeddings with a trained model: the one inference path.
 
 decode (``similarity.imageio``) -> preprocess (``eval_transform`` of the checkpoint's spec) -> model.
+:class:`ImageEmbedder` holds the first two steps for every runtime; :class:`Embedder` runs the model with
+torch, :class:`similarity.onnx_runtime.OnnxEmbedder` with ONNX Runtime (see :mod:`similarity.runtime`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,30 +67,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-class Embedder:
-    """A trained :class:`EmbeddingNet` plus its preprocessing. Outputs L2-normalised float32."""
+class ImageEmbedder(ABC):
+    """What every inference runtime shares: the checkpoint's preprocessing, decoding, batching and the
+    skipping of unreadable files.  A subclass runs the network in :meth:`embed_tensor` and sets ``runtime``,
+    ``dim``, ``model_id`` (the checkpoint's sha256, which an index checks) and ``device``."""
 
-    def __init__(self, model: EmbeddingNet, preprocess: PreprocessSpec, *, device: str | torch.device = "cpu",
-                 model_id: str = ""):
-        self.device = torch.device(device) if isinstance(device, str) else device
-        self.model = model.to(self.device).eval()
-        if self.device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
+    runtime: str  # its name among similarity.runtime.RUNTIMES
+    dim: int
+    model_id: str
+    device: torch.device
+
+    def __init__(self, preprocess: PreprocessSpec) -> None:
         self.preprocess = preprocess
         self.transform = eval_transform(preprocess)
-        self.model_id = model_id
-        self.dim = model.config.embedding_dim
 
+    @abstractmethod
     def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
-        """x: (B, C, H, W) preprocessed float32 -> (B, dim) float32."""
-        with torch.inference_mode():
-            x = x.to(self.device, non_blocking=True)
-            if self.device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            out = self.model(x)
-            if self.preprocess.flip_tta:
-                out = torch.nn.functional.normalize(out + self.model(x.flip(3)), dim=1)
-            return out.float().cpu().numpy()
+        """x: (B, C, H, W) preprocessed float32 -> (B, dim) float32, L2-normalised."""
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Decoded PIL images (any mode) -> (n, dim) float32."""
@@ -101,19 +97,11 @@ class Embedder:
         reported in ``skipped``."""
         from tqdm.auto import tqdm
 
-        n = len(data)
-        if isinstance(data, LabelledImages) and supports_fast_path(data.pixels, self.preprocess):
-            chunks = []
-            for start in tqdm(range(0, n, batch_size), desc="embedding", unit="batch", disable=not progress):
-                chunks.append(self.embed_tensor(pixels_to_tensor(data.pixels[start:start + batch_size], self.preprocess)))
-            embeddings = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
-            return EmbedResult(embeddings, np.arange(n))
-        loader = DataLoader(_DecodeDataset(data, self.transform), batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=_collate, persistent_workers=False)
         paths = data.paths if isinstance(data, LabelledImages) else list(data)
         kept, chunks, skipped = [], [], []
-        with tqdm(total=n, desc="embedding", unit="img", disable=not progress) as bar:
-            for indices, xs, bad in loader:
+        with tqdm(total=len(data), desc="embedding", unit="img", disable=not progress) as bar:
+            for indices, xs, bad in preprocessed_batches(data, self.preprocess, batch_size=batch_size,
+                                                         num_workers=num_workers):
                 if xs is not None:
                     chunks.append(self.embed_tensor(xs))
                     kept.extend(indices)
@@ -123,3 +111,49 @@ class Embedder:
                 bar.update(len(indices) + len(bad))
         embeddings = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
         return EmbedResult(embeddings, np.asarray(kept, dtype=np.int64), skipped)
+
+
+PreprocessedBatch = tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]  # (indices, xs, bad)
+
+
+def preprocessed_batches(data: LabelledImages | Sequence[str], preprocess: PreprocessSpec, *, batch_size: int = 256,
+                         num_workers: int = 0) -> Iterator[PreprocessedBatch]:
+    """Decode and preprocess ``data`` in order, in batches: ``(indices, xs, bad)`` with ``xs`` the
+    (len(indices), C, H, W) float32 inputs of the images ``indices`` (None if none decoded) and ``bad`` the
+    ``(index, error message)`` of files that did not decode.  In-memory grayscale pixels of the model's size
+    take a vectorised path that gives the same tensors."""
+    if isinstance(data, LabelledImages) and supports_fast_path(data.pixels, preprocess):
+        for start in range(0, len(data), batch_size):
+            xs = pixels_to_tensor(data.pixels[start:start + batch_size], preprocess)
+            yield list(range(start, start + len(xs))), xs, []
+        return
+    loader = DataLoader(_DecodeDataset(data, eval_transform(preprocess)), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=_collate, persistent_workers=False)
+    yield from loader
+
+
+class Embedder(ImageEmbedder):
+    """A trained :class:`EmbeddingNet` run by torch, plus its preprocessing. Outputs L2-normalised float32."""
+
+    runtime = "torch"
+
+    def __init__(self, model: EmbeddingNet, preprocess: PreprocessSpec, *, device: str | torch.device = "cpu",
+                 model_id: str = ""):
+        super().__init__(preprocess)
+        self.device = torch.device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        if self.device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model_id = model_id
+        self.dim = model.config.embedding_dim
+
+    def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
+        """x: (B, C, H, W) preprocessed float32 -> (B, dim) float32."""
+        with torch.inference_mode():
+            x = x.to(self.device, non_blocking=True)
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = self.model(x)
+            if self.preprocess.flip_tta:
+                out = torch.nn.functional.normalize(out + self.model(x.flip(3)), dim=1)
+            return out.float().cpu().numpy()

@@ -3,9 +3,10 @@ duplicate pairs into groups.  Pure functions (numpy, Pillow, ``imagehash``); no 
 
 - **Exact**: :func:`pixel_digest`, the sha256 of the decoded pixels with their mode and size, so a PNG and a
   lossless re-encode of it (another format, other metadata) hash the same, and a re-saved JPEG does not.
-- **Near**: :func:`perceptual_hashes`, 64-bit pHash (DCT) and dHash (gradient) of the image, plus the pHash of
-  its mirror image (pHash is not flip-invariant: a horizontal flip is found by comparing one image's pHash with
-  the other's mirrored pHash).  Compared by :func:`hamming`.  The third signal, the cosine of the embeddings,
+- **Near**: :func:`perceptual_hashes`, the 64-bit pHash (DCT) of the image and of its mirror image (pHash is
+  not flip-invariant: a horizontal flip is found by comparing one image's pHash with the other's mirrored pHash).
+  Compared by :func:`hamming`.  (dHash was measured too, ``bench/dedup_quality.py``, and is not used: it found no
+  copy pHash missed.)  :class:`HashCache` decodes each file at most once, and only when a pair needs it.  The third signal, the cosine of the embeddings,
   lives with the index (``engine.dedup``).
 - **Groups**: :func:`group_pairs` makes duplicate pairs transitive (connected components), each group sorted
   with its smallest id, the one to keep, first.
@@ -14,6 +15,7 @@ duplicate pairs into groups.  Pure functions (numpy, Pillow, ``imagehash``); no 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import imagehash
@@ -22,7 +24,9 @@ from PIL import Image, ImageOps
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from similarity.imageio import DEFAULT_MAX_PIXELS, ImageSource, open_image
+from similarity.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource, open_image
+
+log = logging.getLogger(__name__)
 
 HASH_BITS = 64  # imagehash's default hash_size=8: an 8 x 8 bit grid
 
@@ -56,11 +60,10 @@ class DuplicateRule:
 
 @dataclass(frozen=True)
 class ImageHashes:
-    """The pixel signals of one image: ``exact`` (sha256 hex) and three 64-bit perceptual hashes."""
+    """The pixel signals of one image: ``exact`` (sha256 hex) and the 64-bit pHash of it and of its mirror."""
 
     exact: str
     phash: int
-    dhash: int
     phash_mirror: int
 
 
@@ -71,20 +74,42 @@ def pixel_digest(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def _hash_int(value: imagehash.ImageHash) -> int:
-    return int(str(value), 16)
+def hash_int(value: imagehash.ImageHash) -> int:
+    """An ``ImageHash`` as an int, bits in row-major order, first bit highest (``int(str(value), 16)``)."""
+    return int.from_bytes(np.packbits(value.hash.ravel()).tobytes(), "big")
 
 
 def perceptual_hashes(image: Image.Image) -> ImageHashes:
     """All pixel signals of a decoded image (see :func:`open_image`)."""
-    return ImageHashes(exact=pixel_digest(image), phash=_hash_int(imagehash.phash(image)),
-                       dhash=_hash_int(imagehash.dhash(image)),
-                       phash_mirror=_hash_int(imagehash.phash(ImageOps.mirror(image))))
+    return ImageHashes(exact=pixel_digest(image), phash=hash_int(imagehash.phash(image)),
+                       phash_mirror=hash_int(imagehash.phash(ImageOps.mirror(image))))
 
 
 def image_hashes(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHashes:
     """Decode ``source`` with :func:`open_image` (raises ``ImageDecodeError``) and hash it."""
     return perceptual_hashes(open_image(source, max_pixels=max_pixels))
+
+
+class HashCache:
+    """Pixel signals by file path, each file decoded at most once and only when asked for; None for a file that
+    cannot be decoded (logged once)."""
+
+    def __init__(self, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self._hashes: dict[str, ImageHashes | None] = {}
+        self._max_pixels = max_pixels
+
+    def get(self, path: str) -> ImageHashes | None:
+        if path not in self._hashes:
+            try:
+                self._hashes[path] = image_hashes(path, max_pixels=self._max_pixels)
+            except ImageDecodeError as exc:
+                log.warning("duplicate check without pixels: %s", exc)
+                self._hashes[path] = None
+        return self._hashes[path]
+
+    def __len__(self) -> int:
+        """Files decoded (or tried) so far."""
+        return len(self._hashes)
 
 
 def hamming(a, b) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""Named training recipes. Each returns a :class:`TrainConfig`; CLI flags override single fields."""
+"""Named example recipes, each a :class:`TrainConfig` (CLI flags override single fields).
+
+The recipe a run gets by default is chosen from its data (:mod:`similarity.recipe`); these are fixed examples,
+kept for the demo and the benchmarks. They carry no time budget: ``simsearch train`` sets one
+(``--budget-minutes``), and then ``epochs`` is the most epochs the budget may fit."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ def fashion_mnist_full() -> TrainConfig:
         sampler=SamplerConfig(kind="random"),
         preprocess=PreprocessSpec(image_size=28, channels=1, mean=(0.2860,), std=(0.3530,), flip_tta=True),
         epochs=7, batch_size=256, lr=3e-3, weight_decay=5e-4, warmup_epochs=0.3,
-        val_fraction=0.05, patience=0, max_minutes=15.0, compile=True,
+        val_fraction=0.05, patience=0, compile=True,
     )
 
 
@@ -24,7 +28,7 @@ def fashion_mnist_demo() -> TrainConfig:
     from dataclasses import replace
 
     full = fashion_mnist_full()
-    return replace(full, epochs=1, max_minutes=4.0, compile=False, preprocess=replace(full.preprocess, flip_tta=False))
+    return replace(full, epochs=1, compile=False, preprocess=replace(full.preprocess, flip_tta=False))
 
 
 def photos(image_size: int = 150) -> TrainConfig:
@@ -37,7 +41,7 @@ def photos(image_size: int = 150) -> TrainConfig:
         sampler=SamplerConfig(kind="random"),
         preprocess=default_preprocess(model, image_size),
         epochs=12, batch_size=32, lr=1e-3, backbone_lr_multiplier=0.3, weight_decay=1e-4, warmup_epochs=0.5,
-        val_fraction=0.1, patience=4, num_workers=1, max_minutes=20.0,
+        val_fraction=0.1, patience=4, num_workers=1,
     )
 
 

@@ -2,27 +2,31 @@
 
 ``train(data, config, out_dir)`` splits the data (seeded, stratified), trains with validation every
 epoch (precision@1 and kNN accuracy), keeps the best checkpoint, stops early, and writes the
-curves as PNG and JSON. :func:`train` reads top to bottom like torchvision's reference scripts: set up,
-then per epoch :func:`train_one_epoch` and a validation pass, then :func:`evaluate` on the best weights.
+curves as PNG and JSON (and TensorBoard event files when tensorboard is installed). With a time budget
+(``config.budget_minutes``) the number of epochs and the LR schedule are fitted to it as training measures its
+speed (:mod:`similarity.budget`), so the run ends annealed inside the budget. :func:`train` reads top to
+bottom like torchvision's reference scripts: set up, then per epoch :func:`train_one_epoch` and a validation
+pass, then :func:`evaluate` on the best weights.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from similarity.budget import Clock, TimeBudget
 from similarity.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from similarity.config import TrainConfig
 from similarity.curves import plot_history
@@ -32,9 +36,14 @@ from similarity.losses import PairContrastive, ProxyLoss, build_objective
 from similarity.metrics import retrieval_metrics
 from similarity.models import EmbeddingNet
 from similarity.samplers import ClassBalancedSampler, PairSampler, ShuffledBatches
+from similarity.schedule import build_lr_schedule, refit
+from similarity.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, thumbnail_array
 from similarity.transforms import BatchAugment, pixels_to_tensor, supports_fast_path, train_transform
 
 log = logging.getLogger(__name__)
+
+PROJECTOR_SAMPLE = 300  # validation images in the TensorBoard embedding projector
+EpochCallback = Callable[[dict], None]  # gets each epoch's history row; may raise to abort (e.g. a pruned trial)
 
 
 @dataclass
@@ -49,6 +58,8 @@ class TrainResult:
     images_per_second: float
     stopped_because: str
     split: dict[str, np.ndarray] = field(default_factory=dict)
+    wall_seconds: float = 0.0  # the whole call, on the clock train() was given
+    tensorboard_dir: str | None = None  # where the event files are, when tensorboard is installed
 
 
 def seed_everything(seed: int) -> None:
@@ -83,13 +94,14 @@ def iterate_batches(data: LabelledImages, batch_sampler, config: TrainConfig,
     file-backed data is decoded and augmented per image in DataLoader workers."""
     spec = config.preprocess
     if supports_fast_path(data.pixels, spec):
-        augment = BatchAugment(generator=generator) if config.augment else None
+        augment = BatchAugment.with_strength(config.augment_strength, generator) if config.augment else None
         labels = torch.from_numpy(data.labels)
         for batch in batch_sampler:
             x = pixels_to_tensor(data.pixels[batch], spec)
             yield (augment(x) if augment else x), labels[batch]
         return
-    loader = DataLoader(_TrainDataset(data, train_transform(spec, config.augment)), batch_sampler=batch_sampler,
+    transform = train_transform(spec, config.augment, config.augment_strength)
+    loader = DataLoader(_TrainDataset(data, transform), batch_sampler=batch_sampler,
                         num_workers=config.num_workers, persistent_workers=False,
                         worker_init_fn=_seed_worker, generator=generator)
     yield from loader
@@ -112,23 +124,11 @@ def build_optimizer(model: EmbeddingNet, objective: torch.nn.Module, config: Tra
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int):
-    """LR multiplier: linear warm-up, then cosine decay to 1% of the peak."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def build_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int,
                    config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step LR schedule: ``config.warmup_epochs`` of linear warm-up, then cosine decay."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(steps_per_epoch * config.epochs, int(steps_per_epoch * config.warmup_epochs)))
+    """Per-step LR schedule over ``config.epochs``: ``config.warmup_epochs`` of linear warm-up, then cosine
+    decay to 1% of the peak at the last step (re-fitted by a time budget, see :func:`similarity.schedule.refit`)."""
+    return build_lr_schedule(optimizer, steps_per_epoch * config.epochs, int(steps_per_epoch * config.warmup_epochs))
 
 
 @dataclass(frozen=True)
@@ -217,12 +217,18 @@ def _quick_val(embedder: Embedder, val: LabelledImages, k: int) -> dict[str, flo
 
 def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike, *,
           val_data: LabelledImages | None = None, test_data: LabelledImages | None = None,
-          progress: bool = True) -> TrainResult:
-    """Train on ``data`` and write ``out_dir/model.pt`` (best epoch), ``history.json``, ``curves.png``.
+          progress: bool = True, on_epoch: EpochCallback | None = None, extra: Mapping[str, Any] | None = None,
+          clock: Clock = time.perf_counter) -> TrainResult:
+    """Train on ``data`` and write ``out_dir/model.pt`` (best epoch), ``history.json``, ``curves.png`` and,
+    when tensorboard is installed, ``out_dir/tensorboard/``.
 
     Without ``val_data``/``test_data`` they are carved from ``data`` by ``config.val_fraction`` /
-    ``config.test_fraction`` (stratified, seeded); the split is stored in the checkpoint.
+    ``config.test_fraction`` (stratified, seeded); the split is stored in the checkpoint. With a time budget
+    (``config.time_budget_minutes``) ``config.epochs`` is the most epochs; the budget fits the rest.
+    ``on_epoch`` gets each epoch's history row; ``extra`` is stored in the checkpoint's ``extra`` (e.g. the
+    recipe that chose ``config``); ``clock`` (seconds) times everything, budget included.
     """
+    started = clock()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
@@ -239,58 +245,105 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     batch_sampler = make_batch_sampler(sets.train.labels, config, rng)
     optimizer = build_optimizer(model, objective, config)
     schedule = build_schedule(optimizer, len(batch_sampler), config)
+    budget = _time_budget(config, sets, len(batch_sampler), clock, started,
+                          on_replan=lambda total: refit(schedule, total))
     embedder = Embedder(model, config.preprocess, device=device)
     # compiled for training only: evaluation runs the plain module, which shares the same weights
     forward = torch.compile(model) if config.compile else model
+    board = TensorBoardLog.open(out_dir / TENSORBOARD_DIR)
+    notes = dict(extra or {})
 
     checkpoint_path = out_dir / CHECKPOINT_FILE
     history: list[dict] = []
     best_score, best_epoch, stale = -1.0, 0, 0
     images_seen, train_seconds, stopped_because = 0, 0.0, "finished all epochs"
-    started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        epoch_start = time.perf_counter()
-        stats = train_one_epoch(forward, objective, optimizer, schedule,
-                                iterate_batches(sets.train, batch_sampler, config, generator), device,
-                                total=len(batch_sampler), desc=f"epoch {epoch}/{config.epochs}", progress=progress)
-        epoch_seconds = time.perf_counter() - epoch_start
-        train_seconds += epoch_seconds
-        images_seen += stats.images
-        row = {"epoch": epoch, "train_loss": stats.mean_loss, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(epoch_seconds, 2),
-               "images_per_second": round(stats.batches and images_seen / train_seconds, 1)}
-        model.eval()
-        if sets.val is not None:
-            val = _quick_val(embedder, sets.val, config.knn_k)
-            row.update({"val_precision_at_1": val["precision_at_1"], "val_knn_accuracy": val["knn_accuracy"]})
-            score = val["knn_accuracy"]
-        else:  # fixed schedule: the last epoch is the one kept
-            score = float(epoch)
-        history.append(row)
-        _log_epoch(row, epoch_seconds, progress)
-        if score > best_score:
-            best_score, best_epoch, stale = score, epoch, 0
-            _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen)
+    try:
+        epoch = 0
+        while not (budget.finished if budget else epoch >= config.epochs):
+            epoch += 1
+            planned = budget.planned_epochs if budget else config.epochs
+            batches = iterate_batches(sets.train, batch_sampler, config, generator)
+            if budget is not None:  # times the steps and ends the epoch where the plan ends
+                batches = budget.steps(batches)
+            epoch_start = clock()
+            stats = train_one_epoch(forward, objective, optimizer, schedule, batches, device, total=len(batch_sampler),
+                                    desc=f"epoch {epoch}/{planned}", progress=progress)
+            epoch_seconds = clock() - epoch_start
+            train_seconds += epoch_seconds
+            images_seen += stats.images
+            row = {"epoch": epoch, "train_loss": stats.mean_loss, "lr": optimizer.param_groups[0]["lr"],
+                   "seconds": round(epoch_seconds, 2),
+                   "images_per_second": round(stats.batches and images_seen / max(train_seconds, 1e-9), 1)}
+            model.eval()
+            if sets.val is not None:
+                val = _quick_val(embedder, sets.val, config.knn_k)
+                row.update({"val_precision_at_1": val["precision_at_1"], "val_knn_accuracy": val["knn_accuracy"]})
+                score = val["knn_accuracy"]
+            else:  # fixed schedule: the last epoch is the one kept
+                score = float(epoch)
+            history.append(row)
+            _log_epoch(row, epoch_seconds, progress)
+            board.log_epoch(row)
+            if score > best_score:
+                best_score, best_epoch, stale = score, epoch, 0
+                _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
+            else:
+                stale += 1
+            if on_epoch is not None:
+                on_epoch(row)
+            if budget is not None:
+                budget.epoch_done()
+            if config.patience and stale >= config.patience:
+                stopped_because = f"early stop: no val improvement for {stale} epochs"
+                break
         else:
-            stale += 1
-        stop = _stop_reason(config, stale, time.perf_counter() - started)
-        if stop:
-            stopped_because = stop
-            break
+            if budget is not None:
+                stopped_because = budget.stop_reason()
 
-    # the best epoch's weights are what the checkpoint holds; re-save with the full history
-    model.load_state_dict(load_checkpoint(checkpoint_path).model.state_dict())
-    model.eval()
-    val_metrics = evaluate(embedder, sets.val, k=config.knn_k) if sets.val is not None else {}
-    test_metrics = evaluate(embedder, sets.test, k=config.knn_k, gallery=sets.train) if sets.test is not None else {}
+        # the best epoch's weights are what the checkpoint holds; re-save with the full history
+        model.load_state_dict(load_checkpoint(checkpoint_path).model.state_dict())
+        model.eval()
+        val_metrics = evaluate(embedder, sets.val, k=config.knn_k) if sets.val is not None else {}
+        test_metrics = (evaluate(embedder, sets.test, k=config.knn_k, gallery=sets.train)
+                        if sets.test is not None else {})
+        if board.enabled:
+            _log_projector(board, embedder, sets.val if sets.val is not None else sets.train, best_epoch, config.seed)
+    finally:
+        board.close()
     images_per_second = images_seen / train_seconds if train_seconds else 0.0
-    sha = _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen,
+    if budget is not None:
+        notes["budget"] = budget.summary()
+    sha = _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes,
                 metrics={"val": val_metrics, "test": test_metrics, "best_epoch": best_epoch,
                          "stopped_because": stopped_because})
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))
     plot_history(history, out_dir / "curves.png")
     return TrainResult(str(checkpoint_path), sha, history, best_epoch, val_metrics, test_metrics, train_seconds,
-                       images_per_second, stopped_because, sets.indices)
+                       images_per_second, stopped_because, sets.indices, wall_seconds=clock() - started,
+                       tensorboard_dir=board.log_dir)
+
+
+def _time_budget(config: TrainConfig, sets: DataSplit, steps_per_epoch: int, clock: Clock, started: float,
+                 on_replan: Callable[[int], None]) -> TimeBudget | None:
+    """The run's :class:`TimeBudget`, counted from ``started`` (set-up included), or None without one."""
+    minutes = config.time_budget_minutes
+    if not minutes:
+        return None
+    n_val = len(sets.val) if sets.val is not None else 0
+    n_test = len(sets.test) + len(sets.train) if sets.test is not None else 0  # test queries + train gallery
+    return TimeBudget(minutes * 60, steps_per_epoch=steps_per_epoch, max_epochs=config.epochs,
+                        batch_size=config.batch_size, eval_images_per_epoch=n_val,
+                        final_eval_images=n_val + n_test + PROJECTOR_SAMPLE, clock=clock,
+                        ignore_steps=5 if config.compile else 2, started=started, on_replan=on_replan)
+
+
+def _log_projector(board: TensorBoardLog, embedder: Embedder, data: LabelledImages, step: int, seed: int) -> None:
+    """A seeded sample of ``data`` in TensorBoard's embedding projector, with class names and thumbnails."""
+    rng = np.random.default_rng(seed)
+    sample = data.subset(np.sort(rng.choice(len(data), min(PROJECTOR_SAMPLE, len(data)), replace=False)))
+    result = embedder.embed_data(sample, progress=False)
+    labels = [sample.class_names[sample.labels[i]] for i in result.kept]
+    board.log_embeddings(result.embeddings, labels, thumbnail_array([sample.load(int(i)) for i in result.kept]), step)
 
 
 def _log_epoch(row: dict, epoch_seconds: float, progress: bool) -> None:
@@ -302,18 +355,11 @@ def _log_epoch(row: dict, epoch_seconds: float, progress: bool) -> None:
     log.info(message)
 
 
-def _stop_reason(config: TrainConfig, stale: int, elapsed_seconds: float) -> str | None:
-    """Why training stops after this epoch (patience or wall-time limit), or None to go on."""
-    if config.patience and stale >= config.patience:
-        return f"early stop: no val improvement for {stale} epochs"
-    if config.max_minutes and elapsed_seconds / 60 > config.max_minutes:
-        return f"time limit of {config.max_minutes} minutes reached"
-    return None
-
-
 def _save(path: Path, model: EmbeddingNet, config: TrainConfig, data: LabelledImages, history: list[dict],
-          split: dict[str, np.ndarray], train_seconds: float, images_seen: int, metrics: dict | None = None) -> str:
+          split: dict[str, np.ndarray], train_seconds: float, images_seen: int, notes: Mapping[str, Any],
+          metrics: dict | None = None) -> str:
     extra = {
+        **notes,
         "data_source": data.source,
         "num_images": len(data),
         "split_seed": config.seed,
@@ -324,5 +370,5 @@ def _save(path: Path, model: EmbeddingNet, config: TrainConfig, data: LabelledIm
     return save_checkpoint(path, model, config, data.class_names, history=history, metrics=metrics, extra=extra)
 
 
-__all__ = ["DataSplit", "EpochStats", "TrainResult", "build_model", "build_schedule", "evaluate",
+__all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "build_model", "build_schedule", "evaluate",
            "seed_everything", "split_data", "train", "train_one_epoch"]

@@ -88,14 +88,23 @@ class ResizeCenterCrop:
         return f"{type(self).__name__}(resize_to={self.resize_to}, crop={self.crop})"
 
 
-def train_transform(spec: PreprocessSpec, augment: bool = True) -> v2.Compose:
-    """Random resized crop, horizontal flip and (for colour) jitter; eval transform if not ``augment``."""
+def train_transform(spec: PreprocessSpec, augment: bool = True, strength: float = 1.0) -> v2.Compose:
+    """Random resized crop, horizontal flip and (for colour) jitter; eval transform if not ``augment``.
+
+    ``strength`` scales the crop (the smallest kept area is ``1 - 0.5 * strength``, at least 8%) and the
+    colour jitter (``0.3 * strength``); 1.0 is the default recipe, 0 leaves only the flips (as
+    :meth:`BatchAugment.with_strength` does).
+    """
     if not augment:
         return eval_transform(spec)
-    colour = [v2.ColorJitter(0.3, 0.3, 0.3, 0.02)] if spec.channels == 3 else []
+    if strength <= 0:
+        return v2.Compose([ConvertMode(spec.channels), ResizeCenterCrop(spec.resize_to, spec.image_size),
+                           v2.RandomHorizontalFlip(), *_to_normalised_tensor(spec)])
+    jitter = 0.3 * strength
+    colour = [v2.ColorJitter(jitter, jitter, jitter, min(0.5, 0.02 * strength))] if spec.channels == 3 else []
     return v2.Compose([
         ConvertMode(spec.channels),
-        v2.RandomResizedCrop(spec.image_size, scale=(0.5, 1.0), antialias=True),
+        v2.RandomResizedCrop(spec.image_size, scale=(max(0.08, 1.0 - 0.5 * strength), 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
         *colour,
         *_to_normalised_tensor(spec),
@@ -130,6 +139,13 @@ class BatchAugment:
                  erase_area: tuple[float, float] = (0.02, 0.2), generator: torch.Generator | None = None):
         self.pad, self.flip, self.erase_p, self.erase_area = pad, flip, erase_p, erase_area
         self.generator = generator
+
+    @classmethod
+    def with_strength(cls, strength: float, generator: torch.Generator | None = None) -> BatchAugment:
+        """The default augmentation scaled by ``strength`` (1.0: shift 2 px, erase half the images up to 20%
+        of their area; 0: flips only)."""
+        return cls(pad=round(2 * strength), erase_p=min(1.0, 0.5 * strength),
+                   erase_area=(0.02, max(0.02, min(0.5, 0.2 * strength))), generator=generator)
 
     def _rand(self, *shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=self.generator)

@@ -1,12 +1,12 @@
 """``simsearch index ...``: build an index from images with a checkpoint, grow it, shrink it, inspect it.
 
     simsearch index build --checkpoint runs/x/model.pt --data IMAGES --out INDEX [--type auto|flat|hnsw|ivfpq]
-                          [--duplicates keep|skip|flag]
+                          [--duplicates keep|skip|flag] [--runtime torch|onnx|auto [--onnx PATH]]
     simsearch index add INDEX --data IMAGES [--duplicates keep|skip|flag]   (class folders or a CSV of path,label)
     simsearch index remove INDEX ID [ID ...]
     simsearch index compact INDEX [--force] [--orphan-grace SECONDS]
     simsearch index stats INDEX
-    simsearch index dedup INDEX [--threshold C] [--pixels] [--remove] [--out DIR]   (dry run unless --remove)
+    simsearch index dedup INDEX [--threshold C] [--pixels [--phash-bits B]] [--remove] [--out DIR]   (dry run unless --remove)
     simsearch index copy SOURCE MILVUS [--home DIR]  (an index directory into Milvus, ids kept, no re-embedding)
     simsearch index drop MILVUS --yes
     simsearch index migrate DIR                      (once, for an index made by simsearch 0.1)
@@ -27,6 +27,7 @@ import sys
 from engine import (DEDUP_DIR, DEFAULT_NEIGHBOURS, DEFAULT_POLICY, DUPLICATE_POLICIES, INDEX_TYPES, ORPHAN_GRACE_S,
                     DuplicateRule, Engine, IndexConfig, build_index, copy_index, drop_index, fashion_mnist_folder,
                     load_labelled_images, migrate_index, write_duplicates)
+from simsearch.runtime_args import add_runtime_arguments, runtime_from_args
 
 INDEX_HELP = "index directory, milvus://HOST:PORT/COLLECTION, or a Milvus Lite PATH.db"
 DUPLICATES_HELP = ("images that duplicate an indexed one or an earlier one of the batch (same pixels, or embedding "
@@ -54,6 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     build.add_argument("--batch-size", type=int, default=256)
     build.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
     build.add_argument("--duplicates", default=DEFAULT_POLICY, choices=DUPLICATE_POLICIES, help=DUPLICATES_HELP)
+    add_runtime_arguments(build)
     build.add_argument("--quiet", action="store_true")
     build.set_defaults(func=_build)
 
@@ -63,6 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add.add_argument("--checkpoint", help="default: the index's own model.pt")
     add.add_argument("--workers", type=int, default=2)
     add.add_argument("--duplicates", default=DEFAULT_POLICY, choices=DUPLICATE_POLICIES, help=DUPLICATES_HELP)
+    add_runtime_arguments(add)
     add.add_argument("--quiet", action="store_true")
     add.set_defaults(func=_add)
 
@@ -91,7 +94,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     dedup.add_argument("--neighbours", type=int, default=DEFAULT_NEIGHBOURS, metavar="K",
                        help="nearest neighbours examined per item")
     dedup.add_argument("--pixels", action="store_true",
-                       help="also find exact duplicates by the hash of the decoded pixels (decodes every file)")
+                       help="confirm candidates by their pixels: same decoded pixels (exact) or pHash within --phash-bits "
+                            "(decodes the candidates' files)")
+    dedup.add_argument("--phash-bits", type=int, default=DuplicateRule().phash_bits, metavar="B",
+                       help="with --pixels: most pHash bits (of 64) two near duplicates may differ by")
     dedup.add_argument("--remove", action="store_true", help="delete the duplicates (default: a dry run)")
     dedup.add_argument("--out", default=None, help=f"folder for the listing (default: INDEX/{DEDUP_DIR})")
     dedup.add_argument("--thumbnails", type=int, default=200, metavar="N", help="groups shown on the HTML page")
@@ -141,7 +147,7 @@ def _build(args: argparse.Namespace) -> int:
     config = IndexConfig(index_type=args.type, memory_budget_bytes=int(args.memory_budget_gb * 2**30))
     summary = build_index(args.checkpoint, data, args.out, config=config, batch_size=args.batch_size,
                           num_workers=args.workers, progress=not args.quiet, home=args.home,
-                          duplicates=args.duplicates)
+                          duplicates=args.duplicates, runtime=runtime_from_args(args))
     _report_skipped(summary.skipped)
     print(json.dumps({"index": summary.directory, "added": summary.added, "skipped": len(summary.skipped),
                       "type": summary.index_type, "embed_seconds": round(summary.embed_seconds, 1),
@@ -151,7 +157,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    engine = Engine.open(args.index, args.checkpoint)
+    engine = Engine.open(args.index, args.checkpoint, runtime=runtime_from_args(args))
     try:
         data = load_labelled_images(args.data, min_per_class=1)  # indexing needs no pairs
         ids, skipped, duplicates = engine.add_collection(data, num_workers=args.workers, progress=not args.quiet,
@@ -196,7 +202,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _dedup(args: argparse.Namespace) -> int:
-    rule = DuplicateRule(cosine=args.threshold)
+    rule = DuplicateRule(cosine=args.threshold, phash_bits=args.phash_bits)
     engine = Engine.open(args.index)
     try:
         report = engine.find_duplicates(rule=rule, neighbours=args.neighbours, pixels=args.pixels)

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from engine import Engine
+from simsearch.runtime_args import add_runtime_arguments, runtime_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,6 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--unknown-below", type=float, default=None,
                    help="answer 'unknown' when the winner's best cosine is below this")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_runtime_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -27,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")
-    engine = Engine.open(args.index, args.checkpoint)
+    engine = Engine.open(args.index, args.checkpoint, runtime=runtime_from_args(args))
     try:
         results = engine.search(args.images, k=args.k, weighted=args.weighted, unknown_below=args.unknown_below,
                                 names=args.images, label=args.label)

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from engine.reporting import ReportConfig, report_for_index
+from simsearch.runtime_args import add_runtime_arguments, runtime_from_args
 
 DEFAULTS = ReportConfig()
 
@@ -23,17 +24,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("-k", type=int, default=DEFAULTS.k, help="neighbours in the kNN vote (default %(default)s)")
     p.add_argument("--threads", type=int, default=DEFAULTS.threads, help="BLAS/OpenMP threads (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--no-duplicates", action="store_true",
+                   help="skip the search for duplicate groups inside the gallery (leakage of the queries is "
+                        "still checked)")
+    add_runtime_arguments(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    config = ReportConfig(k=args.k, tsne_sample=args.tsne_sample, threads=args.threads, seed=args.seed)
+    config = ReportConfig(k=args.k, tsne_sample=args.tsne_sample, threads=args.threads, seed=args.seed,
+                          hygiene=not args.no_duplicates)
     queries = None if args.queries == "none" else args.queries
     result = report_for_index(args.index, checkpoint=args.checkpoint, queries=queries, out_dir=args.out,
-                              config=config, progress=not args.quiet)
+                              config=config, progress=not args.quiet, runtime=runtime_from_args(args))
     summary = {"html": str(result.html_path), "json": str(result.json_path)}
     summary.update({k: v for k, v in result.metrics.get("retrieval", {}).items() if isinstance(v, (int, float))})
+    hygiene = result.metrics.get("hygiene", {})
+    summary.update({f"leakage.{k}": v for k, v in (hygiene.get("leakage") or {}).items()})
+    summary.update({f"duplicates.{k}": v for k, v in (hygiene.get("gallery_duplicates") or {}).items()})
     print(json.dumps(summary, indent=2))
     return 0

@@ -21,7 +21,9 @@ import shutil
 import sys
 import tempfile
 
+from engine import EmbedRuntime
 from engine.layout import MODEL_FILE
+from simsearch.runtime_args import add_runtime_arguments, runtime_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,7 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker")
     parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads per worker (default: cores / workers, at least 1)")
+                        help="intra-op threads of the model runtime (torch or ONNX Runtime) per worker (default: "
+                             "cores / workers, at least 1)")
+    add_runtime_arguments(parser)
     # unset limits and --token-env fall back to ApiConfig's defaults and TOKEN_ENV, read in run() and not
     # here: importing api imports prometheus_client, which must wait until PROMETHEUS_MULTIPROC_DIR is set
     parser.add_argument("--max-k", type=int, default=None,
@@ -111,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace, torch_threads: int, token_env: str):
     """Build the ApiConfig and check, before any worker starts, that the index and model load and match."""
     from api.config import ApiConfig
-    from engine import CheckpointError, Engine, IndexStoreError, check_index, is_milvus, set_torch_threads
+    from engine import (CheckpointError, Engine, IndexStoreError, OnnxExportError, check_index, is_milvus,
+                        set_torch_threads)
 
     milvus = is_milvus(args.index)
     index_dir = args.index if milvus else os.path.abspath(args.index)
@@ -119,6 +124,11 @@ def _config(args: argparse.Namespace, torch_threads: int, token_env: str):
         print(f"simsearch serve: index directory {index_dir} does not exist", file=sys.stderr)
         return None
     checkpoint = os.path.abspath(args.checkpoint) if args.checkpoint else None
+    try:
+        runtime = runtime_from_args(args, threads=1)  # one thread in the master process, see below
+    except ValueError as exc:
+        print(f"simsearch serve: {exc}", file=sys.stderr)
+        return None
     if not milvus and checkpoint is None and not os.path.isfile(os.path.join(index_dir, MODEL_FILE)):
         try:
             check_index(index_dir)  # not an index at all, or an old layout: say that first
@@ -131,32 +141,37 @@ def _config(args: argparse.Namespace, torch_threads: int, token_env: str):
         limits = {"max_k": args.max_k, "unknown_below": args.unknown_below,
                   "max_upload_bytes": None if args.max_upload_mb is None else int(args.max_upload_mb * 2**20)}
         config = ApiConfig.from_env(index_dir, token_env=token_env, checkpoint=checkpoint, torch_threads=torch_threads,
+                                    runtime=runtime.name, onnx_path=runtime.onnx_path,
                                     **{name: value for name, value in limits.items() if value is not None})
     except ValueError as exc:
         print(f"simsearch serve: {exc}", file=sys.stderr)
         return None
     try:
         set_torch_threads(1)  # no thread pool in the master process before gunicorn forks
+        # with runtime onnx/auto this also exports model.onnx once, before the workers look for it
         if milvus:  # a gRPC client must not live in a process that forks: check from a child process
-            _check_in_child(index_dir, checkpoint)
+            _check_in_child(index_dir, checkpoint, runtime)
         else:
-            Engine.open(index_dir, checkpoint).close()
-    except (CheckpointError, IndexStoreError, OSError) as exc:
+            Engine.open(index_dir, checkpoint, runtime=runtime).close()
+    except (CheckpointError, IndexStoreError, OnnxExportError, OSError) as exc:
         print(f"simsearch serve: cannot serve {index_dir}: {exc}", file=sys.stderr)
         return None
     return config
 
 
-def _check_in_child(index: str, checkpoint: str | None) -> None:
+def _check_in_child(index: str, checkpoint: str | None, runtime: EmbedRuntime) -> None:
     """Open the engine in a child process (gRPC, which Milvus uses, does not survive a fork of a process that
     used it); raises ``IndexStoreError`` with the child's message when it fails."""
     import subprocess
 
     from engine import IndexStoreError
 
-    code = ("import sys\nfrom engine import Engine\ntry:\n    Engine.open(sys.argv[1], sys.argv[2] or None).close()\n"
+    code = ("import sys\nfrom engine import EmbedRuntime, Engine\ntry:\n"
+            "    runtime = EmbedRuntime(sys.argv[3], sys.argv[4] or None, 1)\n"
+            "    Engine.open(sys.argv[1], sys.argv[2] or None, runtime=runtime).close()\n"
             "except Exception as exc:\n    print(exc, file=sys.stderr); sys.exit(3)\n")
-    done = subprocess.run([sys.executable, "-c", code, index, checkpoint or ""], capture_output=True, text=True,
+    argv = [index, checkpoint or "", runtime.name, runtime.onnx_path or ""]
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if done.returncode:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]

@@ -1,4 +1,9 @@
-"""``simsearch train``: train an embedding model on a labelled image collection."""
+"""``simsearch train``: train an embedding model on a labelled image collection.
+
+With only ``--data``, the recipe is chosen from the data (:mod:`similarity.recipe`) and the run is fitted to
+``--budget-minutes``; ``--preset NAME`` starts from a named example and ``--config FILE`` from a full config
+(what ``simsearch tune`` writes as ``best.json``). Explicit flags override single fields of any of them.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,32 @@ import json
 import logging
 from dataclasses import replace
 
-from engine.training import (BACKBONES, CHECKPOINT_FILE, LOSSES, PRESETS, SAMPLERS, LabelledImages, TrainConfig,
-                             default_preprocess, default_sampler, find_fashion_mnist, load_fashion_mnist,
-                             load_labelled_images, train, with_overrides)
+from engine.training import (BACKBONES, CHECKPOINT_FILE, DEFAULT_BUDGET_MINUTES, LOSSES, PRESETS, SAMPLERS,
+                             LabelledImages, Recipe, TrainConfig, choose_recipe, default_preprocess, default_sampler,
+                             find_fashion_mnist, inspect_data, load_fashion_mnist, load_labelled_images,
+                             measure_images_per_second, preprocess_for, read_config, resolve_device, train,
+                             with_overrides)
 
 log = logging.getLogger(__name__)
+
+EPILOG = ("The chosen recipe is printed before training and saved in the checkpoint. With tensorboard installed "
+          "(pip install -r requirements-tune.txt), training also writes OUT/tensorboard/: view it with "
+          "`tensorboard --logdir OUT/tensorboard`.")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train", help="train an embedding model (metric learning)",
                               description="Train an embedding network. --data is a folder with one sub-folder "
-                                          "per class, a CSV of path,label, or 'fashion-mnist'.")
+                                          "per class, a CSV of path,label, or 'fashion-mnist'. Without --preset or "
+                                          "--config the recipe is chosen from the data.", epilog=EPILOG)
     p.add_argument("--data", required=True, help="image folder, CSV of path,label, or 'fashion-mnist'")
-    p.add_argument("--out", default="runs/model", help=f"output folder ({CHECKPOINT_FILE}, history.json, curves.png)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="recipe to start from (default: fashion-mnist-demo for Fashion-MNIST, photos otherwise)")
+    p.add_argument("--out", default="runs/model", help=f"output folder ({CHECKPOINT_FILE}, history.json, curves.png, "
+                                                       "tensorboard/)")
+    add_base_arguments(p)
+    p.add_argument("--budget-minutes", "--max-minutes", dest="budget_minutes", type=float, default=None,
+                   help=f"wall-time budget of the run: the epochs and the LR schedule are fitted to it so that it "
+                        f"ends annealed (default: the config's, else {DEFAULT_BUDGET_MINUTES:g}; 0: no budget, all "
+                        "epochs). --max-minutes is its old name")
     p.add_argument("--fashion-mnist-dir", default=None, help="folder with the four Fashion-MNIST .gz files")
     p.add_argument("--download", action="store_true", help="download Fashion-MNIST if not found (needs internet)")
     p.add_argument("--backbone", choices=BACKBONES)
@@ -29,23 +45,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--trainable-blocks", type=int, help="-1 all, 0 frozen backbone, N last N blocks")
     p.add_argument("--embedding-dim", type=int)
     p.add_argument("--image-size", type=int)
+    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="embed each image and its mirror image (default: on for the small CNN; turn off where a "
+                        "mirror image is another class)")
+    p.add_argument("--augment-strength", type=float, help="scale of the training augmentation (1.0 default, 0: flips)")
     p.add_argument("--loss", choices=LOSSES)
     p.add_argument("--sampler", choices=SAMPLERS)
     p.add_argument("--positive-fraction", type=float, help="share of positive pairs (pairs sampler)")
     p.add_argument("--m-per-class", type=int, help="images per class in a batch (m_per_class sampler)")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="the most epochs (the time budget may fit fewer)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--test-fraction", type=float)
     p.add_argument("--patience", type=int)
-    p.add_argument("--max-minutes", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="DataLoader workers for image files")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
+
+
+def add_base_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the config starts from, and the device (``train`` and ``tune`` share these)."""
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                      help="start from a named example recipe instead of one chosen from the data")
+    base.add_argument("--config", default=None, metavar="FILE",
+                      help="start from a full TrainConfig JSON (e.g. best.json from `simsearch tune`)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
 
 
 def load_training_data(args: argparse.Namespace) -> tuple[LabelledImages, LabelledImages | None]:
@@ -56,17 +85,48 @@ def load_training_data(args: argparse.Namespace) -> tuple[LabelledImages, Labell
     return load_labelled_images(args.data), None
 
 
-def build_config(args: argparse.Namespace, data: LabelledImages) -> TrainConfig:
-    preset = args.preset or ("fashion-mnist-demo" if data.in_memory else "photos")
-    config = PRESETS[preset]()
+def base_recipe(args: argparse.Namespace, data: LabelledImages, budget_minutes: float | None) -> Recipe:
+    """The starting point: ``--config`` FILE, ``--preset`` NAME, or the recipe chosen from ``data`` (for
+    ``--device``), with the time budget in force set on it: ``budget_minutes``, else the config's, else
+    ``DEFAULT_BUDGET_MINUTES``."""
+    if args.config:
+        config = read_config(args.config)
+        return Recipe(_with_budget(config, budget_minutes), (f"config from {args.config}",), f"config {args.config}")
+    if args.preset:
+        config = PRESETS[args.preset]()
+        return Recipe(_with_budget(config, budget_minutes), (f"preset {args.preset!r} (a named example)",),
+                      f"preset {args.preset}")
+    budget = DEFAULT_BUDGET_MINUTES if budget_minutes is None else budget_minutes
+    device = resolve_device(args.device or "auto").type
+    profile = inspect_data(data)
+    speed = None
+    if not profile.is_small_grayscale and budget:
+        speed = measure_images_per_second(device)
+    return choose_recipe(profile, budget, device, images_per_second=speed)
+
+
+def _with_budget(config: TrainConfig, minutes: float | None) -> TrainConfig:
+    if minutes is None:
+        minutes = config.time_budget_minutes or DEFAULT_BUDGET_MINUTES
+    return replace(config, budget_minutes=minutes, max_minutes=0.0)
+
+
+def build_config(args: argparse.Namespace, data: LabelledImages, recipe: Recipe | None = None) -> TrainConfig:
+    """The config to train: ``recipe`` (default: :func:`base_recipe`) with the explicit flags applied."""
+    recipe = recipe or base_recipe(args, data, args.budget_minutes)
+    config = recipe.config
     model = with_overrides(config.model, backbone=args.backbone, embedding_dim=args.embedding_dim,
                            trainable_blocks=args.trainable_blocks)
     if args.no_pretrained:
         model = replace(model, pretrained=False)
     preprocess = config.preprocess
-    if model.backbone != config.model.backbone or args.image_size:
-        preprocess = default_preprocess(model, args.image_size or (config.preprocess.image_size
-                                                                   if model.backbone == config.model.backbone else None))
+    if model.backbone != config.model.backbone:  # the new backbone's input, for this data
+        preprocess = preprocess_for(model, recipe.profile or inspect_data(data), args.image_size)
+    elif args.image_size:
+        preprocess = (replace(preprocess, image_size=args.image_size, resize=None) if model.backbone == "smallcnn"
+                      else replace(default_preprocess(model, args.image_size), flip_tta=preprocess.flip_tta))
+    if args.flip_tta is not None:
+        preprocess = replace(preprocess, flip_tta=args.flip_tta)
     loss = with_overrides(config.loss, name=args.loss)
     kind = args.sampler
     if kind is None and args.loss is not None:  # a loss chosen on the command line brings its sampler
@@ -75,8 +135,16 @@ def build_config(args: argparse.Namespace, data: LabelledImages) -> TrainConfig:
                              m_per_class=args.m_per_class)
     return with_overrides(replace(config, model=model, preprocess=preprocess, loss=loss, sampler=sampler),
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
-                          test_fraction=args.test_fraction, patience=args.patience, max_minutes=args.max_minutes,
-                          seed=args.seed, num_workers=args.workers, device=args.device)
+                          test_fraction=args.test_fraction, patience=args.patience, seed=args.seed,
+                          num_workers=args.workers, device=args.device, threads=args.threads,
+                          augment_strength=args.augment_strength)
+
+
+def print_recipe(recipe: Recipe, config: TrainConfig) -> None:
+    """The recipe as one JSON line (the config actually trained, flags applied) and its reasons."""
+    print("recipe: " + json.dumps(replace(recipe, config=config).summary()))
+    for reason in recipe.reasons:
+        print(f"  - {reason}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,10 +152,17 @@ def run(args: argparse.Namespace) -> int:
     print(data.summary())
     for item in data.skipped:
         print(f"  skipped {item.reason}")
-    config = build_config(args, data)
-    result = train(data, config, args.out, test_data=test, progress=not args.quiet)
+    recipe = base_recipe(args, data, args.budget_minutes)
+    config = build_config(args, data, recipe)
+    print_recipe(recipe, config)
+    result = train(data, config, args.out, test_data=test, progress=not args.quiet,
+                   extra={"recipe": recipe.to_dict()})
+    if result.tensorboard_dir:
+        print(f"TensorBoard: tensorboard --logdir {result.tensorboard_dir}")
     print(json.dumps({"checkpoint": result.checkpoint_path, "best_epoch": result.best_epoch,
                       "stopped_because": result.stopped_because, "train_seconds": round(result.train_seconds, 1),
+                      "wall_seconds": round(result.wall_seconds, 1),
                       "images_per_second": round(result.images_per_second, 1),
+                      "tensorboard": result.tensorboard_dir,
                       "val": result.val_metrics, "test": result.test_metrics}, indent=2))
     return 0

@@ -115,6 +115,14 @@ def checkpoint_path(trained) -> str:
 
 
 @pytest.fixture(scope="session")
+def onnx_model(checkpoint_path, tmp_path_factory) -> str:
+    """The trained checkpoint exported to fp32 ONNX (flip TTA folded in: the tiny config embeds with it)."""
+    from similarity.onnx_export import export_onnx
+
+    return str(export_onnx(checkpoint_path, tmp_path_factory.mktemp("onnx") / "model.onnx"))
+
+
+@pytest.fixture(scope="session")
 def built_index(checkpoint_path, fmnist_folder, tmp_path_factory, request) -> str:
     """A Flat index of the 600 PNGs built with the trained checkpoint (read-only: copy before writing): a
     directory, or with ``--backend milvus`` a collection location."""

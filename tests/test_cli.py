@@ -22,7 +22,8 @@ def test_train_on_an_image_folder(fmnist_folder, tmp_path, capsys):
                  "--epochs", "1", "--batch-size", "32", "--val-fraction", "0.25", "--loss", "contrastive",
                  "--quiet"])
     assert code == 0
-    summary = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("\n{\n") + 1:])  # the last thing printed: the result
     assert summary["checkpoint"] == str(out / "model.pt") and (out / "curves.png").stat().st_size > 1000
     assert 0.0 <= summary["val"]["precision_at_1"] <= 1.0
     assert json.loads((out / "history.json").read_text())[0]["epoch"] == 1

@@ -7,10 +7,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from similarity.checkpoint import load_checkpoint
 from similarity.config import SamplerConfig, LossConfig
+from similarity.schedule import FLOOR
 from similarity.train import train
 from tests.conftest import tiny_config
 
@@ -42,11 +44,14 @@ def test_siamese_pairs_training_runs_and_is_reproducible(fmnist_small, tmp_path)
     assert np.array_equal(a, b)
 
 
-def test_early_stopping_and_time_limit(fmnist_small, tmp_path):
+def test_early_stopping_and_time_budget(fmnist_small, tmp_path):
     stopped = train(fmnist_small, tiny_config(epochs=30, patience=1, lr=1e-7), tmp_path / "es", progress=False)
     assert len(stopped.history) < 30 and stopped.stopped_because.startswith("early stop")
-    timed = train(fmnist_small, tiny_config(epochs=30, max_minutes=1e-6), tmp_path / "t", progress=False)
-    assert len(timed.history) == 1 and "time limit" in timed.stopped_because
+    # no time at all (max_minutes: the deprecated name of budget_minutes): one epoch, cut short, LR annealed
+    config = tiny_config(epochs=30, max_minutes=1e-6)
+    timed = train(fmnist_small, config, tmp_path / "t", progress=False)
+    assert len(timed.history) == 1 and timed.stopped_because.startswith("time budget")
+    assert timed.history[0]["lr"] == pytest.approx(config.lr * FLOOR)
 
 
 def test_file_backed_training_with_workers(fmnist_folder, tmp_path):

@@ -1,0 +1,136 @@
+"""The report's data-hygiene section: held-out queries that have a near-duplicate in the gallery (leakage), the
+kNN accuracy with and without them, and duplicates that carry different labels (likely labelling errors).
+
+A query leaks when one of its kept neighbours reaches the rule's cosine and, where both files can be read, the
+pixels confirm it (same decoded pixels, or pHash within ``rule.phash_bits``, mirror included): the same two
+signals as ``simsearch index dedup`` (:mod:`engine.dedup`) and the duplicate check at upload, with the same
+:class:`similarity.hygiene.DuplicateRule`.  Only candidate files are decoded, each once.
+Duplicate groups inside the gallery come from the index (``engine.dedup.find_duplicates``) as dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from report.config import EmbeddingSet
+from report.thumbnails import thumbnail_uris
+from similarity.hygiene import DuplicateRule, HashCache, phash_distance
+from similarity.metrics import QueryScores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Leak:
+    """Query row ``query`` has gallery row ``gallery`` as a duplicate. ``phash_bits`` is None when a file could
+    not be read (cosine only); ``exact``: same decoded pixels."""
+
+    query: int
+    gallery: int
+    similarity: float
+    phash_bits: int | None
+    exact: bool
+    same_label: bool
+
+
+def find_leaks(queries: EmbeddingSet, gallery: EmbeddingSet, scores: QueryScores, rule: DuplicateRule,
+               hashes: HashCache | None = None) -> list[Leak]:
+    """Queries with a duplicate among their kept neighbours (``scores``: queries against ``gallery``); the first
+    confirmed neighbour, best first, is reported.  Without paths on both sides the cosine alone decides."""
+    hashes = hashes if hashes is not None else HashCache()
+    pixels = queries.paths is not None and gallery.paths is not None
+    leaks = []
+    rows, cols = np.nonzero(scores.similarities >= rule.cosine)  # row-major: each query's neighbours best first
+    done = set()
+    for q, c in zip(rows.tolist(), cols.tolist()):
+        if q in done:
+            continue
+        g = int(scores.indices[q, c])
+        bits, exact = None, False
+        if pixels:
+            a, b = hashes.get(queries.paths[q]), hashes.get(gallery.paths[g])
+            if a is not None and b is not None:
+                exact = a.exact == b.exact
+                bits = phash_distance(a, b, flips=rule.flips)
+                if not exact and bits > rule.phash_bits:
+                    continue
+        done.add(q)
+        leaks.append(Leak(q, g, round(float(scores.similarities[q, c]), 6), bits, exact,
+                          bool(queries.labels[q] == gallery.labels[g])))
+    return leaks
+
+
+def hygiene_metrics(leaks: Sequence[Leak] | None, predicted: np.ndarray, labels: np.ndarray, rule: DuplicateRule,
+                    groups: Sequence[Mapping] | None, *, queries: int) -> dict:
+    """The section's numbers: leakage (None without held-out queries) with the kNN accuracy over all queries and
+    over the queries without a gallery duplicate, and the gallery's duplicate groups (None when not searched)."""
+    out: dict = {"rule": asdict(rule)}
+    if leaks is not None:
+        leaked = np.zeros(queries, dtype=bool)
+        leaked[[leak.query for leak in leaks]] = True
+        correct = np.asarray(predicted) == np.asarray(labels)
+        out["leakage"] = {
+            "queries": queries, "queries_with_duplicate_in_gallery": int(leaked.sum()),
+            "exact": sum(leak.exact for leak in leaks),
+            "cosine_only": sum(leak.phash_bits is None for leak in leaks),
+            "label_differs": sum(not leak.same_label for leak in leaks),
+            "knn_accuracy_all": float(correct.mean()),
+            "knn_accuracy_without_leaked": float(correct[~leaked].mean()) if (~leaked).any() else None,
+            "knn_accuracy_leaked": float(correct[leaked].mean()) if leaked.any() else None,
+        }
+    if groups is not None:
+        out["gallery_duplicates"] = {
+            "groups": len(groups), "exact_groups": sum(bool(g["exact"]) for g in groups),
+            "items_in_groups": sum(len(g["members"]) for g in groups),
+            "removable": sum(len(g["members"]) - 1 for g in groups),
+            "mixed_label_groups": sum(bool(g["mixed_labels"]) for g in groups),
+        }
+    return out
+
+
+def _tile(uri: str | None, text: str) -> dict:
+    return {"uri": uri, "text": text}
+
+
+def hygiene_rows(leaks: Sequence[Leak], groups: Sequence[Mapping], queries: EmbeddingSet, gallery: EmbeddingSet, *,
+                 shown: int, size: int) -> dict[str, list[dict]]:
+    """Thumbnail rows of the section, at most ``shown`` per list: ``leaks`` (a query beside its gallery
+    duplicate), ``mixed`` (duplicates with different labels: leaked pairs whose labels differ, then the
+    gallery's mixed-label groups) and ``groups`` (other gallery groups).  A tile is ``{"uri", "text"}``; the
+    uri is None where there is no readable file."""
+    def uris(paths: list[str | None]) -> list[str | None]:
+        readable = [p for p in paths if p is not None]
+        found = dict(zip(readable, thumbnail_uris(readable, size))) if readable else {}
+        return [found.get(p) if p is not None else None for p in paths]
+
+    def leak_row(leak: Leak) -> dict:
+        paths = [queries.paths[leak.query] if queries.paths else None,
+                 gallery.paths[leak.gallery] if gallery.paths else None]
+        q_uri, g_uri = uris(paths)
+        how = "same pixels" if leak.exact else ("cosine only" if leak.phash_bits is None
+                                                 else f"pHash {leak.phash_bits} bits")
+        return {"caption": f"cos {leak.similarity:.4f}, {how}",
+                "tiles": [_tile(q_uri, f"query {queries.name_of(leak.query)} · "
+                                       f"{queries.class_names[queries.labels[leak.query]]}"),
+                          _tile(g_uri, f"gallery {gallery.name_of(leak.gallery)} · "
+                                       f"{gallery.class_names[gallery.labels[leak.gallery]]}")]}
+
+    def group_row(group: Mapping) -> dict:
+        members = group["members"]
+        found = uris([m["path"] or None for m in members])
+        kind = "exact" if group["exact"] else "near"
+        return {"caption": f"{kind}, {len(members)} items, keep {group['keep']}",
+                "tiles": [_tile(uri, f"{m['id']} · {m['label']} · cos {m['similarity']:.4f}")
+                          for uri, m in zip(found, members)]}
+
+    mixed_leaks = [leak for leak in leaks if not leak.same_label]
+    mixed_groups = [g for g in groups if g["mixed_labels"]]
+    mixed = [leak_row(leak) for leak in mixed_leaks[:shown]]
+    mixed += [group_row(g) for g in mixed_groups[:max(0, shown - len(mixed))]]
+    plain_groups = [g for g in groups if not g["mixed_labels"]]
+    return {"leaks": [leak_row(leak) for leak in leaks[:shown]], "mixed": mixed,
+            "groups": [group_row(g) for g in plain_groups[:shown]]}

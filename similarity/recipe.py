@@ -1,0 +1,323 @@
+"""A training recipe chosen from the data: look at the images, then pick backbone, input, batch and schedule.
+
+:func:`inspect_data` measures a labelled collection (counts, image sizes, colour, pixel statistics of a seeded
+sample) into a :class:`DataProfile`; :func:`choose_recipe` turns a profile, a time budget and a device into a
+:class:`TrainConfig` plus the reasons for each choice, which the CLI prints and the checkpoint keeps
+(``extra["recipe"]``). The rules are general, stated here once:
+
+- **Small grayscale images** (median side <= 64 px, >= 90% grayscale): the small CNN from scratch at the
+  native size (28 px stays 28), one channel, normalised with the data's own mean/std. Flip test-time
+  augmentation is on: training already flips images, so the model learns mirror images as the same item, and
+  the two views' average helped on Fashion-MNIST. Turn it off (``--no-flip-tta``) where a mirror image is
+  another class (text, digits, arrows); whether flips preserve labels cannot be seen from the pixels.
+- **Everything else**: the pretrained EfficientNet-Lite0 (the offline ImageNet weights) with ImageNet
+  normalisation, which those weights expect, at the largest input size among 224/192/160/128 px at which
+  ``MIN_EPOCHS`` epochs fit the budget at the measured (or estimated) speed, never much above the images'
+  own size.
+- **Batch size** from the training-set size (about 20 steps an epoch at least), the **learning rate** scaled
+  with the square root of the batch size (Adam), **validation** of 1000 images or 20% of the data, whichever
+  is smaller and two per class at least (none when a class has fewer than 5 images), **early stopping** only on 500+ validation
+  images (on fewer, the noise in the metric would decide), at most ``MAX_EPOCHS`` epochs: the time budget
+  (:mod:`similarity.budget`) fits the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from similarity.config import LossConfig, ModelConfig, PreprocessSpec, SamplerConfig, TrainConfig
+from similarity.data import LabelledImages
+from similarity.imageio import ImageDecodeError, scale_to_fit
+from similarity.models import default_preprocess
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_MINUTES = 15.0
+SMALL_IMAGE_MAX = 64  # px, median side at most this: a "small image" data set
+GRAYSCALE_SHARE = 0.9  # this share of grayscale images or more: train on one channel
+STATS_SIZE = 64  # px: pixel statistics are taken on images scaled down to fit this (small ones as they are)
+PRETRAINED_SIZES = (224, 192, 160, 128)  # input sizes tried for the pretrained backbone, largest first
+MIN_EPOCHS = 8  # the pretrained input size must leave room for this many epochs in the budget
+MAX_EPOCHS = 30  # the most epochs a recipe asks for; the time budget usually decides
+VAL_IMAGES, VAL_MAX_SHARE, VAL_MIN_PER_CLASS = 1000, 0.2, 5
+PATIENCE, PATIENCE_MIN_VAL = 3, 500
+COMPILE_MIN_IMAGES, COMPILE_MIN_MINUTES = 20_000, 10.0
+# EfficientNet-Lite0 training speed at 224 px without a measurement: about 5.5 images/s per CPU thread
+# (2 cores: ~25 images/s at 150 px, the TrashNet benchmark); a GPU does hundreds
+ESTIMATED_IPS_224 = {"cpu_per_thread": 5.5, "cuda": 400.0}
+
+
+@dataclass(frozen=True)
+class DataProfile:
+    """What a collection looks like. Sizes and colour come from ``sampled`` seeded images; ``mean``/``std``
+    (per channel of ``channels``, pixels scaled to [0, 1]) from the same images scaled to fit ``STATS_SIZE``."""
+
+    num_images: int
+    num_classes: int
+    min_per_class: int
+    median_per_class: float
+    median_width: int
+    median_height: int
+    grayscale_share: float
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sampled: int
+    in_memory: bool
+
+    @property
+    def median_side(self) -> int:
+        return min(self.median_width, self.median_height)
+
+    @property
+    def is_small_grayscale(self) -> bool:
+        return max(self.median_width, self.median_height) <= SMALL_IMAGE_MAX and self.channels == 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training config and why: ``reasons`` are short sentences, one per choice."""
+
+    config: TrainConfig
+    reasons: tuple[str, ...]
+    source: str = "data"  # "data" (chosen by choose_recipe), "preset NAME", or "config FILE"
+    profile: DataProfile | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the checkpoint stores in ``extra["recipe"]`` (the config itself is stored beside it)."""
+        return {"source": self.source, "reasons": list(self.reasons),
+                "profile": asdict(self.profile) if self.profile is not None else None}
+
+    def summary(self) -> dict[str, Any]:
+        """The choices a person wants to see, in one flat dict."""
+        c = self.config
+        return {"source": self.source, "backbone": c.model.backbone, "pretrained": c.model.pretrained,
+                "image_size": c.preprocess.image_size, "channels": c.preprocess.channels,
+                "mean": [round(m, 4) for m in c.preprocess.mean], "std": [round(s, 4) for s in c.preprocess.std],
+                "flip_tta": c.preprocess.flip_tta, "loss": c.loss.name, "embedding_dim": c.model.embedding_dim,
+                "batch_size": c.batch_size, "lr": c.lr, "max_epochs": c.epochs,
+                "budget_minutes": c.time_budget_minutes, "val_fraction": round(c.val_fraction, 4),
+                "patience": c.patience, "augment_strength": c.augment_strength, "compile": c.compile}
+
+
+def inspect_data(data: LabelledImages, sample: int = 300, seed: int = 0) -> DataProfile:
+    """Profile ``data`` from ``sample`` images drawn with ``seed`` (unreadable files are passed over)."""
+    if len(data) == 0:
+        raise ValueError("cannot profile an empty collection")
+    if sample < 1:
+        raise ValueError(f"sample must be >= 1, got {sample}")
+    counts = np.bincount(data.labels, minlength=len(data.class_names))
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(data), min(sample, len(data)), replace=False))
+    images = []
+    for i in chosen:
+        try:
+            images.append(data.load(int(i)))
+        except ImageDecodeError as exc:
+            log.warning("profile: skipping %s", exc)
+    if not images:
+        raise ValueError(f"none of the {len(chosen)} sampled images of {data.source or 'the data'} could be decoded")
+    widths = [image.size[0] for image in images]
+    heights = [image.size[1] for image in images]
+    gray = float(np.mean([_is_grayscale(image) for image in images]))
+    channels = 1 if gray >= GRAYSCALE_SHARE else 3
+    mean, std = _pixel_stats(images, channels)
+    return DataProfile(num_images=len(data), num_classes=len(data.class_names), min_per_class=int(counts.min()),
+                       median_per_class=float(np.median(counts)), median_width=int(np.median(widths)),
+                       median_height=int(np.median(heights)), grayscale_share=round(gray, 4), channels=channels,
+                       mean=mean, std=std, sampled=len(images), in_memory=data.in_memory)
+
+
+def _is_grayscale(image: Image.Image) -> bool:
+    """A grey image, or a colour one whose channels (nearly) agree: 99% of pixels within 10 grey levels
+    (JPEG leaves some chroma noise in grey photos saved as RGB)."""
+    if image.mode in ("L", "1", "LA", "I", "I;16", "F"):
+        return True
+    rgb = np.asarray(scale_to_fit(image.convert("RGB"), min(STATS_SIZE, max(image.size))), dtype=np.int16)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return bool(np.percentile(spread, 99) <= 10)
+
+
+def _pixel_stats(images: list[Image.Image], channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std over all pixels of ``images`` converted to ``channels``, in [0, 1]."""
+    mode = "L" if channels == 1 else "RGB"
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    n = 0
+    for image in images:
+        small = scale_to_fit(image, min(STATS_SIZE, max(image.size))).convert(mode)
+        pixels = np.asarray(small, dtype=np.float64).reshape(-1, channels) / 255.0
+        total += pixels.sum(axis=0)
+        squares += (pixels ** 2).sum(axis=0)
+        n += len(pixels)
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
+    std = np.where(std < 1e-3, 1.0, std)  # a constant channel: leave it unscaled rather than divide by ~0
+    return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
+
+
+def estimated_images_per_second(device: str = "cpu", threads: int | None = None) -> float:
+    """EfficientNet-Lite0 training images/second at 224 px, estimated without running anything."""
+    if device == "cuda":
+        return ESTIMATED_IPS_224["cuda"]
+    import torch
+
+    return ESTIMATED_IPS_224["cpu_per_thread"] * (threads or torch.get_num_threads())
+
+
+def measure_images_per_second(device: str = "cpu", image_size: int = 128, batch_size: int = 8,
+                              steps: int = 3) -> float:
+    """EfficientNet-Lite0 training images/second at 224 px, measured: ``steps`` forward + backward passes of
+    random ``image_size`` images after one warm-up, scaled to 224 px by the pixel count (a few seconds on CPU)."""
+    import torch
+
+    from similarity.models import EmbeddingNet
+
+    model_config = ModelConfig(backbone="efficientnet_lite0", pretrained=False)
+    net = EmbeddingNet(model_config, default_preprocess(model_config, image_size)).to(device)
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    if device == "cpu":  # as training runs it
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-6)
+    seconds = 0.0
+    for i in range(steps + 1):
+        begin = time.perf_counter()
+        loss = net(x).square().sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i:  # the first pass pays for allocation and kernel selection
+            seconds += time.perf_counter() - begin
+    return batch_size * steps / seconds * (image_size / 224) ** 2
+
+
+def choose_recipe(profile: DataProfile, budget_minutes: float = DEFAULT_BUDGET_MINUTES, device: str = "cpu", *,
+                  images_per_second: float | None = None, cpu_count: int | None = None) -> Recipe:
+    """The recipe for data like ``profile`` trained within ``budget_minutes`` on ``device`` ("cpu" or "cuda").
+
+    ``images_per_second``: EfficientNet-Lite0 training speed at 224 px on this machine (see
+    :func:`measure_images_per_second`); estimated when None. ``cpu_count`` sizes the data-loading workers
+    (default: ``os.cpu_count()``).
+    """
+    if budget_minutes < 0:
+        raise ValueError(f"budget_minutes must be >= 0, got {budget_minutes}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    reasons: list[str] = []
+    validation: list[str] = []
+    val_fraction, patience = _validation(profile, validation)
+    n_train = profile.num_images - round(val_fraction * profile.num_images)
+    size_text = f"{profile.median_width}x{profile.median_height} px median, {profile.grayscale_share:.0%} grayscale"
+    if profile.is_small_grayscale:
+        config = _small_cnn(profile, n_train, budget_minutes, reasons, size_text)
+    else:
+        ips = images_per_second or estimated_images_per_second(device)
+        config = _pretrained(profile, n_train, budget_minutes, device, ips, reasons, size_text,
+                             measured=images_per_second is not None)
+    reasons += validation
+    workers = 0 if profile.in_memory else min(4, max(1, (cpu_count or os.cpu_count() or 1) - 1))
+    config = replace(config, val_fraction=val_fraction, patience=patience, num_workers=workers,
+                     budget_minutes=budget_minutes, epochs=MAX_EPOCHS)
+    reasons.append(f"at most {MAX_EPOCHS} epochs; " + (f"the {budget_minutes:g}-minute budget fits the epochs and "
+                                                       "the LR schedule to the measured speed"
+                                                       if budget_minutes else "no time budget"))
+    return Recipe(config, tuple(reasons), "data", profile)
+
+
+def preprocess_for(model: ModelConfig, profile: DataProfile, image_size: int | None = None) -> PreprocessSpec:
+    """The input a backbone gets for data like ``profile``: the small CNN takes the data's channels and
+    statistics (native size unless ``image_size``), pretrained backbones their ImageNet normalisation."""
+    if model.backbone == "smallcnn":
+        return PreprocessSpec(image_size=image_size or max(8, profile.median_side), channels=profile.channels,
+                              mean=profile.mean, std=profile.std)
+    return default_preprocess(model, image_size)
+
+
+def _validation(profile: DataProfile, reasons: list[str]) -> tuple[float, int]:
+    """1000 images or 20%, whichever is smaller, and two per class at least (a query needs a same-class image
+    to be found); none when that would take over a quarter of the data or a class has under 5 images."""
+    n = profile.num_images
+    n_val = max(2 * profile.num_classes, min(VAL_IMAGES, int(VAL_MAX_SHARE * n)))
+    if profile.min_per_class < VAL_MIN_PER_CLASS or n_val > 1.25 * VAL_MAX_SHARE * n:
+        reasons.append(f"no validation split: too few images per class ({profile.min_per_class} in the smallest, "
+                       f"{n / profile.num_classes:.0f} on average); the last epoch is kept")
+        return 0.0, 0
+    fraction = n_val / n
+    patience = PATIENCE if n_val >= PATIENCE_MIN_VAL else 0
+    reasons.append(f"validation: {n_val} of {n} images ({fraction:.1%}); "
+                   + (f"early stopping after {PATIENCE} epochs without improvement" if patience
+                      else f"no early stopping on fewer than {PATIENCE_MIN_VAL} (the best epoch is still kept)"))
+    return fraction, patience
+
+
+def _batch_size(n_train: int, largest: int) -> int:
+    """The largest power of two giving about 20 steps an epoch, within [16, largest]."""
+    wanted = max(1, n_train // 20)
+    return int(min(largest, max(16, 2 ** int(math.log2(wanted)))))
+
+
+def _small_cnn(profile: DataProfile, n_train: int, budget_minutes: float, reasons: list[str],
+               size_text: str) -> TrainConfig:
+    model = ModelConfig(backbone="smallcnn", embedding_dim=128, pretrained=False, width=32)
+    preprocess = replace(preprocess_for(model, profile), flip_tta=True)
+    batch = _batch_size(n_train, 256)
+    compile_ = profile.num_images >= COMPILE_MIN_IMAGES and budget_minutes >= COMPILE_MIN_MINUTES
+    reasons += [
+        f"{size_text}: small grayscale images -> smallcnn from scratch at the native {preprocess.image_size} px, "
+        "1 channel",
+        f"normalisation from {profile.sampled} sampled images: mean {profile.mean[0]:.4f}, std {profile.std[0]:.4f}",
+        "flip test-time augmentation on: training flips images too; turn it off (--no-flip-tta) where a mirror "
+        "image is another class (text, digits)",
+        f"batch {batch} for {n_train} training images, lr {3e-3 * math.sqrt(batch / 256):.2g} (sqrt-scaled)",
+    ]
+    if compile_:
+        reasons.append(f"torch.compile: {profile.num_images} images and a {budget_minutes:g}-minute budget pay back "
+                       "its ~1 minute of compiling")
+    return TrainConfig(model=model, loss=LossConfig(name="normsoftmax", temperature=0.05),
+                       sampler=SamplerConfig(kind="random"), preprocess=preprocess, batch_size=batch,
+                       lr=round(3e-3 * math.sqrt(batch / 256), 6), weight_decay=5e-4, warmup_epochs=0.3,
+                       compile=compile_)
+
+
+def _pretrained(profile: DataProfile, n_train: int, budget_minutes: float, device: str, ips_224: float,
+                reasons: list[str], size_text: str, *, measured: bool) -> TrainConfig:
+    model = ModelConfig(backbone="efficientnet_lite0", embedding_dim=128, pretrained=True, trainable_blocks=-1,
+                        dropout=0.2)
+    batch = _batch_size(n_train, 128 if device == "cuda" else 32)
+    n_val = profile.num_images - n_train
+    # never much above the images' own size: the smallest candidate that covers it, and at least the smallest
+    cap = min((s for s in PRETRAINED_SIZES if s >= profile.median_side), default=PRETRAINED_SIZES[0])
+    sizes = [s for s in PRETRAINED_SIZES if s <= cap]
+    seconds = budget_minutes * 60 * 0.9
+    size = sizes[-1]
+    for candidate in sizes:
+        ips = ips_224 * (224 / candidate) ** 2
+        epoch_seconds = n_train / ips + n_val / (3 * ips)  # embedding runs about 3x faster than training
+        if not budget_minutes or MIN_EPOCHS * epoch_seconds + (n_val + 300) / (3 * ips) <= seconds:
+            size = candidate
+            break
+    speed = f"{ips_224:.0f} images/s at 224 px ({'measured' if measured else 'estimated'})"
+    fit = (f"the largest of {'/'.join(map(str, sizes))} px at which {MIN_EPOCHS} epochs fit the "
+           f"{budget_minutes:g}-minute budget at {speed}" if budget_minutes
+           else "no time budget: the largest size that suits the images")
+    lr = round(1e-3 * math.sqrt(batch / 32), 6)
+    reasons += [
+        f"{size_text}: not small grayscale -> pretrained efficientnet_lite0 (ImageNet weights, offline), "
+        "3 channels, ImageNet normalisation (what the weights expect)",
+        f"input {size} px: {fit}",
+        f"batch {batch} for {n_train} training images, lr {lr:.2g} (sqrt-scaled), backbone at 0.3x the lr",
+        "flip test-time augmentation off: it doubles the cost of embedding with a large backbone",
+    ]
+    return TrainConfig(model=model, loss=LossConfig(name="normsoftmax", temperature=0.05),
+                       sampler=SamplerConfig(kind="random"), preprocess=default_preprocess(model, size),
+                       batch_size=batch, lr=lr, backbone_lr_multiplier=0.3, weight_decay=1e-4, warmup_epochs=0.5)

@@ -1,0 +1,45 @@
+"""The LR schedule: warm-up, cosine to the floor at the last step, and re-fits that never jump."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from similarity.schedule import FLOOR, WarmupCosine, build_lr_schedule, current_multiplier, refit
+
+
+def test_warmup_then_cosine_reaches_the_floor_at_the_last_step():
+    shape = WarmupCosine(total_steps=100, warmup_steps=10)
+    values = [shape(step) for step in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(1.0) and values[-1] == pytest.approx(FLOOR)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))  # decays monotonically after warm-up
+
+
+@pytest.mark.parametrize("at, new_total", [(40, 60), (40, 200), (5, 30), (5, 12)])
+def test_retarget_is_continuous_and_ends_at_the_floor(at, new_total):
+    shape = WarmupCosine(total_steps=100, warmup_steps=10)
+    before = shape(at)
+    shape.retarget(at, new_total)
+    assert shape(at) == pytest.approx(before)  # no jump where the re-fit happens
+    assert shape(new_total - 1) == pytest.approx(FLOOR)
+    assert shape.warmup_steps <= max(at, int(0.2 * new_total))
+
+
+def test_refit_updates_the_optimizer_lr():
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([weight], lr=0.5)
+    schedule = build_lr_schedule(optimizer, total_steps=50, warmup_steps=0)
+    for _ in range(20):
+        optimizer.step()
+        schedule.step()
+    refit(schedule, total_steps=21)  # the next step is the last one
+    assert current_multiplier(schedule) == pytest.approx(FLOOR)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * FLOOR)
+
+
+def test_bad_arguments_are_errors():
+    with pytest.raises(ValueError, match="total_steps"):
+        WarmupCosine(0, 0)
+    with pytest.raises(ValueError, match="floor"):
+        WarmupCosine(10, 1, floor=2.0)
