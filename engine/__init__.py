@@ -55,7 +55,7 @@ __all__ += ["scale_to_fit"]
 
 # what runs the model: torch or ONNX Runtime (``simsearch export`` itself lives in engine.export, which imports
 # onnxruntime: importing the engine does not)
-from similarity.onnx_format import OnnxExportError, OnnxModelError  # noqa: E402
-from similarity.runtime import DEFAULT_RUNTIME, RUNTIMES, EmbedRuntime  # noqa: E402
+from similarity.onnx_format import DEFAULT_CALIBRATION_SIZE, OnnxExportError, OnnxModelError  # noqa: E402
+from similarity.runtime import CLI_DEFAULT_RUNTIME, DEFAULT_RUNTIME, RUNTIMES, EmbedRuntime  # noqa: E402
 
-__all__ += ["DEFAULT_RUNTIME", "EmbedRuntime", "OnnxExportError", "OnnxModelError", "RUNTIMES"]
+__all__ += ["CLI_DEFAULT_RUNTIME", "DEFAULT_CALIBRATION_SIZE", "DEFAULT_RUNTIME", "EmbedRuntime", "OnnxExportError", "OnnxModelError", "RUNTIMES"]

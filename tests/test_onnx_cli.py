@@ -91,7 +91,7 @@ def test_index_refuses_an_onnx_model_of_another_checkpoint(built_index, onnx_mod
     assert main(["query", query, "--index", built_index, "--runtime", "onnx", "--onnx", str(wrong)]) == 2
     err = capsys.readouterr().err
     assert "sha256" in err and "Traceback" not in err
-    assert main(["query", query, "--index", built_index, "--onnx", onnx_model]) == 2  # --runtime torch
+    assert main(["query", query, "--index", built_index, "--runtime", "torch", "--onnx", onnx_model]) == 2
     assert "not torch" in capsys.readouterr().err
 
 

@@ -53,7 +53,7 @@ def test_serve_refuses_a_wrong_onnx_model(index_copy, tmp_path, capsys):
     args = ["serve", "--index", index_copy, "--runtime", "onnx", "--onnx", str(tmp_path / "missing.onnx")]
     assert cmd_serve.main(args) == 2
     assert "cannot serve" in capsys.readouterr().err
-    assert cmd_serve.main(["serve", "--index", index_copy, "--onnx", str(tmp_path / "m.onnx")]) == 2
+    assert cmd_serve.main(["serve", "--index", index_copy, "--runtime", "torch", "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "not torch" in capsys.readouterr().err
 
 
