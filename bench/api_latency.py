@@ -30,6 +30,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
+def read_query_image(path: str) -> tuple[bytes, str]:
+    """The bytes of the image every request sends, and its Content-Type (from the file name)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    ext = os.path.splitext(path)[1].lower()
+    return data, {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(ext, "application/octet-stream")
+
+
 def server_timing(header: str) -> dict[str, float]:
     out = {}
     for part in header.split(","):
@@ -111,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
-    with open(args.image, "rb") as handle:
-        data = handle.read()
-    ext = os.path.splitext(args.image)[1].lower()
-    mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(ext, "application/octet-stream")
+    data, mime = read_query_image(args.image)
     server = start_server(args)
     url = server.url
     try:

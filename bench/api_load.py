@@ -23,7 +23,7 @@ import tempfile
 import requests
 
 from bench import REPO
-from bench.api_latency import server_timing
+from bench.api_latency import read_query_image, server_timing
 from bench.machine import emit
 from bench.reliability.server import ServerProcess
 
@@ -102,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: bash scripts/bench_setup.sh")
-    with open(args.image, "rb") as handle:
-        data = handle.read()
-    ext = os.path.splitext(args.image)[1].lower()
-    mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(ext, "application/octet-stream")
+    data, mime = read_query_image(args.image)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(LUA % {"mime": mime, "image": os.path.abspath(args.image), "k": args.k})
         script = handle.name

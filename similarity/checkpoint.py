@@ -12,9 +12,10 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -97,10 +98,17 @@ def save_checkpoint(path: str | os.PathLike, model: EmbeddingNet, config: TrainC
         "extra": _jsonable(extra or {}),
         "versions": versions(),
     }
+    write_atomic(path, lambda handle: torch.save(payload, handle))
+    return file_sha256(path)
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(handle)`` into a temporary file beside ``path``, fsynced, then ``os.replace``d over ``path``: a
+    reader sees the old file or the whole new one, never a part (model files: checkpoints, ONNX exports)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -108,7 +116,6 @@ def save_checkpoint(path: str | os.PathLike, model: EmbeddingNet, config: TrainC
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return file_sha256(path)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

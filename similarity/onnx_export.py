@@ -35,7 +35,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
-from similarity.checkpoint import Checkpoint, load_checkpoint
+from similarity.checkpoint import Checkpoint, load_checkpoint, write_atomic
 from similarity.config import PreprocessSpec
 from similarity.data import LabelledImages
 from similarity.embedder import preprocessed_batches
@@ -199,20 +199,10 @@ def _quiet_loggers(names: tuple[str, ...]) -> Iterator[None]:
 
 def _write_with_metadata(graph: Path, out: Path, props: dict[str, str]) -> None:
     """Copy the graph to ``out`` with ``props`` as its metadata: a temporary file beside ``out``, fsynced, then
-    ``os.replace`` (as :func:`similarity.checkpoint.save_checkpoint` writes)."""
+    ``os.replace`` (:func:`similarity.checkpoint.write_atomic`)."""
     model = onnx.load(str(graph))
     del model.metadata_props[:]
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(model.SerializeToString())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(out, lambda handle: handle.write(model.SerializeToString()))
