@@ -10,6 +10,13 @@ product's runtime (auto) and scores with :func:`similarity.metrics.retrieval_met
         --reference bench/results/train_trashnet.json
     .venv/bin/python -m bench.auto_recipe --data data/fashion-mnist-png/train --queries data/fashion-mnist-png/test \
         --name fashion_mnist --reference bench/results/train_fashion_mnist.json
+
+The quality targets (figure 1) are the same command with the target's budget and bar:
+
+    .venv/bin/python -m bench.auto_recipe --data data/fashion-mnist-png/train --queries data/fashion-mnist-png/test \
+        --name fashion_mnist_target --budget-minutes 15 --target 0.94
+    .venv/bin/python -m bench.auto_recipe --data ../shared/datasets/trashnet-150 --name trashnet_target \
+        --budget-minutes 20 --target 0.93
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -47,11 +55,16 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--reference", default=None, help="the hand-tuned run's result JSON")
     parser.add_argument("--out", default=None, help="training output folder (default runs/auto-NAME)")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="passed to simsearch train (default: its own default budget)")
+    parser.add_argument("--target", type=float, default=None, help="the kNN accuracy the run must reach")
     args = parser.parse_args()
     out = args.out or os.path.join(REPO, "runs", f"auto-{args.name}")
     command = [sys.executable, "-m", "simsearch.cli", "train", "--data", args.data, "--out", out, "--quiet"]
     if args.queries is None:
         command += ["--test-fraction", "0.2"]
+    if args.budget_minutes is not None:
+        command += ["--budget-minutes", f"{args.budget_minutes:g}"]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
     wall = time.perf_counter() - started
@@ -72,6 +85,8 @@ def main() -> None:
     xq = embedder.embed_data(queries, progress=False).embeddings
     metrics = retrieval_metrics(xq, queries.labels, xb, gallery.labels, k=10)
     config = ckpt.config
+    curves = os.path.join(REPO, "bench", "results", f"auto_recipe_{args.name}_curves.png")
+    shutil.copyfile(os.path.join(out, "curves.png"), curves)  # loss, validation, LR per epoch
     emit({"figure": "simsearch train --data DIR with the recipe chosen from the data, against the hand-tuned run",
           "command": " ".join(["simsearch", *command[3:]]),
           "wall_seconds": round(wall, 1),
@@ -83,7 +98,15 @@ def main() -> None:
                      "epochs_run": len(ckpt.history), "val_fraction": config.val_fraction,
                      "budget_minutes": getattr(config, "budget_minutes", None)},
           "reasons": ckpt.extra.get("recipe", {}).get("reasons"),
+          "train_seconds": ckpt.extra.get("train_seconds"),
+          "budget": {k: ckpt.extra.get("budget", {}).get(k) for k in ("budget_seconds", "elapsed_seconds",
+                                                                      "planned_epochs")},
+          "stopped_because": (ckpt.metrics or {}).get("stopped_because"),
+          "curves": os.path.relpath(curves, REPO),
           "evaluation": split, "metrics": metrics,
+          "target": None if args.target is None else {
+              "knn_accuracy@10": args.target, "reached": metrics["knn_accuracy@10"] >= args.target,
+              "budget_minutes": args.budget_minutes, "within_budget": wall <= 60 * (args.budget_minutes or 15) + 120},
           "reference": reference_accuracy(args.reference)},
          os.path.join(REPO, "bench", "results", f"auto_recipe_{args.name}.json"))
 

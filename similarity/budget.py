@@ -10,6 +10,11 @@ plan may grow or shrink) and every tenth of an epoch (it may only shrink: a slow
 early rather than overrunning). When even the current epoch cannot be finished, it is cut to the steps that fit
 and the LR anneals over those.
 
+A step costs the *median* of its epoch's step times; what an epoch's steps cost beyond that (the first batches
+of a DataLoader starting its workers, a pause) is a per-epoch cost, measured on the last whole epoch and charged
+once per epoch. A mean over the first tenth of an epoch would charge the start-up to every step: the plan would
+shrink every tenth of an epoch and grow back at each epoch end, and the run would end with budget unused.
+
 The clock is injectable (``clock``: seconds as a float), so tests run the planner on a fake clock.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -30,6 +36,7 @@ T = TypeVar("T")
 # embedding one image costs about this share of one image's training step (forward only, no optimiser),
 # until the first validation pass measures it
 EVAL_COST_RATIO = 0.5
+MIN_STEPS_FOR_MEDIAN = 3  # an epoch's own step times count once it has this many (a median of 3 drops one slow start)
 SAFETY_SHARE = 0.03  # of the budget, kept free for what the reserve estimate misses (saving, plotting)
 
 
@@ -96,6 +103,7 @@ class TimeBudget:
         self._last_epoch: list[float] = []
         self._ignored: list[float] = []
         self._overhead: float | None = None
+        self._epoch_excess = 0.0  # the last whole epoch's step time beyond (steps x median step)
         self._eval_seconds_per_image: float | None = None
         self._last_step_end: float | None = None
         self._check_every = max(1, steps_per_epoch // 10)
@@ -143,6 +151,9 @@ class TimeBudget:
             self._overhead = max(0.0, self.clock() - self._last_step_end)
             if self.eval_images_per_epoch:
                 self._eval_seconds_per_image = self._overhead / self.eval_images_per_epoch
+        if len(self._this_epoch) >= MIN_STEPS_FOR_MEDIAN:
+            median = statistics.median(self._this_epoch)
+            self._epoch_excess = max(0.0, sum(self._this_epoch) - median * len(self._this_epoch))
         self.epochs_done += 1
         self.epoch_start = self.done
         self._last_epoch, self._this_epoch = (self._this_epoch or self._last_epoch), []
@@ -172,12 +183,12 @@ class TimeBudget:
         (self._ignored if self._seen <= self.ignore_steps else self._this_epoch).append(seconds)
 
     def _step_seconds(self) -> float:
-        """Seconds per step: this epoch's mean once it has a few steps (a machine that slows down is seen
+        """Seconds per step: this epoch's median once it has a few steps (a machine that slows down is seen
         within the epoch), else the last epoch's, else whatever has been timed."""
-        for times in (self._this_epoch if len(self._this_epoch) >= 3 else [], self._last_epoch,
+        for times in (self._this_epoch if len(self._this_epoch) >= MIN_STEPS_FOR_MEDIAN else [], self._last_epoch,
                       self._this_epoch, self._ignored):
             if times:
-                return sum(times) / len(times)
+                return statistics.median(times)
         return 0.0
 
     def _eval_seconds(self, images: int, step_seconds: float) -> float:
@@ -188,11 +199,13 @@ class TimeBudget:
 
     def _replan(self, *, allow_growth: bool) -> None:
         step_seconds = self._step_seconds()
-        overhead = self._overhead if self._overhead is not None else self._eval_seconds(
-            self.eval_images_per_epoch, step_seconds)
+        overhead = self._epoch_excess + (self._overhead if self._overhead is not None else self._eval_seconds(
+            self.eval_images_per_epoch, step_seconds))
         reserve = self._eval_seconds(self.final_eval_images, step_seconds) + SAFETY_SHARE * self.seconds
         elapsed = self.elapsed
-        total = fit_steps(self.seconds - elapsed - reserve, done=self.done, epoch_start=self.epoch_start,
+        # every epoch left is charged its start-up, but a started epoch has paid its own already
+        paid = self._epoch_excess if self.done > self.epoch_start else 0.0
+        total = fit_steps(self.seconds - elapsed - reserve + paid, done=self.done, epoch_start=self.epoch_start,
                           epochs_done=self.epochs_done, steps_per_epoch=self.steps_per_epoch,
                           max_epochs=self.max_epochs, step_seconds=step_seconds, epoch_overhead=overhead)
         if total == self.total_steps or (total > self.total_steps and not allow_growth):

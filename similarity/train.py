@@ -16,16 +16,16 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from similarity.batches import decode_into_memory, iterate_batches, make_batch_sampler
 from similarity.budget import Clock, TimeBudget
 from similarity.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from similarity.config import TrainConfig
@@ -35,14 +35,13 @@ from similarity.embedder import Embedder, resolve_device
 from similarity.losses import PairContrastive, ProxyLoss, build_objective
 from similarity.metrics import retrieval_metrics
 from similarity.models import EmbeddingNet
-from similarity.samplers import ClassBalancedSampler, PairSampler, ShuffledBatches
 from similarity.schedule import build_lr_schedule, refit
 from similarity.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, thumbnail_array
-from similarity.transforms import BatchAugment, pixels_to_tensor, supports_fast_path, train_transform
 
 log = logging.getLogger(__name__)
 
 PROJECTOR_SAMPLE = 300  # validation images in the TensorBoard embedding projector
+ANNEALING_FROM = 0.75  # early stopping counts stale epochs only past this share of the schedule (LR < 15% of peak)
 EpochCallback = Callable[[dict], None]  # gets each epoch's history row; may raise to abort (e.g. a pruned trial)
 
 
@@ -66,51 +65,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class _TrainDataset(Dataset):
-    def __init__(self, data: LabelledImages, transform):
-        self.data, self.transform = data, transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int):
-        return self.transform(self.data.load(i)), int(self.data.labels[i])
-
-
-def make_batch_sampler(labels: np.ndarray, config: TrainConfig, rng: np.random.Generator):
-    sampler = config.sampler
-    if sampler.kind == "pairs":
-        return PairSampler(labels, config.batch_size // 2, sampler.positive_fraction, rng)
-    if sampler.kind == "m_per_class":
-        return ClassBalancedSampler(labels, sampler.m_per_class, config.batch_size, rng)
-    return ShuffledBatches(len(labels), config.batch_size, rng)
-
-
-def iterate_batches(data: LabelledImages, batch_sampler, config: TrainConfig,
-                    generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield augmented (images, labels) batches. In-memory grayscale data stays in torch (fast path);
-    file-backed data is decoded and augmented per image in DataLoader workers."""
-    spec = config.preprocess
-    if supports_fast_path(data.pixels, spec):
-        augment = BatchAugment.with_strength(config.augment_strength, generator) if config.augment else None
-        labels = torch.from_numpy(data.labels)
-        for batch in batch_sampler:
-            x = pixels_to_tensor(data.pixels[batch], spec)
-            yield (augment(x) if augment else x), labels[batch]
-        return
-    transform = train_transform(spec, config.augment, config.augment_strength)
-    loader = DataLoader(_TrainDataset(data, transform), batch_sampler=batch_sampler,
-                        num_workers=config.num_workers, persistent_workers=False,
-                        worker_init_fn=_seed_worker, generator=generator)
-    yield from loader
-
-
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 def build_optimizer(model: EmbeddingNet, objective: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -174,8 +128,11 @@ class EpochStats:
 def train_one_epoch(model: torch.nn.Module, objective: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     schedule: torch.optim.lr_scheduler.LRScheduler,
                     batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, *,
-                    total: int | None = None, desc: str = "", progress: bool = False) -> EpochStats:
-    """One optimiser step per batch of images (B, C, H, W) and labels (B,); the LR schedule steps per batch."""
+                    total: int | None = None, desc: str = "", progress: bool = False,
+                    precision: str = "fp32") -> EpochStats:
+    """One optimiser step per batch of images (B, C, H, W) and labels (B,); the LR schedule steps per batch.
+    ``precision="bf16"`` runs the model's forward pass under bfloat16 autocast; the loss is computed in fp32 (a
+    normalised-softmax logit is a cosine over a temperature of 0.05: bf16's 3 digits would blur it)."""
     model.train()
     objective.train()
     loss_sum, steps, images = 0.0, 0, 0
@@ -184,7 +141,9 @@ def train_one_epoch(model: torch.nn.Module, objective: torch.nn.Module, optimize
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        loss = objective(model(x), y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            embeddings = model(x)
+        loss = objective(embeddings.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -237,6 +196,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     device = resolve_device(config.device)
     check_min_per_class(data, 2)
     sets = split_data(data, config, val_data=val_data, test_data=test_data)
+    sets = replace(sets, train=decode_into_memory(sets.train, config.preprocess, progress=progress))
     log.info("training on %d images, validating on %d", len(sets.train), len(sets.val) if sets.val else 0)
 
     model, objective = build_model(config, len(data.class_names), device)
@@ -267,7 +227,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
                 batches = budget.steps(batches)
             epoch_start = clock()
             stats = train_one_epoch(forward, objective, optimizer, schedule, batches, device, total=len(batch_sampler),
-                                    desc=f"epoch {epoch}/{planned}", progress=progress)
+                                    desc=f"epoch {epoch}/{planned}", progress=progress, precision=config.precision)
             epoch_seconds = clock() - epoch_start
             train_seconds += epoch_seconds
             images_seen += stats.images
@@ -287,7 +247,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
             if score > best_score:
                 best_score, best_epoch, stale = score, epoch, 0
                 _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
-            else:
+            elif _annealing(budget, epoch, config.epochs):
                 stale += 1
             if on_epoch is not None:
                 on_epoch(row)
@@ -321,6 +281,16 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     return TrainResult(str(checkpoint_path), sha, history, best_epoch, val_metrics, test_metrics, train_seconds,
                        images_per_second, stopped_because, sets.indices, wall_seconds=clock() - started,
                        tensorboard_dir=board.log_dir)
+
+
+def _annealing(budget: TimeBudget | None, epoch: int, epochs: int) -> bool:
+    """Whether the LR schedule is in its last quarter, where early stopping counts epochs without improvement.
+
+    A plateau at a high learning rate is not convergence: the cosine's annealed tail usually brings the best
+    epochs, so stopping there would keep an unannealed model and leave the budget unused."""
+    if budget is not None:
+        return budget.done >= ANNEALING_FROM * budget.total_steps
+    return epoch >= ANNEALING_FROM * epochs
 
 
 def _time_budget(config: TrainConfig, sets: DataSplit, steps_per_epoch: int, clock: Clock, started: float,

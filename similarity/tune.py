@@ -1,8 +1,9 @@
 """Hyper-parameter search with Optuna, inside a total time budget.
 
 :func:`tune` trains one model per trial from a base config (usually the recipe chosen from the data), each
-with an equal share of the budget, reports the validation kNN accuracy after every epoch and lets a
-``MedianPruner`` stop trials that trail the others. The search space follows the base config
+with the same share of the budget (``budget / n_trials``; pruned trials leave time for more), reports the validation kNN accuracy after every epoch and lets a
+``MedianPruner`` stop trials that trail the others. Trial 0 is the base config itself (:func:`base_params`),
+so ``summary.json`` gives the search's gain over the recipe at the same per-trial budget. The search space follows the base config
 (:func:`suggest_config`): learning rate (log scale around the base's), the loss's temperature or margin,
 embedding size, trainable blocks of a pretrained backbone, and augmentation strength.
 
@@ -23,6 +24,7 @@ import importlib.util
 import json
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,10 +51,14 @@ class OptunaMissingError(TuneError):
 
 @dataclass(frozen=True)
 class TuneConfig:
-    """How the search runs: ``n_trials`` trials sharing ``budget_minutes`` of wall time."""
+    """How the search runs: ``budget_minutes`` of wall time in trials of ``budget_minutes / n_trials`` each.
+
+    A trial starts only while its whole share still fits the budget; trials that are pruned (or end early)
+    leave their time to further trials, up to ``max_trials`` (default ``3 * n_trials``)."""
 
     n_trials: int = 20
     budget_minutes: float = 60.0
+    max_trials: int | None = None
     seed: int = 0
     startup_trials: int = 3  # trials that run to the end before the pruner judges others
     warmup_epochs: int = 1  # epochs a trial always gets before it can be pruned
@@ -62,10 +68,16 @@ class TuneConfig:
             raise ValueError(f"n_trials must be >= 1, got {self.n_trials}")
         if self.budget_minutes <= 0:
             raise ValueError(f"budget_minutes must be > 0, got {self.budget_minutes}")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise ValueError(f"max_trials must be >= 1, got {self.max_trials}")
 
     @property
     def minutes_per_trial(self) -> float:
         return self.budget_minutes / self.n_trials
+
+    @property
+    def trial_cap(self) -> int:
+        return self.max_trials or 3 * self.n_trials
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,26 @@ def suggest_config(trial: Any, base: TrainConfig) -> TrainConfig:
     return replace(base, lr=lr, loss=loss, model=model, augment_strength=strength)
 
 
+def base_params(base: TrainConfig) -> dict[str, Any]:
+    """``base``'s own values of the parameters :func:`suggest_config` searches (clipped into their ranges), so
+    that the first trial trains the recipe itself: the study then says what the search gained over it, at the
+    same per-trial budget."""
+    params: dict[str, Any] = {"lr": base.lr}
+    if base.loss.name == "normsoftmax":
+        params["temperature"] = min(0.2, max(0.02, base.loss.temperature))
+    elif base.loss.name == "triplet":
+        params["triplet_margin"] = min(0.5, max(0.02, base.loss.triplet_margin))
+    elif base.loss.name == "contrastive":
+        params["neg_margin"] = min(0.7, max(0.0, base.loss.neg_margin))
+    if base.model.embedding_dim in EMBEDDING_DIMS:
+        params["embedding_dim"] = base.model.embedding_dim
+    if base.model.backbone != "smallcnn" and base.model.pretrained and base.model.trainable_blocks in TRAINABLE_BLOCKS:
+        params["trainable_blocks"] = base.model.trainable_blocks
+    if base.augment:
+        params["augment_strength"] = min(1.5, max(0.25, base.augment_strength))
+    return params
+
+
 def tune(data: LabelledImages, base: TrainConfig, out_dir: str | os.PathLike, settings: TuneConfig = TuneConfig(), *,
          val_data: LabelledImages | None = None, progress: bool = False) -> TuneResult:
     """Search hyper-parameters around ``base`` on ``data``; see the module docstring for what is written.
@@ -120,6 +152,12 @@ def tune(data: LabelledImages, base: TrainConfig, out_dir: str | os.PathLike, se
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
                                            n_warmup_steps=settings.warmup_epochs))
+    study.enqueue_trial(base_params(base), user_attrs={"base": True})  # trial 0: the recipe as it is
+
+    started = time.monotonic()
+
+    def minutes_left() -> float:
+        return settings.budget_minutes - (time.monotonic() - started) / 60
 
     def objective(trial: Any) -> float:
         config = replace(suggest_config(trial, base), budget_minutes=settings.minutes_per_trial, max_minutes=0.0)
@@ -136,7 +174,11 @@ def tune(data: LabelledImages, base: TrainConfig, out_dir: str | os.PathLike, se
         trial.set_user_attr("epochs", len(result.history))
         return max(row[METRIC] for row in result.history)
 
-    study.optimize(objective, n_trials=settings.n_trials, timeout=settings.budget_minutes * 60, gc_after_trial=True)
+    def stop_when_no_trial_fits(study: Any, trial: Any) -> None:
+        if minutes_left() < settings.minutes_per_trial:
+            study.stop()
+
+    study.optimize(objective, n_trials=settings.trial_cap, callbacks=[stop_when_no_trial_fits], gc_after_trial=True)
     states = optuna.trial.TrialState
     completed = [t for t in study.trials if t.state == states.COMPLETE]
     if not completed:
@@ -149,9 +191,15 @@ def tune(data: LabelledImages, base: TrainConfig, out_dir: str | os.PathLike, se
              "best_trial": str(out / "trials" / f"{best.number:03d}")}
     _keep_only_best_checkpoint(out / "trials", best.number)
     files.update(write_plots(study, out))
+    first = study.trials[0]
+    default_value = first.value if first.state == states.COMPLETE else None
     summary = {"best_value": best.value, "metric": METRIC, "best_trial": best.number, "best_params": best.params,
+               "default_value": default_value, "default_params": first.params,
+               "gain_over_default": None if default_value is None else best.value - default_value,
                "completed": len(completed), "pruned": sum(t.state == states.PRUNED for t in study.trials),
-               "trials": len(study.trials), "minutes_per_trial": settings.minutes_per_trial, "files": files}
+               "trials": len(study.trials), "minutes_per_trial": settings.minutes_per_trial,
+               "budget_minutes": settings.budget_minutes,
+               "minutes_used": round(settings.budget_minutes - minutes_left(), 2), "files": files}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     files["summary"] = str(out / "summary.json")
     return TuneResult(best_config, float(best.value), dict(best.params), summary["completed"], summary["pruned"],

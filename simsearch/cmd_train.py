@@ -12,11 +12,11 @@ import json
 import logging
 from dataclasses import replace
 
-from engine.training import (BACKBONES, CHECKPOINT_FILE, DEFAULT_BUDGET_MINUTES, LOSSES, PRESETS, SAMPLERS,
-                             LabelledImages, Recipe, TrainConfig, choose_recipe, default_preprocess, default_sampler,
-                             find_fashion_mnist, inspect_data, load_fashion_mnist, load_labelled_images,
-                             measure_images_per_second, preprocess_for, read_config, resolve_device, train,
-                             with_overrides)
+from engine.training import (BACKBONES, CHECKPOINT_FILE, DEFAULT_BUDGET_MINUTES, LOSSES, PRECISIONS, PRESETS,
+                             SAMPLERS, LabelledImages, Recipe, TrainConfig, choose_recipe, default_preprocess,
+                             default_sampler, find_fashion_mnist, inspect_data, load_fashion_mnist,
+                             load_labelled_images, measure_images_per_second, preprocess_for, read_config,
+                             resolve_device, train, with_overrides)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ def add_base_arguments(p: argparse.ArgumentParser) -> None:
                       help="start from a full TrainConfig JSON (e.g. best.json from `simsearch tune`)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="training forward pass: fp32, or bf16 autocast (the recipe picks bf16 for the small CNN "
+                        "where the hardware computes it natively)")
 
 
 def load_training_data(args: argparse.Namespace) -> tuple[LabelledImages, LabelledImages | None]:
@@ -137,7 +140,7 @@ def build_config(args: argparse.Namespace, data: LabelledImages, recipe: Recipe 
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
                           test_fraction=args.test_fraction, patience=args.patience, seed=args.seed,
                           num_workers=args.workers, device=args.device, threads=args.threads,
-                          augment_strength=args.augment_strength)
+                          augment_strength=args.augment_strength, precision=args.precision)
 
 
 def print_recipe(recipe: Recipe, config: TrainConfig) -> None:

@@ -28,7 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", default="runs/tune", help="output folder (study.csv, best.json, plots, trials/)")
     add_base_arguments(p)
     p.add_argument("--budget-minutes", type=float, default=60.0, help="wall time of the whole search (default 60)")
-    p.add_argument("--trials", type=int, default=20, help="trials; each gets budget/trials minutes (default 20)")
+    p.add_argument("--trials", type=int, default=20,
+                   help="each trial gets budget/trials minutes (default 20); pruned trials leave time for more")
+    p.add_argument("--max-trials", type=int, default=None, help="the most trials (default 3 x --trials)")
     p.add_argument("--train-budget-minutes", type=float, default=None,
                    help=f"the training budget best.json is written with, and the recipe is chosen for (default: "
                         f"the config's, else {DEFAULT_BUDGET_MINUTES:g})")
@@ -42,14 +44,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = TuneConfig(n_trials=args.trials, budget_minutes=args.budget_minutes, seed=args.seed)
+    try:
+        settings = TuneConfig(n_trials=args.trials, budget_minutes=args.budget_minutes, max_trials=args.max_trials,
+                              seed=args.seed)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     data, _ = load_training_data(args)  # the official test set stays out of the search
     print(data.summary())
     recipe = base_recipe(args, data, args.train_budget_minutes)
     base = with_overrides(recipe.config, epochs=args.epochs, device=args.device, threads=args.threads)
     recipe = replace(recipe, config=base)
     print_recipe(recipe, base)
-    print(f"{settings.n_trials} trials of up to {settings.minutes_per_trial:.2g} minutes each")
+    print(f"trials of up to {settings.minutes_per_trial:.2g} minutes each, while one fits the "
+          f"{settings.budget_minutes:g}-minute budget (at most {settings.trial_cap})")
     try:
         result = tune(data, base, args.out, settings, progress=not args.quiet)
     except TuneError as exc:

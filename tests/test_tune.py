@@ -30,8 +30,8 @@ def small_folder(fmnist_folder, tmp_path_factory):
 def test_two_trials_write_the_study_and_best_json_trains(small_folder, tmp_path, capsys):
     pytest.importorskip("optuna")
     out = tmp_path / "tune"
-    assert main(["tune", "--data", str(small_folder), "--out", str(out), "--trials", "2", "--epochs", "1",
-                 "--budget-minutes", "4", "--threads", "1", "--quiet"]) == 0
+    assert main(["tune", "--data", str(small_folder), "--out", str(out), "--trials", "2", "--max-trials", "2",
+                 "--epochs", "1", "--budget-minutes", "4", "--threads", "1", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert f"--config {out / 'best.json'}" in printed
     with open(out / "study.csv", newline="") as handle:
@@ -44,6 +44,12 @@ def test_two_trials_write_the_study_and_best_json_trains(small_folder, tmp_path,
         assert "plotly" in (out / "study.html").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completed"] == 2 and 0.0 <= summary["best_value"] <= 1.0
+    # trial 0 trains the recipe as chosen from the data; the summary compares the best against it
+    recipe = json.loads(next(line for line in printed.splitlines() if line.startswith("recipe: "))[8:])
+    assert float(rows[0]["lr"]) == pytest.approx(recipe["lr"])
+    assert int(rows[0]["embedding_dim"]) == recipe["embedding_dim"]
+    assert summary["gain_over_default"] == pytest.approx(summary["best_value"] - summary["default_value"])
+    assert summary["gain_over_default"] >= 0
     best = read_config(out / "best.json")
     assert best.lr == pytest.approx(summary["best_params"]["lr"])
     assert best.budget_minutes == 15.0  # trained later with the full training budget, not a trial's share
@@ -68,6 +74,25 @@ def test_the_search_space_follows_the_base_config():
     photo = TrainConfig(model=ModelConfig(backbone="efficientnet_lite0"), loss=LossConfig(name="triplet"))
     tuned = suggest_config(optuna.trial.FixedTrial({**params, "triplet_margin": 0.2, "trainable_blocks": 3}), photo)
     assert (tuned.loss.triplet_margin, tuned.model.trainable_blocks) == (0.2, 3)
+
+
+def test_trials_that_end_early_leave_their_time_to_more_trials(fmnist_small, tmp_path):
+    """Each trial may take 0.5 of the 1-minute budget but one tiny epoch takes seconds: the study goes on past
+    the 2 trials the budget is divided into, up to the cap, and stops starting trials once no share fits."""
+    pytest.importorskip("optuna")
+    from similarity.tune import TuneConfig, tune
+    from tests.conftest import tiny_config
+
+    base = replace(tiny_config(epochs=1, threads=1), model=replace(tiny_config().model, width=8))
+    result = tune(fmnist_small, base, tmp_path / "t", TuneConfig(n_trials=2, budget_minutes=1.0, max_trials=4))
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["trials"] == 4 and result.completed + result.pruned == 4
+    assert summary["minutes_used"] < 1.0
+    # one trial's share is the whole budget: after the first trial none fits, whatever the cap
+    tune(fmnist_small, base, tmp_path / "one", TuneConfig(n_trials=1, budget_minutes=1.0, max_trials=3))
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["trials"] == 1
+    with pytest.raises(ValueError, match="max_trials"):
+        TuneConfig(max_trials=0)
 
 
 def test_without_optuna_tune_says_what_to_install(small_folder, tmp_path, monkeypatch, capsys):

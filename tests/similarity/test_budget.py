@@ -30,8 +30,10 @@ class FakeClock:
 
 
 def simulate(step_seconds: Callable[[int], float], *, budget: float = 600.0, steps_per_epoch: int = 50,
-             max_epochs: int = 40, val_seconds: float = 4.0, final_seconds: float = 8.0):
-    """A training loop on a fake clock: ``step_seconds(epoch)`` per step, ``val_seconds`` per epoch end."""
+             max_epochs: int = 40, val_seconds: float = 4.0, final_seconds: float = 8.0,
+             first_step_extra: float = 0.0):
+    """A training loop on a fake clock: ``step_seconds(epoch)`` per step, ``val_seconds`` per epoch end, and
+    ``first_step_extra`` more for each epoch's first step (a DataLoader starting its workers)."""
     clock = FakeClock()
     shape = WarmupCosine(steps_per_epoch * max_epochs, steps_per_epoch // 2)
     plan = TimeBudget(budget, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs, batch_size=32,
@@ -42,7 +44,7 @@ def simulate(step_seconds: Callable[[int], float], *, budget: float = 600.0, ste
         steps = 0
         for _ in plan.steps(range(steps_per_epoch)):
             lrs.append(shape(len(lrs)))  # the multiplier this step runs at
-            clock.now += step_seconds(len(epoch_steps) + 1)
+            clock.now += step_seconds(len(epoch_steps) + 1) + (first_step_extra if steps == 0 else 0.0)
             steps += 1
         epoch_steps.append(steps)
         clock.now += val_seconds
@@ -69,6 +71,20 @@ def test_a_machine_that_slows_down_still_ends_annealed_within_the_budget():
     # the LR only ever falls after warm-up: re-fits bend the curve down, they never jump it up
     peak = lrs.index(max(lrs))
     assert all(b <= a + 1e-12 for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+
+
+def test_slow_first_steps_of_each_epoch_neither_swing_the_plan_nor_waste_the_budget():
+    """Each epoch's first step costs 10 s more (workers starting): 60 s a whole epoch. The plan must settle on
+    the epochs that fit, not shrink every tenth of an epoch and grow back at its end, and leave less than one
+    epoch of the budget unused."""
+    end, lrs, epoch_steps, plan = simulate(lambda epoch: 1.0, first_step_extra=10.0)
+    assert end <= 600.0 and lrs[-1] == pytest.approx(FLOOR)
+    assert set(epoch_steps) == {50}
+    # 60 s of steps + 4 s of validation an epoch, 8 s of final evaluation, 18 s (3%) kept free: 8 epochs fit
+    assert len(epoch_steps) == 8
+    assert 600.0 - end < 64.0 + 18.0  # less than one epoch unused, beyond what is kept free
+    after_first_epoch = [p.epochs for p in plan.plans if p.at_step >= 50]
+    assert len(set(after_first_epoch)) <= 1  # settled after the first whole epoch was measured
 
 
 def test_a_sudden_slowdown_cuts_the_last_epoch_short_at_the_floor():

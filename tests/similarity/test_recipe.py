@@ -13,7 +13,7 @@ from PIL import Image
 from similarity.checkpoint import load_checkpoint
 from similarity.data import load_image_folder
 from similarity.models import IMAGENET_MEAN, IMAGENET_STD
-from similarity.recipe import DataProfile, choose_recipe, inspect_data, measure_images_per_second
+from similarity.recipe import DataProfile, choose_recipe, inspect_data, measure_images_per_second, native_bf16
 from simsearch.cli import main
 
 
@@ -59,6 +59,9 @@ def test_small_grayscale_images_get_the_small_cnn_at_their_size_and_statistics(g
     assert (spec.image_size, spec.channels, spec.mean, spec.std) == (28, 1, profile.mean, profile.std)
     assert spec.flip_tta and recipe.config.budget_minutes == 15.0
     assert any("smallcnn" in reason for reason in recipe.reasons)
+    # bf16 where the hardware has it (training the small CNN is ~1.4x faster here), else fp32
+    assert recipe.config.precision == ("bf16" if native_bf16() else "fp32")
+    assert any(reason.startswith(("bfloat16", "fp32")) for reason in recipe.reasons)
 
 
 def test_fashion_mnist_gets_the_small_cnn_from_the_data_alone(fmnist_small):
@@ -74,7 +77,7 @@ def test_rgb_photos_get_the_pretrained_backbone_with_imagenet_normalisation(tmp_
     recipe = choose_recipe(profile, 15.0, images_per_second=11.0, cpu_count=2)
     config = recipe.config
     assert config.model.backbone == "efficientnet_lite0" and config.model.pretrained
-    assert config.preprocess.channels == 3
+    assert config.preprocess.channels == 3 and config.precision == "fp32"  # bf16 gains nothing on it
     assert (config.preprocess.mean, config.preprocess.std) == (IMAGENET_MEAN, IMAGENET_STD)
     assert 128 <= config.preprocess.image_size <= 224 and not config.preprocess.flip_tta
 
@@ -104,7 +107,7 @@ def test_the_input_size_follows_the_budget_and_the_speed():
 
 
 @pytest.mark.parametrize("images, classes, smallest_class, expected_val", [
-    (60000, 10, 6000, 1000), (2500, 6, 300, 500), (30, 6, 3, 0), (18, 3, 6, 0), (1000, 100, 10, 200)])
+    (60000, 10, 6000, 2000), (2500, 6, 300, 500), (30, 6, 3, 0), (18, 3, 6, 0), (1000, 100, 10, 200)])
 def test_the_validation_split_is_large_enough_to_be_stable(images, classes, smallest_class, expected_val):
     profile = profile_of(num_images=images, num_classes=classes, min_per_class=smallest_class)
     config = choose_recipe(profile, 15.0, images_per_second=11.0).config

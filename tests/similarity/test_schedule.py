@@ -26,6 +26,22 @@ def test_retarget_is_continuous_and_ends_at_the_floor(at, new_total):
     assert shape.warmup_steps <= max(at, int(0.2 * new_total))
 
 
+def test_refits_by_an_epoch_either_way_keep_the_cosine_shape():
+    """A budget re-fits at every epoch end, the plan moving by an epoch either way. Each re-fit resumes the
+    cosine at its current phase, so half-way through the run the LR is near half the peak, not still at it."""
+    epoch, epochs = 100, 21
+    shape = WarmupCosine(total_steps=epoch * epochs, warmup_steps=0)
+    values = []
+    for step in range(epoch * epochs):
+        if step and step % epoch == 0:
+            shape.retarget(step, epoch * (epochs + (1 if (step // epoch) % 2 else -1)))
+        values.append(shape(step))
+    halfway = values[epoch * epochs // 2]
+    assert 0.35 < halfway < 0.65  # one cosine gives 0.5 here; restarting a flat-topped cosine gave 0.8+
+    assert all(b <= a + 1e-12 for a, b in zip(values, values[1:]))
+    assert values[-1] == pytest.approx(FLOOR, abs=0.02)
+
+
 def test_refit_updates_the_optimizer_lr():
     weight = torch.nn.Parameter(torch.zeros(2))
     optimizer = torch.optim.SGD([weight], lr=0.5)
