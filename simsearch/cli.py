@@ -48,4 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m simsearch.cli` runs this file as __main__, a second copy of the module: the commands raise
+    # simsearch.cli.UserError, which that copy's main() would not catch. Run the package module's main().
+    from simsearch.cli import main as package_main
+
+    sys.exit(package_main())

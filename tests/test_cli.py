@@ -172,3 +172,15 @@ def test_build_into_milvus_lite(checkpoint_path, fmnist_folder, tmp_path, capsys
     assert built["added"] == 12 and built["index"] == str(db) and (tmp_path / "vectors-files" / "model.pt").is_file()
     assert main(["query", str(subset / "0.png"), "--index", str(db), "-k", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["neighbors"][0]["path"] == str(subset / "0.png")
+
+
+def test_python_dash_m_reports_command_errors_without_a_traceback(tmp_path):
+    """`python -m simsearch.cli` (as the benchmarks run it) must catch the commands' UserError like the installed
+    `simsearch` does, though the module then exists twice (as __main__ and as simsearch.cli)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "simsearch.cli", "tune", "--data", str(tmp_path), "--max-trials",
+                           "0", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "max_trials must be >= 1" in done.stderr and "Traceback" not in done.stderr
