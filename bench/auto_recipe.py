@@ -48,6 +48,14 @@ def reference_accuracy(path: str | None) -> dict | None:
             "train_seconds": found.get("train_seconds"), "command": found.get("command")}
 
 
+def score_checkpoint(ckpt, gallery, queries) -> dict[str, float]:
+    """Retrieval metrics (k = 10) of ``queries`` against ``gallery``, embedded with the product's runtime (auto)."""
+    embedder = load_embedder(ckpt, EmbedRuntime("auto"))
+    xb = embedder.embed_data(gallery, progress=False).embeddings
+    xq = embedder.embed_data(queries, progress=False).embeddings
+    return retrieval_metrics(xq, queries.labels, xb, gallery.labels, k=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True)
@@ -80,10 +88,7 @@ def main() -> None:
         test = np.asarray(ckpt.extra["split"]["test"])
         gallery, queries = data.subset(np.setdiff1d(np.arange(len(data)), test)), data.subset(test)
         split = f"the 20% test split ({len(test)}) against the rest ({len(gallery)})"
-    embedder = load_embedder(ckpt, EmbedRuntime("auto"))
-    xb = embedder.embed_data(gallery, progress=False).embeddings
-    xq = embedder.embed_data(queries, progress=False).embeddings
-    metrics = retrieval_metrics(xq, queries.labels, xb, gallery.labels, k=10)
+    metrics = score_checkpoint(ckpt, gallery, queries)
     config = ckpt.config
     curves = os.path.join(REPO, "bench", "results", f"auto_recipe_{args.name}_curves.png")
     shutil.copyfile(os.path.join(out, "curves.png"), curves)  # loss, validation, LR per epoch

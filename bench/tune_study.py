@@ -25,11 +25,10 @@ import time
 import numpy as np
 
 from bench import REPO
+from bench.auto_recipe import score_checkpoint
 from bench.machine import emit
 from similarity.checkpoint import load_checkpoint
 from similarity.data import load_labelled_images, stratified_split
-from similarity.metrics import retrieval_metrics
-from similarity.runtime import EmbedRuntime, load_embedder
 
 
 def write_csv(data, indices: np.ndarray, path: str) -> str:
@@ -71,10 +70,7 @@ def main() -> None:
 
     ckpt = load_checkpoint(os.path.join(summary["files"]["best_trial"], "model.pt"))
     gallery, queries = data.subset(split["train"]), data.subset(split["test"])
-    embedder = load_embedder(ckpt, EmbedRuntime("auto"))
-    xb = embedder.embed_data(gallery, progress=False).embeddings
-    xq = embedder.embed_data(queries, progress=False).embeddings
-    test = retrieval_metrics(xq, queries.labels, xb, gallery.labels, k=10)
+    test = score_checkpoint(ckpt, gallery, queries)
     history_png = os.path.join(study_dir, "optimization_history.png")
     picture = os.path.join(REPO, "bench", "results", f"tune_{args.name}_history.png")
     if os.path.exists(history_png):
