@@ -21,6 +21,7 @@ from similarity.data import LabelledImages
 from similarity.samplers import ClassBalancedSampler, PairSampler, ShuffledBatches
 from similarity.transforms import (BatchAugment, ConvertMode, ResizeCenterCrop, pixels_to_tensor, supports_fast_path,
                                    train_transform)
+from similarity.workers import worker_context
 
 IN_MEMORY_MAX_BYTES = 2**30  # file-backed grayscale training sets up to this size are decoded into memory once
 
@@ -60,7 +61,8 @@ def iterate_batches(data: LabelledImages, batch_sampler, config: TrainConfig,
     transform = train_transform(spec, config.augment, config.augment_strength)
     loader = DataLoader(_TrainDataset(data, transform), batch_sampler=batch_sampler,
                         num_workers=config.num_workers, persistent_workers=False,
-                        worker_init_fn=_seed_worker, generator=generator)
+                        worker_init_fn=_seed_worker, generator=generator,
+                        multiprocessing_context=worker_context(config.num_workers))
     yield from loader
 
 

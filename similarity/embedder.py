@@ -22,6 +22,7 @@ from similarity.data import LabelledImages, SkippedFile
 from similarity.imageio import ImageDecodeError, open_image
 from similarity.models import EmbeddingNet
 from similarity.transforms import eval_transform, pixels_to_tensor, supports_fast_path
+from similarity.workers import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,8 @@ def preprocessed_batches(data: LabelledImages | Sequence[str], preprocess: Prepr
             yield list(range(start, start + len(xs))), xs, []
         return
     loader = DataLoader(_DecodeDataset(data, eval_transform(preprocess)), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=_collate, persistent_workers=False)
+                        num_workers=num_workers, collate_fn=_collate, persistent_workers=False,
+                        multiprocessing_context=worker_context(num_workers))
     yield from loader
 
 
