@@ -257,7 +257,7 @@ def preprocess_for(model: ModelConfig, profile: DataProfile, image_size: int | N
 
 
 def _validation(profile: DataProfile, reasons: list[str]) -> tuple[float, int]:
-    """1000 images or 20%, whichever is smaller, and two per class at least (a query needs a same-class image
+    """2000 images or 20%, whichever is smaller, and two per class at least (a query needs a same-class image
     to be found); none when that would take over a quarter of the data or a class has under 5 images."""
     n = profile.num_images
     n_val = max(2 * profile.num_classes, min(VAL_IMAGES, int(VAL_MAX_SHARE * n)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 
 from engine.training import (BACKBONES, CHECKPOINT_FILE, DEFAULT_BUDGET_MINUTES, LOSSES, PRECISIONS, PRESETS,
                              SAMPLERS, LabelledImages, Recipe, TrainConfig, choose_recipe, default_preprocess,
@@ -144,10 +144,24 @@ def build_config(args: argparse.Namespace, data: LabelledImages, recipe: Recipe 
 
 
 def print_recipe(recipe: Recipe, config: TrainConfig) -> None:
-    """The recipe as one JSON line (the config actually trained, flags applied) and its reasons."""
+    """The recipe as one JSON line (the config actually trained, flags applied), its reasons, and what the
+    flags changed (a reason may speak of a value that a flag then replaced)."""
     print("recipe: " + json.dumps(replace(recipe, config=config).summary()))
     for reason in recipe.reasons:
         print(f"  - {reason}")
+    for name, chosen, given in changed_by_flags(recipe.config, config):
+        print(f"  - set by a flag: {name} {given} (the recipe chose {chosen})")
+
+
+def changed_by_flags(chosen: TrainConfig, trained: TrainConfig) -> list[tuple[str, object, object]]:
+    """(dotted field name, the recipe's value, the trained value) of every setting that differs."""
+    def flat(value: object, prefix: str = "") -> dict[str, object]:
+        if is_dataclass(value):
+            return {k: v for f in fields(value) for k, v in flat(getattr(value, f.name), prefix + f.name + ".").items()}
+        return {prefix[:-1]: value}
+
+    before, after = flat(chosen), flat(trained)
+    return [(name, before[name], after[name]) for name in after if before.get(name) != after[name]]
 
 
 def run(args: argparse.Namespace) -> int:

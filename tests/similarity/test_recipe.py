@@ -134,6 +134,7 @@ def test_train_with_only_data_prints_the_recipe_and_saves_it_in_the_checkpoint(g
     recipe_line = next(line for line in printed.splitlines() if line.startswith("recipe: "))
     shown = json.loads(recipe_line[len("recipe: "):])
     assert (shown["backbone"], shown["image_size"], shown["channels"], shown["source"]) == ("smallcnn", 28, 1, "data")
+    assert "  - set by a flag: epochs 1 (the recipe chose 30)" in printed.splitlines()
     checkpoint = load_checkpoint(out / "model.pt")
     saved = checkpoint.extra["recipe"]
     assert saved["source"] == "data" and saved["profile"]["channels"] == 1 and saved["reasons"]
