@@ -48,6 +48,13 @@ def reference_accuracy(path: str | None) -> dict | None:
             "train_seconds": found.get("train_seconds"), "command": found.get("command")}
 
 
+def held_out_split(ckpt, data):
+    """(gallery, queries) of ``data``: the test split the checkpoint was trained without (``--test-fraction``),
+    and the rest."""
+    test = np.asarray(ckpt.extra["split"]["test"])
+    return data.subset(np.setdiff1d(np.arange(len(data)), test)), data.subset(test)
+
+
 def score_checkpoint(ckpt, gallery, queries) -> dict[str, float]:
     """Retrieval metrics (k = 10) of ``queries`` against ``gallery``, embedded with the product's runtime (auto)."""
     embedder = load_embedder(ckpt, EmbedRuntime("auto"))
@@ -85,9 +92,8 @@ def main() -> None:
         gallery, queries = data, load_labelled_images(args.queries)
         split = f"{args.queries} against all of {args.data}"
     else:
-        test = np.asarray(ckpt.extra["split"]["test"])
-        gallery, queries = data.subset(np.setdiff1d(np.arange(len(data)), test)), data.subset(test)
-        split = f"the 20% test split ({len(test)}) against the rest ({len(gallery)})"
+        gallery, queries = held_out_split(ckpt, data)
+        split = f"the 20% test split ({len(queries)}) against the rest ({len(gallery)})"
     metrics = score_checkpoint(ckpt, gallery, queries)
     config = ckpt.config
     curves = os.path.join(REPO, "bench", "results", f"auto_recipe_{args.name}_curves.png")

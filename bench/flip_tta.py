@@ -14,8 +14,7 @@ import argparse
 import time
 from dataclasses import replace
 
-import numpy as np
-
+from bench.auto_recipe import held_out_split
 from bench.machine import emit
 from similarity.checkpoint import load_checkpoint
 from similarity.data import load_labelled_images
@@ -32,8 +31,7 @@ def main() -> None:
     rows = []
     for path in args.checkpoints:
         ckpt = load_checkpoint(path)
-        test = np.asarray(ckpt.extra["split"]["test"])
-        gallery, queries = data.subset(np.setdiff1d(np.arange(len(data)), test)), data.subset(test)
+        gallery, queries = held_out_split(ckpt, data)
         row = {"checkpoint": path, "queries": len(queries), "gallery": len(gallery)}
         for flip in (False, True):
             embedder = Embedder(ckpt.model, replace(ckpt.preprocess, flip_tta=flip))

@@ -28,7 +28,9 @@ PRELOAD = ("similarity.worker_preload",)  # imported once by the fork server: to
 def worker_context(num_workers: int) -> BaseContext | None:
     """The multiprocessing context for a DataLoader with ``num_workers`` workers: the fork server where
     there are workers, None (load in the calling process) where there are none."""
-    if num_workers <= 0:
+    if num_workers < 0:
+        raise ValueError(f"the number of workers must be 0 or more, got {num_workers}")
+    if num_workers == 0:
         return None
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))  # takes effect when this process first starts the server

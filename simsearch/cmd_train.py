@@ -149,11 +149,12 @@ def print_recipe(recipe: Recipe, config: TrainConfig) -> None:
     print("recipe: " + json.dumps(replace(recipe, config=config).summary()))
     for reason in recipe.reasons:
         print(f"  - {reason}")
-    def shown(value: object) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
     for name, chosen, given in changed_by_flags(recipe.config, config):
-        print(f"  - set by a flag: {name} {shown(given)} (the recipe chose {shown(chosen)})")
+        print(f"  - set by a flag: {name} {_shown(given)} (the recipe chose {_shown(chosen)})")
+
+
+def _shown(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def changed_by_flags(chosen: TrainConfig, trained: TrainConfig) -> list[tuple[str, object, object]]:

@@ -56,8 +56,10 @@ def test_a_lock_held_by_another_thread_does_not_reach_the_workers():
         _load_while_another_thread_holds_the_lock("fork", timeout=3)
 
 
-def test_no_workers_loads_in_the_calling_process():
+def test_no_workers_loads_in_the_calling_process_and_fewer_is_an_error():
     assert worker_context(0) is None
+    with pytest.raises(ValueError, match="got -1"):
+        worker_context(-1)
 
 
 def _break_convert_in_this_process(monkeypatch) -> None:
