@@ -107,4 +107,4 @@ def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | No
         info["duplicate_search_s"] = round(duplicates.seconds, 2)
     out = Path(out_dir) if out_dir else Path(engine.directory) / REPORT_DIR
     return build_report(gallery, query_set, out, config=config, info=info, history=ckpt.history,
-                        progress=progress, duplicate_groups=groups)
+                        progress=progress, duplicate_groups=groups, start=(ckpt.metrics or {}).get("start"))

@@ -38,7 +38,8 @@ def build_report(gallery: EmbeddingSet, queries: EmbeddingSet | None, out_dir: s
                  config: ReportConfig = ReportConfig(), info: Mapping[str, Any] | None = None,
                  history: list[dict] | None = None, progress: bool = True,
                  title: str = "simsearch embedding report",
-                 duplicate_groups: Sequence[Mapping] | None = None) -> ReportResult:
+                 duplicate_groups: Sequence[Mapping] | None = None,
+                 start: Mapping[str, Any] | None = None) -> ReportResult:
     """Evaluate ``queries`` against ``gallery`` (leave-one-out within the gallery when ``queries`` is None)
     and write ``report.html``, ``report.json`` and the figures' PNGs into ``out_dir``.
 
@@ -46,17 +47,18 @@ def build_report(gallery: EmbeddingSet, queries: EmbeddingSet | None, out_dir: s
     ``info``: model/index facts to show (str -> scalar or nested dict). ``history``: per-epoch dicts
     for the training curves. ``duplicate_groups``: the gallery's duplicate groups as
     ``engine.dedup.DuplicateGroup.to_dict()`` dicts, for the data-hygiene section (None: not searched).
-    Returns the paths and the metrics (as written to ``report.json``).
+    ``start``: the trained model against its starting point (the checkpoint's ``metrics["start"]``), shown in the
+    summary. Returns the paths and the metrics (as written to ``report.json``).
     """
     _check_compatible(gallery, queries)
     with threadpool_limits(limits=config.threads):
-        return _build(gallery, queries, Path(out_dir), config=config, info=info, history=history,
+        return _build(gallery, queries, Path(out_dir), config=config, info=info, history=history, start=start,
                       progress=progress, title=title, groups=duplicate_groups)
 
 
 def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, config: ReportConfig,
            info: Mapping[str, Any] | None, history: list[dict] | None, progress: bool, title: str,
-           groups: Sequence[Mapping] | None) -> ReportResult:
+           groups: Sequence[Mapping] | None, start: Mapping[str, Any] | None = None) -> ReportResult:
     out.mkdir(parents=True, exist_ok=True)
     evaluated = queries if queries is not None else gallery
     mode = "queries" if queries is not None else "leave_one_out"
@@ -105,8 +107,8 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
             "confusion": figs.confusion_figure(confusion, names),
             "per_class_accuracy": figs.per_class_figure(accuracy, names, overall_accuracy),
         }
-        if history:
-            pngs["training_curves"] = figs.training_figure(history)
+        if any(row.get("epoch", 1) > 0 for row in history or []):
+            pngs["training_curves"] = figs.training_figure([row for row in history if row.get("epoch", 1) > 0])
     with step("examples"):
         shown = config.neighbors_shown
         random_rows, failure_rows = choose_examples(gallery.labels[scores.indices[:, :shown]],
@@ -142,6 +144,7 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
         "examples": {"random": [evaluated.name_of(i) for i in random_rows],
                      "failures": [evaluated.name_of(i) for i in failure_rows]},
         "hygiene": hygiene,
+        "against_start": dict(start) if start else None,
         "timings_s": timings,
     }
     with step("write"):

@@ -26,7 +26,9 @@ from similarity.workers import worker_context
 IN_MEMORY_MAX_BYTES = 2**30  # file-backed grayscale training sets up to this size are decoded into memory once
 
 
-class _TrainDataset(Dataset):
+class TrainDataset(Dataset):
+    """(transformed image, label) of each item of ``data``."""
+
     def __init__(self, data: LabelledImages, transform):
         self.data, self.transform = data, transform
 
@@ -52,16 +54,17 @@ def iterate_batches(data: LabelledImages, batch_sampler, config: TrainConfig,
     file-backed data is decoded and augmented per image in DataLoader workers."""
     spec = config.preprocess
     if supports_fast_path(data.pixels, spec):
-        augment = BatchAugment.with_strength(config.augment_strength, generator) if config.augment else None
+        augment = (BatchAugment.with_strength(config.augment_strength, generator, flip=config.augment_flip)
+                   if config.augment else None)
         labels = torch.from_numpy(data.labels)
         for batch in batch_sampler:
             x = pixels_to_tensor(data.pixels[batch], spec)
             yield (augment(x) if augment else x), labels[batch]
         return
-    transform = train_transform(spec, config.augment, config.augment_strength)
-    loader = DataLoader(_TrainDataset(data, transform), batch_sampler=batch_sampler,
+    transform = train_transform(spec, config.augment, config.augment_strength, flip=config.augment_flip)
+    loader = DataLoader(TrainDataset(data, transform), batch_sampler=batch_sampler,
                         num_workers=config.num_workers, persistent_workers=False,
-                        worker_init_fn=_seed_worker, generator=generator,
+                        worker_init_fn=seed_worker, generator=generator,
                         multiprocessing_context=worker_context(config.num_workers))
     yield from loader
 
@@ -83,10 +86,10 @@ def decode_into_memory(data: LabelledImages, spec: PreprocessSpec, *, progress: 
     return replace(data, paths=None, pixels=pixels)
 
 
-def _seed_worker(worker_id: int) -> None:
+def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
 
 
-__all__ = ["IN_MEMORY_MAX_BYTES", "decode_into_memory", "iterate_batches", "make_batch_sampler"]
+__all__ = ["IN_MEMORY_MAX_BYTES", "TrainDataset", "seed_worker", "decode_into_memory", "iterate_batches", "make_batch_sampler"]

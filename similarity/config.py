@@ -147,6 +147,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: bool = True
     augment_strength: float = 1.0  # scales crop, shift, erasing and colour jitter; 1.0 = the tuned defaults
+    augment_flip: bool = True  # horizontal flips in the augmentation (off where a mirror image is another class)
+    # the frozen blocks' activations computed once (similarity/cached.py) for this many views of each training
+    # image (view 0 plain, the others augmented): 1 caches the plain view, on which the head is fitted before
+    # fine-tuning and validation runs, while the epochs run live; 2 or more also train the epochs from the cached
+    # views; 0: no cache
+    cache_views: int = 0
     patience: int = 3  # epochs without val improvement before stopping; 0 disables early stopping
     val_fraction: float = 0.1
     test_fraction: float = 0.0
@@ -177,6 +183,8 @@ class TrainConfig:
             raise ValueError(f"budget_minutes must be >= 0, got {self.budget_minutes or self.max_minutes}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.cache_views < 0:
+            raise ValueError(f"cache_views must be >= 0, got {self.cache_views}")
         if not 0.0 <= self.augment_strength <= 3.0:
             raise ValueError(f"augment_strength must be in [0, 3], got {self.augment_strength}")
 

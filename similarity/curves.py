@@ -28,7 +28,7 @@ def history_figure(history: Sequence[dict]) -> Figure:
 
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
     keys = [key for key in dict.fromkeys(k for row in history for k in row)
-            if key not in NOT_PLOTTED and _is_number(next((r[key] for r in history if key in r), None))]
+            if key not in NOT_PLOTTED and any(_is_number(r.get(key)) for r in history)]
     panels = {"loss": [k for k in keys if "loss" in k], "lr": [k for k in keys if k in ("lr", "learning_rate")]}
     panels["metrics"] = [k for k in keys if k not in panels["loss"] and k not in panels["lr"]]
     panels = {name: ks for name, ks in panels.items() if ks}

@@ -57,9 +57,29 @@ class _AvgMaxPool(nn.Module):
 
 
 class _EfficientNetFeatures(nn.Module):
+    """EfficientNet's features, runnable in stages: stage 0 is the stem, 1..N the MBConv blocks, N + 1 the
+    head convolution (the order of :attr:`Backbone.blocks`); ``run(x, start, stop)`` applies stages
+    ``[start, stop)`` exactly as ``extract_features`` does (drop-connect rates included)."""
+
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.net._blocks) + 2
+
+    def run(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        net, blocks = self.net, self.net._blocks
+        for stage in range(start, stop):
+            if stage == 0:
+                x = net._swish(net._bn0(net._conv_stem(x)))
+            elif stage <= len(blocks):
+                rate = net._global_params.drop_connect_rate
+                x = blocks[stage - 1](x, drop_connect_rate=rate * float(stage - 1) / len(blocks) if rate else rate)
+            else:
+                x = net._swish(net._bn1(net._conv_head(x)))
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x).mean(dim=(2, 3))
@@ -173,3 +193,43 @@ class EmbeddingNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.backbone(x)), dim=1)
+
+    @property
+    def frozen_stages(self) -> int | None:
+        """How many leading blocks are frozen, for a backbone that runs in stages (EfficientNet): their output can
+        be computed once and cached (0: every block trains, and the cache holds the preprocessed input); None for
+        other backbones."""
+        n = self.config.trainable_blocks
+        if not isinstance(self.backbone, _EfficientNetFeatures):
+            return None
+        return 0 if n < 0 or n >= len(self.blocks) else len(self.blocks) - n
+
+    def activations(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen blocks' output for input ``x`` (B, C, H, W): what :meth:`forward_from` takes."""
+        cut = self._cut()
+        return self.backbone.run(x, 0, cut)
+
+    def pooled_from(self, h: torch.Tensor) -> torch.Tensor:
+        """Backbone features (B, feature_dim) from the frozen blocks' output ``h``."""
+        return self.backbone.run(h, self._cut(), self.backbone.num_stages).mean(dim=(2, 3))
+
+    def forward_from(self, h: torch.Tensor) -> torch.Tensor:
+        """The embedding from the frozen blocks' output ``h``: ``forward(x) == forward_from(activations(x))``."""
+        return F.normalize(self.head(self.pooled_from(h)), dim=1)
+
+    def _cut(self) -> int:
+        cut = self.frozen_stages
+        if cut is None:
+            raise ValueError(f"{self.config.backbone} does not run in stages (an EfficientNet does)")
+        return cut
+
+
+class StagedForward(nn.Module):
+    """``net.forward_from`` as a module, so a training loop can step it on cached activations."""
+
+    def __init__(self, net: EmbeddingNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_from(h)

@@ -6,14 +6,19 @@ sample) into a :class:`DataProfile`; :func:`choose_recipe` turns a profile, a ti
 (``extra["recipe"]``). The rules are general, stated here once:
 
 - **Small grayscale images** (median side <= 64 px, >= 90% grayscale): the small CNN from scratch at the
-  native size (28 px stays 28), one channel, normalised with the data's own mean/std. Flip test-time
-  augmentation is on: training already flips images, so the model learns mirror images as the same item, and
-  the two views' average helped on Fashion-MNIST. Turn it off (``--no-flip-tta``) where a mirror image is
-  another class (text, digits, arrows); whether flips preserve labels cannot be seen from the pixels.
+  native size (28 px stays 28), one channel, normalised with the data's own mean/std, flip test-time
+  augmentation on where flips keep the class (the two views' average helped on Fashion-MNIST).
 - **Everything else**: the pretrained EfficientNet-Lite0 (the offline ImageNet weights) with ImageNet
-  normalisation, which those weights expect, at the largest input size among 224/192/160/128 px at which
-  ``MIN_EPOCHS`` epochs fit the budget at the measured (or estimated) speed, never much above the images'
-  own size.
+  normalisation, which those weights expect, never much above the images' own size. On a CPU with a budget
+  (:func:`_pretrained_partial`) the most trainable blocks among ``TRAINABLE_CHOICES`` (every block, or only the
+  last ones, so that the frozen ones run forward only), then the largest input size among 224/192/160/128 px,
+  at which
+  ``MIN_PARTIAL_EPOCHS`` epochs fit the budget at this machine's measured speeds (:func:`measure_machine_speed`,
+  about 7 s). Epoch 0 is the starting point, the frozen features with a fitted head, kept when no epoch beats
+  it (:mod:`similarity.cached`, :mod:`similarity.gain`). On a GPU, or without a budget, the whole backbone
+  trains at the largest size at which ``MIN_EPOCHS`` epochs fit.
+- **Flips** (augmentation and test-time): on unless :func:`similarity.flips.check_flips` measures that a
+  mirror image loses its class (digits, text).
 - **Batch size** from the training-set size (about 20 steps an epoch at least), the **learning rate** scaled
   with the square root of the batch size (Adam), **validation** of 2000 images or 20% of the data, whichever
   is smaller and two per class at least (none when a class has fewer than 5 images), **early stopping** only on
@@ -31,7 +36,8 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -40,6 +46,9 @@ from similarity.config import LossConfig, ModelConfig, PreprocessSpec, SamplerCo
 from similarity.data import LabelledImages
 from similarity.imageio import ImageDecodeError, scale_to_fit
 from similarity.models import default_preprocess
+
+if TYPE_CHECKING:
+    from similarity.flips import FlipCheck
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,39 @@ COMPILE_MIN_IMAGES, COMPILE_MIN_MINUTES = 20_000, 10.0
 # EfficientNet-Lite0 training speed at 224 px without a measurement: about 5.5 images/s per CPU thread
 # (2 cores: ~25 images/s at 150 px, the TrashNet benchmark); a GPU does hundreds
 ESTIMATED_IPS_224 = {"cpu_per_thread": 5.5, "cuda": 400.0}
+# on a CPU, photos train the last blocks on cached activations of the frozen ones (similarity/cached.py)
+# blocks trained (of EfficientNet-Lite0's 18 stages), deepest first: all (-1), or the last from its 28 px (at 224
+# px input) stage, its 14 px stage, or its last two stages. On TrashNet at 160 px all blocks reached 92-93% kNN
+# in 15 minutes, the last 12 about 87% (both about 55 images/s here), the last 6 at 224 px about 86%: depth
+# pays more than input size, so every block trains wherever 128 px at least allows it, and fewer blocks only
+# where the budget cannot hold enough epochs otherwise
+TRAINABLE_CHOICES = (-1, 12, 9, 6)
+MIN_PARTIAL_EPOCHS = 8  # a depth and size are chosen only where this many epochs fit (the speed probe is cautious:
+# on TrashNet the 8 it planned for became 24)
+LOADER_SHARE = 0.8  # of the measured speed, what an epoch gets while DataLoader workers decode on the same cores
+# without a measurement, images/s per CPU thread at 224 px: the frozen blocks' forward pass, and training the last
+# N blocks from cached input (2 cores with AVX-512: forward 35-50; all, 12, 9, 6 blocks: about 13, 20, 35, 65)
+ESTIMATED_STAGE_IPS_224 = {"forward_per_thread": 30.0,
+                           "train_per_thread": {-1: 12.0, 12: 20.0, 9: 30.0, 6: 55.0}}
+
+
+@dataclass(frozen=True)
+class MachineSpeed:
+    """EfficientNet-Lite0 images/second at 224 px on this machine: embedding (forward, eval), and training the
+    last N blocks from cached activations (``stage_train``: N -> images/s). Measured by
+    :func:`measure_machine_speed` or estimated from the thread count."""
+
+    forward: float
+    stage_train: dict[int, float]
+    measured: bool
+
+    def at(self, ips_224: float, size: int) -> float:
+        return ips_224 * (224 / size) ** 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"forward_224": round(self.forward, 1),
+                "stage_train_224": {str(k): round(v, 1) for k, v in self.stage_train.items()},
+                "measured": self.measured}
 
 
 @dataclass(frozen=True)
@@ -214,13 +256,65 @@ def measure_images_per_second(device: str = "cpu", image_size: int = 128, batch_
     return batch_size * steps / seconds * (image_size / 224) ** 2
 
 
+def estimated_machine_speed(threads: int | None = None) -> MachineSpeed:
+    import torch
+
+    threads = threads or torch.get_num_threads()
+    return MachineSpeed(ESTIMATED_STAGE_IPS_224["forward_per_thread"] * threads,
+                        {n: ips * threads for n, ips in ESTIMATED_STAGE_IPS_224["train_per_thread"].items()}, False)
+
+
+def measure_machine_speed(image_size: int = 160, batch_size: int = 16, steps: int = 4) -> MachineSpeed:
+    """:class:`MachineSpeed` measured on the CPU: ``steps`` batches of random ``image_size`` images through the
+    pretrained EfficientNet-Lite0 (forward), and through each of ``TRAINABLE_CHOICES`` last-block depths
+    (forward + backward from cached input), after one warm-up each, scaled to 224 px by the pixel count (about
+    10 s on 2 cores)."""
+    import torch
+
+    from similarity.models import EmbeddingNet
+
+    def timed(step: Callable[[], object]) -> float:
+        for _ in range(2):  # the first passes pay for allocation and kernel selection
+            step()
+        begin = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return batch_size * steps / (time.perf_counter() - begin) * (image_size / 224) ** 2
+
+    x = torch.randn(batch_size, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
+    stage_train: dict[int, float] = {}
+    forward = 0.0
+    for n in TRAINABLE_CHOICES:
+        model_config = ModelConfig(backbone="efficientnet_lite0", pretrained=False, trainable_blocks=n)
+        net = EmbeddingNet(model_config, default_preprocess(model_config, image_size)).to(memory_format=torch.channels_last)
+        net.eval()
+        with torch.no_grad():  # not inference_mode: the cached input feeds a training step
+            if not forward:
+                forward = timed(lambda: net(x))
+            h = net.activations(x).clone()
+        net.train()
+        optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-6)
+
+        def train_step() -> None:
+            loss = net.forward_from(h).square().sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        stage_train[n] = timed(train_step)
+    return MachineSpeed(forward, stage_train, True)
+
+
 def choose_recipe(profile: DataProfile, budget_minutes: float = DEFAULT_BUDGET_MINUTES, device: str = "cpu", *,
-                  images_per_second: float | None = None, cpu_count: int | None = None) -> Recipe:
+                  images_per_second: float | None = None, cpu_count: int | None = None,
+                  speed: MachineSpeed | None = None, flips: FlipCheck | None = None) -> Recipe:
     """The recipe for data like ``profile`` trained within ``budget_minutes`` on ``device`` ("cpu" or "cuda").
 
-    ``images_per_second``: EfficientNet-Lite0 training speed at 224 px on this machine (see
-    :func:`measure_images_per_second`); estimated when None. ``cpu_count`` sizes the data-loading workers
-    (default: ``os.cpu_count()``).
+    ``images_per_second``: EfficientNet-Lite0 full fine-tuning speed at 224 px on this machine (see
+    :func:`measure_images_per_second`; used on a GPU, or without a budget); ``speed``: the CPU's embedding and
+    last-block training speeds (:func:`measure_machine_speed`); both estimated when None. ``flips``: whether a
+    mirror image keeps its class (:func:`similarity.flips.check_flips`); flips stay on when None. ``cpu_count``
+    sizes the data-loading workers (default: ``os.cpu_count()``).
     """
     if budget_minutes < 0:
         raise ValueError(f"budget_minutes must be >= 0, got {budget_minutes}")
@@ -233,18 +327,50 @@ def choose_recipe(profile: DataProfile, budget_minutes: float = DEFAULT_BUDGET_M
     size_text = f"{profile.median_width}x{profile.median_height} px median, {profile.grayscale_share:.0%} grayscale"
     if profile.is_small_grayscale:
         config = _small_cnn(profile, n_train, budget_minutes, reasons, size_text, bf16=native_bf16(device))
+    elif device == "cpu" and budget_minutes:
+        config = _pretrained_partial(profile, n_train, budget_minutes, speed or estimated_machine_speed(), reasons,
+                                     size_text)
     else:
         ips = images_per_second or estimated_images_per_second(device)
         config = _pretrained(profile, n_train, budget_minutes, device, ips, reasons, size_text,
                              measured=images_per_second is not None)
+    config = _with_flips(config, flips, reasons)
     reasons += validation
     workers = 0 if profile.in_memory else min(4, max(1, (cpu_count or os.cpu_count() or 1) - 1))
+    epochs = MAX_EPOCHS
     config = replace(config, val_fraction=val_fraction, patience=patience, num_workers=workers,
-                     budget_minutes=budget_minutes, epochs=MAX_EPOCHS)
-    reasons.append(f"at most {MAX_EPOCHS} epochs; " + (f"the {budget_minutes:g}-minute budget fits the epochs and "
-                                                       "the LR schedule to the measured speed"
-                                                       if budget_minutes else "no time budget"))
+                     budget_minutes=budget_minutes, epochs=epochs)
+    reasons.append(f"at most {epochs} epochs; " + (f"the {budget_minutes:g}-minute budget fits the epochs and "
+                                                   "the LR schedule to the measured speed"
+                                                   if budget_minutes else "no time budget"))
     return Recipe(config, tuple(reasons), "data", profile)
+
+
+def recipe_for(data: LabelledImages, budget_minutes: float = DEFAULT_BUDGET_MINUTES, device: str = "cpu") -> Recipe:
+    """The recipe for ``data``, everything measured: the data's profile, whether flips keep its classes, and
+    (for photos on a CPU with a budget) this machine's speed."""
+    from similarity.flips import check_flips
+
+    profile = inspect_data(data)
+    flips = check_flips(data)
+    speed = ips = None
+    if not profile.is_small_grayscale and budget_minutes:
+        if device == "cpu":
+            speed = measure_machine_speed()
+        else:
+            ips = measure_images_per_second(device)
+    return choose_recipe(profile, budget_minutes, device, images_per_second=ips, speed=speed, flips=flips)
+
+
+def _with_flips(config: TrainConfig, flips: FlipCheck | None, reasons: list[str]) -> TrainConfig:
+    """Flip augmentation (and, where the recipe chose it, flip test-time augmentation) only where the data says
+    that a mirror image keeps its class."""
+    if flips is None or flips.preserves_class:
+        if flips is not None:
+            reasons.append(f"horizontal flips on: {flips.reason}")
+        return config
+    reasons.append(f"horizontal flips off (augmentation and test-time): {flips.reason}")
+    return replace(config, augment_flip=False, preprocess=replace(config.preprocess, flip_tta=False))
 
 
 def preprocess_for(model: ModelConfig, profile: DataProfile, image_size: int | None = None) -> PreprocessSpec:
@@ -289,8 +415,7 @@ def _small_cnn(profile: DataProfile, n_train: int, budget_minutes: float, reason
         f"{size_text}: small grayscale images -> smallcnn from scratch at the native {preprocess.image_size} px, "
         "1 channel",
         f"normalisation from {profile.sampled} sampled images: mean {profile.mean[0]:.4f}, std {profile.std[0]:.4f}",
-        "flip test-time augmentation on: training flips images too; turn it off (--no-flip-tta) where a mirror "
-        "image is another class (text, digits)",
+        "flip test-time augmentation on where flips keep the class: training flips images too",
         f"batch {batch} for {n_train} training images, lr {3e-3 * math.sqrt(batch / 256):.2g} (sqrt-scaled)",
     ]
     if compile_:
@@ -310,9 +435,7 @@ def _pretrained(profile: DataProfile, n_train: int, budget_minutes: float, devic
                         dropout=0.2)
     batch = _batch_size(n_train, 128 if device == "cuda" else 32)
     n_val = profile.num_images - n_train
-    # never much above the images' own size: the smallest candidate that covers it, and at least the smallest
-    cap = min((s for s in PRETRAINED_SIZES if s >= profile.median_side), default=PRETRAINED_SIZES[0])
-    sizes = [s for s in PRETRAINED_SIZES if s <= cap]
+    sizes = _sizes_for(profile)
     seconds = budget_minutes * 60 * 0.9
     size = sizes[-1]
     for candidate in sizes:
@@ -336,3 +459,68 @@ def _pretrained(profile: DataProfile, n_train: int, budget_minutes: float, devic
     return TrainConfig(model=model, loss=LossConfig(name="normsoftmax", temperature=0.05),
                        sampler=SamplerConfig(kind="random"), preprocess=default_preprocess(model, size),
                        batch_size=batch, lr=lr, backbone_lr_multiplier=0.3, weight_decay=1e-4, warmup_epochs=0.5)
+
+
+def _epoch_speed(speed: MachineSpeed, trainable: int, size: int) -> float:
+    """Training images/s at ``size`` px with ``trainable`` blocks: the frozen ones forward (none when all train),
+    then the trained ones forward and backward."""
+    train = speed.at(speed.stage_train[trainable], size)
+    return train if trainable < 0 else 1 / (1 / speed.at(speed.forward, size) + 1 / train)
+
+
+def _sizes_for(profile: DataProfile) -> list[int]:
+    """The input sizes worth trying, largest first: never much above the images' own size (the smallest
+    candidate that covers it; upscaling adds no detail, and 192 px on 150 px TrashNet scored below 160 px)."""
+    cap = min((s for s in PRETRAINED_SIZES if s >= profile.median_side), default=PRETRAINED_SIZES[0])
+    return [s for s in PRETRAINED_SIZES if s <= cap]
+
+
+def _pretrained_partial(profile: DataProfile, n_train: int, budget_minutes: float, speed: MachineSpeed,
+                        reasons: list[str], size_text: str) -> TrainConfig:
+    """Pretrained EfficientNet-Lite0 on a CPU: only the last blocks train, so the frozen ones run forward only.
+
+    The depth is the most of ``TRAINABLE_CHOICES`` blocks, and then the input size the largest of
+    ``PRETRAINED_SIZES`` up to the images' own size, at which
+    ``MIN_PARTIAL_EPOCHS`` epochs fit the budget, after caching the plain view of each image once (the head is
+    fitted on it before fine-tuning, and validation runs from it) and keeping time for the final evaluation.
+    """
+    seconds = 0.9 * budget_minutes * 60
+    n_val = profile.num_images - n_train
+    sizes = _sizes_for(profile)
+    choice = None
+    for n in TRAINABLE_CHOICES:
+        for size in sizes:
+            forward = speed.at(speed.forward, size)
+            fixed = (n_train + n_val) / forward + 2 * profile.num_images / forward  # plain cache, final evaluation
+            # the loader's workers share the cores (LOADER_SHARE)
+            epoch_ips = LOADER_SHARE * _epoch_speed(speed, n, size)
+            if fixed + MIN_PARTIAL_EPOCHS * n_train / epoch_ips <= seconds:
+                choice = size, n, epoch_ips, fixed
+                break
+        if choice:
+            break
+    if choice is None:  # nothing fits: the cheapest, and the budget fits what it can
+        size, n = sizes[-1], TRAINABLE_CHOICES[-1]
+        choice = size, n, LOADER_SHARE * _epoch_speed(speed, n, size), 0.0
+    size, trainable, epoch_ips, _ = choice
+    model = ModelConfig(backbone="efficientnet_lite0", embedding_dim=128, pretrained=True,
+                        trainable_blocks=trainable, dropout=0.2)
+    batch = _batch_size(n_train, 32)
+    lr = round(1e-3 * math.sqrt(batch / 32), 6)
+    how = "measured" if speed.measured else "estimated"
+    blocks = "all 18 blocks" if trainable < 0 else f"the last {trainable} of 18 blocks"
+    reasons += [
+        f"{size_text}: not small grayscale -> pretrained efficientnet_lite0 (ImageNet weights, offline), "
+        "3 channels, ImageNet normalisation (what the weights expect)",
+        f"input {size} px, {blocks} trained: the most blocks, then the largest size up to the images' own, at "
+        f"which {MIN_PARTIAL_EPOCHS} epochs fit the budget at {epoch_ips:.0f} images/s ({how}"
+        + ("" if trainable < 0 else "; the frozen blocks run forward only") + ")",
+        "epoch 0 is the starting point: the pretrained features with a head fitted on them (their principal "
+        "directions or a linear probe, whichever validates better); it is kept when no epoch beats it on validation",
+        f"batch {batch} for {n_train} training images, lr {lr:.2g} (sqrt-scaled), backbone at 0.3x the lr",
+        "flip test-time augmentation off: it doubles the cost of embedding with a large backbone",
+    ]
+    return TrainConfig(model=model, loss=LossConfig(name="normsoftmax", temperature=0.05),
+                       sampler=SamplerConfig(kind="random"), preprocess=default_preprocess(model, size),
+                       batch_size=batch, lr=lr, backbone_lr_multiplier=0.3, weight_decay=1e-4, warmup_epochs=0.5,
+                       cache_views=1)

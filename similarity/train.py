@@ -27,14 +27,17 @@ from tqdm.auto import tqdm
 
 from similarity.batches import decode_into_memory, iterate_batches, make_batch_sampler
 from similarity.budget import Clock, TimeBudget
+from similarity.cached import (ActivationCache, activation_bytes, build_activation_cache, cached_batches,
+                               embed_cached, fit_head, pca_head)
 from similarity.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from similarity.config import TrainConfig
 from similarity.curves import plot_history
 from similarity.data import LabelledImages, check_min_per_class, stratified_split
 from similarity.embedder import Embedder, resolve_device
 from similarity.losses import PairContrastive, ProxyLoss, build_objective
-from similarity.metrics import retrieval_metrics
-from similarity.models import EmbeddingNet
+from similarity.gain import StartComparison, compare_to_start
+from similarity.metrics import retrieval_metrics, retrieval_summary, score_queries
+from similarity.models import EmbeddingNet, StagedForward
 from similarity.schedule import build_lr_schedule, refit
 from similarity.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, thumbnail_array
 
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 
 PROJECTOR_SAMPLE = 300  # validation images in the TensorBoard embedding projector
 ANNEALING_FROM = 0.75  # early stopping counts stale epochs only past this share of the schedule (LR < 15% of peak)
+CACHE_SHARE = 0.35  # of a time budget, the most that caching activations may take (the epochs need the rest)
+CACHE_MAX_BYTES = 2**30  # a larger activation cache is not made (no fitted head for the start then)
 EpochCallback = Callable[[dict], None]  # gets each epoch's history row; may raise to abort (e.g. a pruned trial)
 
 
@@ -59,6 +64,7 @@ class TrainResult:
     split: dict[str, np.ndarray] = field(default_factory=dict)
     wall_seconds: float = 0.0  # the whole call, on the clock train() was given
     tensorboard_dir: str | None = None  # where the event files are, when tensorboard is installed
+    start: StartComparison | None = None  # the trained model against its starting point (pretrained backbones)
 
 
 def seed_everything(seed: int) -> None:
@@ -166,12 +172,28 @@ def evaluate(embedder: Embedder, data: LabelledImages, *, k: int, gallery: Label
     return retrieval_metrics(q, ql, ref.embeddings, gallery.labels[ref.kept], k=k)
 
 
-def _quick_val(embedder: Embedder, val: LabelledImages, k: int) -> dict[str, float]:
-    emb = embedder.embed_data(val, progress=False).embeddings
-    metrics = retrieval_metrics(emb, val.labels, k=k, recall_at=(1,))
-    # "knn_accuracy@<k>", k lowered when the validation set has k items or fewer
+@dataclass(frozen=True)
+class ValScores:
+    """One validation pass: precision@1, kNN accuracy, and which queries the kNN vote got right."""
+
+    precision_at_1: float
+    knn_accuracy: float
+    correct: np.ndarray  # (n_val,) bool
+
+
+def _quick_val(embedder: Embedder, val: LabelledImages, k: int, cache: ActivationCache | None = None) -> ValScores:
+    """Leave-one-out validation of ``val``, embedded from the activation cache when there is one."""
+    if cache is not None and cache.val is not None:
+        emb = embed_cached(embedder.model, cache.val)
+    else:
+        emb = embedder.embed_data(val, progress=False).embeddings
+    labels = np.asarray(val.labels, dtype=np.int64)
+    scores = score_queries(emb, labels, None, None, keep=k)
+    # kNN over min(k, n - 1) neighbours: k is lowered when the validation set has k items or fewer
+    metrics, predicted = retrieval_summary(scores, labels, labels, k=k, recall_at=(),
+                                           num_classes=int(labels.max()) + 1)
     knn = next(value for name, value in metrics.items() if name.startswith("knn_accuracy@"))
-    return {"precision_at_1": metrics["precision_at_1"], "knn_accuracy": knn}
+    return ValScores(metrics["precision_at_1"], knn, predicted == labels)
 
 
 def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike, *,
@@ -200,6 +222,22 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     log.info("training on %d images, validating on %d", len(sets.train), len(sets.val) if sets.val else 0)
 
     model, objective = build_model(config, len(data.class_names), device)
+    notes = dict(extra or {})
+    cache = None
+    cache_bytes = (_cache_bytes(model, config, sets) if config.cache_views and model.frozen_stages is not None
+                   else None)
+    if cache_bytes is not None and cache_bytes <= CACHE_MAX_BYTES and device.type == "cpu":
+        minutes = config.time_budget_minutes
+        deadline = (lambda: CACHE_SHARE * minutes * 60 - (clock() - started)) if minutes else None
+        cache = build_activation_cache(model, sets.train, sets.val, config, deadline=deadline, progress=progress)
+        notes["activation_cache"] = {"views": cache.views, "megabytes": round(cache.bytes / 1e6, 1),
+                                     "seconds": round(cache.seconds, 1), "frozen_stages": model.frozen_stages,
+                                     "head_fit": _start_head(model, objective, cache, sets, config)}
+    elif config.cache_views:
+        log.info("no activation cache, so no fitted head for the start: %s",
+                 f"{config.model.backbone} does not run in stages" if cache_bytes is None else
+                 f"{cache_bytes / 2**30:.1f} GiB is over {CACHE_MAX_BYTES / 2**30:g} GiB" if cache_bytes > CACHE_MAX_BYTES
+                 else "it runs on the CPU only")
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     batch_sampler = make_batch_sampler(sets.train.labels, config, rng)
@@ -209,20 +247,37 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
                           on_replan=lambda total: refit(schedule, total))
     embedder = Embedder(model, config.preprocess, device=device)
     # compiled for training only: evaluation runs the plain module, which shares the same weights
-    forward = torch.compile(model) if config.compile else model
+    # with several cached views the epochs run from the cache; with the plain view alone (head fit and validation)
+    # they run live, fresh augmentation each epoch, through frozen blocks that need no backward pass
+    cached_epochs = cache is not None and cache.views >= 2
+    forward: torch.nn.Module = StagedForward(model) if cached_epochs else model
+    forward = torch.compile(forward) if config.compile else forward
     board = TensorBoardLog.open(out_dir / TENSORBOARD_DIR)
-    notes = dict(extra or {})
 
     checkpoint_path = out_dir / CHECKPOINT_FILE
     history: list[dict] = []
     best_score, best_epoch, stale = -1.0, 0, 0
     images_seen, train_seconds, stopped_because = 0, 0.0, "finished all epochs"
+    start: _Start | None = None
+    best_correct: np.ndarray | None = None
     try:
+        if sets.val is not None and _has_start(config):
+            # the starting point is a candidate: pretrained features (with the fitted head, if any) as epoch 0
+            model.eval()
+            val = _quick_val(embedder, sets.val, config.knn_k, cache)
+            start = _Start(val, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            row = {"epoch": 0, "train_loss": None, "lr": 0.0, "seconds": 0.0, "images_per_second": 0.0,
+                   "val_precision_at_1": val.precision_at_1, "val_knn_accuracy": val.knn_accuracy}
+            history.append(row)
+            _log_epoch(row, 0.0, progress)
+            best_score, best_epoch, best_correct = val.knn_accuracy, 0, val.correct
+            _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
         epoch = 0
         while not (budget.finished if budget else epoch >= config.epochs):
             epoch += 1
             planned = budget.planned_epochs if budget else config.epochs
-            batches = iterate_batches(sets.train, batch_sampler, config, generator)
+            batches = (cached_batches(cache, sets.train.labels, batch_sampler, rng) if cached_epochs
+                       else iterate_batches(sets.train, batch_sampler, config, generator))
             if budget is not None:  # times the steps and ends the epoch where the plan ends
                 batches = budget.steps(batches)
             epoch_start = clock()
@@ -235,17 +290,18 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
                    "seconds": round(epoch_seconds, 2),
                    "images_per_second": round(stats.batches and images_seen / max(train_seconds, 1e-9), 1)}
             model.eval()
+            correct = None
             if sets.val is not None:
-                val = _quick_val(embedder, sets.val, config.knn_k)
-                row.update({"val_precision_at_1": val["precision_at_1"], "val_knn_accuracy": val["knn_accuracy"]})
-                score = val["knn_accuracy"]
+                val = _quick_val(embedder, sets.val, config.knn_k, cache)
+                row.update({"val_precision_at_1": val.precision_at_1, "val_knn_accuracy": val.knn_accuracy})
+                score, correct = val.knn_accuracy, val.correct
             else:  # fixed schedule: the last epoch is the one kept
                 score = float(epoch)
             history.append(row)
             _log_epoch(row, epoch_seconds, progress)
             board.log_epoch(row)
             if score > best_score:
-                best_score, best_epoch, stale = score, epoch, 0
+                best_score, best_epoch, stale, best_correct = score, epoch, 0, correct
                 _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
             elif _annealing(budget, epoch, config.epochs):
                 stale += 1
@@ -266,6 +322,14 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
         val_metrics = evaluate(embedder, sets.val, k=config.knn_k) if sets.val is not None else {}
         test_metrics = (evaluate(embedder, sets.test, k=config.knn_k, gallery=sets.train)
                         if sets.test is not None else {})
+        comparison = None
+        if start is not None and best_correct is not None:
+            start_test = {}
+            if sets.test is not None and best_epoch != 0:
+                start_test = _evaluate_state(embedder, start.state, sets.test, sets.train, config.knn_k)
+            comparison = compare_to_start(start.val.correct, best_correct, start_test=start_test,
+                                          trained_test=test_metrics, best_epoch=best_epoch)
+            _report_start(comparison, progress)
         if board.enabled:
             _log_projector(board, embedder, sets.val if sets.val is not None else sets.train, best_epoch, config.seed)
     finally:
@@ -273,14 +337,72 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     images_per_second = images_seen / train_seconds if train_seconds else 0.0
     if budget is not None:
         notes["budget"] = budget.summary()
+    metrics = {"val": val_metrics, "test": test_metrics, "best_epoch": best_epoch, "stopped_because": stopped_because}
+    if comparison is not None:
+        metrics["start"] = comparison.to_dict()
     sha = _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes,
-                metrics={"val": val_metrics, "test": test_metrics, "best_epoch": best_epoch,
-                         "stopped_because": stopped_because})
+                metrics=metrics)
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))
-    plot_history(history, out_dir / "curves.png")
+    plot_history([row for row in history if row["epoch"] > 0], out_dir / "curves.png")
     return TrainResult(str(checkpoint_path), sha, history, best_epoch, val_metrics, test_metrics, train_seconds,
                        images_per_second, stopped_because, sets.indices, wall_seconds=clock() - started,
-                       tensorboard_dir=board.log_dir)
+                       tensorboard_dir=board.log_dir, start=comparison)
+
+
+@dataclass(frozen=True)
+class _Start:
+    val: ValScores
+    state: dict[str, torch.Tensor]
+
+
+def _start_head(model: EmbeddingNet, objective: torch.nn.Module, cache: ActivationCache, sets: DataSplit,
+                config: TrainConfig) -> dict[str, Any]:
+    """The head the start and fine-tuning begin from: the frozen features' principal directions (what a kNN on
+    the frozen features sees), or a linear probe fitted from there with the training loss, whichever validates
+    better (the PCA head without a validation split)."""
+    pca_head(model, objective, cache, sets.train.labels)
+    if sets.val is None:
+        return {"chosen": "pca"}
+    embedder = Embedder(model, config.preprocess)
+    pca_score = _quick_val(embedder, sets.val, config.knn_k, cache).knn_accuracy
+    pca_state = {k: v.detach().clone() for k, v in [*model.head.state_dict().items(),
+                                                     *(("objective." + n, p) for n, p in objective.state_dict().items())]}
+    fitted = fit_head(model, objective, cache, sets.train.labels, config)
+    probe_score = _quick_val(embedder, sets.val, config.knn_k, cache).knn_accuracy
+    chosen = "probe" if probe_score > pca_score else "pca"
+    if chosen == "pca":
+        model.head.load_state_dict({k: v for k, v in pca_state.items() if not k.startswith("objective.")})
+        objective.load_state_dict({k[len("objective."):]: v for k, v in pca_state.items() if k.startswith("objective.")})
+    log.info("start head: %s (validation kNN: pca %.4f, linear probe %.4f)", chosen, pca_score, probe_score)
+    return {"chosen": chosen, "pca_val_knn": pca_score, "probe_val_knn": probe_score, "probe": fitted}
+
+
+def _cache_bytes(model: EmbeddingNet, config: TrainConfig, sets: DataSplit) -> int:
+    n_val = len(sets.val) if sets.val is not None else 0
+    return (config.cache_views * len(sets.train) + n_val) * activation_bytes(model, config.preprocess.image_size)
+
+
+def _has_start(config: TrainConfig) -> bool:
+    """Whether the model starts from something worth keeping (pretrained features), so that epoch 0 is scored."""
+    return config.model.backbone != "smallcnn" and config.model.pretrained
+
+
+def _evaluate_state(embedder: Embedder, state: dict[str, torch.Tensor], queries: LabelledImages,
+                    gallery: LabelledImages, k: int) -> dict[str, float]:
+    """:func:`evaluate` with the weights ``state`` loaded for the call, the model's own weights restored after."""
+    current = {key: value.detach().clone() for key, value in embedder.model.state_dict().items()}
+    embedder.model.load_state_dict(state)
+    try:
+        return evaluate(embedder, queries, k=k, gallery=gallery)
+    finally:
+        embedder.model.load_state_dict(current)
+
+
+def _report_start(comparison: StartComparison, progress: bool) -> None:
+    message = f"against the start: {comparison.verdict}"
+    if progress:
+        tqdm.write(message)
+    log.info(message)
 
 
 def _annealing(budget: TimeBudget | None, epoch: int, epochs: int) -> bool:
@@ -300,7 +422,8 @@ def _time_budget(config: TrainConfig, sets: DataSplit, steps_per_epoch: int, clo
     if not minutes:
         return None
     n_val = len(sets.val) if sets.val is not None else 0
-    n_test = len(sets.test) + len(sets.train) if sets.test is not None else 0  # test queries + train gallery
+    # test queries + train gallery, twice with a starting point to compare against
+    n_test = (len(sets.test) + len(sets.train)) * (2 if _has_start(config) else 1) if sets.test is not None else 0
     return TimeBudget(minutes * 60, steps_per_epoch=steps_per_epoch, max_epochs=config.epochs,
                         batch_size=config.batch_size, eval_images_per_epoch=n_val,
                         final_eval_images=n_val + n_test + PROJECTOR_SAMPLE, clock=clock,
@@ -317,7 +440,8 @@ def _log_projector(board: TensorBoardLog, embedder: Embedder, data: LabelledImag
 
 
 def _log_epoch(row: dict, epoch_seconds: float, progress: bool) -> None:
-    message = (f"epoch {row['epoch']}: loss {row['train_loss']:.4f}"
+    loss = "start (pretrained features, no fine-tuning)" if row["train_loss"] is None else f"loss {row['train_loss']:.4f}"
+    message = (f"epoch {row['epoch']}: {loss}"
                + (f", val p@1 {row['val_precision_at_1']:.4f}, val kNN {row['val_knn_accuracy']:.4f}"
                   if "val_knn_accuracy" in row else "") + f" ({epoch_seconds:.0f}s)")
     if progress:

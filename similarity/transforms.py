@@ -88,8 +88,10 @@ class ResizeCenterCrop:
         return f"{type(self).__name__}(resize_to={self.resize_to}, crop={self.crop})"
 
 
-def train_transform(spec: PreprocessSpec, augment: bool = True, strength: float = 1.0) -> v2.Compose:
-    """Random resized crop, horizontal flip and (for colour) jitter; eval transform if not ``augment``.
+def train_transform(spec: PreprocessSpec, augment: bool = True, strength: float = 1.0,
+                    flip: bool = True) -> v2.Compose:
+    """Random resized crop, horizontal flip (unless not ``flip``) and (for colour) jitter; eval transform if
+    not ``augment``.
 
     ``strength`` scales the crop (the smallest kept area is ``1 - 0.5 * strength``, at least 8%) and the
     colour jitter (``0.3 * strength``); 1.0 is the default recipe, 0 leaves only the flips (as
@@ -97,15 +99,16 @@ def train_transform(spec: PreprocessSpec, augment: bool = True, strength: float 
     """
     if not augment:
         return eval_transform(spec)
+    flips = [v2.RandomHorizontalFlip()] if flip else []
     if strength <= 0:
         return v2.Compose([ConvertMode(spec.channels), ResizeCenterCrop(spec.resize_to, spec.image_size),
-                           v2.RandomHorizontalFlip(), *_to_normalised_tensor(spec)])
+                           *flips, *_to_normalised_tensor(spec)])
     jitter = 0.3 * strength
     colour = [v2.ColorJitter(jitter, jitter, jitter, min(0.5, 0.02 * strength))] if spec.channels == 3 else []
     return v2.Compose([
         ConvertMode(spec.channels),
         v2.RandomResizedCrop(spec.image_size, scale=(max(0.08, 1.0 - 0.5 * strength), 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
+        *flips,
         *colour,
         *_to_normalised_tensor(spec),
     ])
@@ -141,10 +144,11 @@ class BatchAugment:
         self.generator = generator
 
     @classmethod
-    def with_strength(cls, strength: float, generator: torch.Generator | None = None) -> BatchAugment:
+    def with_strength(cls, strength: float, generator: torch.Generator | None = None,
+                      flip: bool = True) -> BatchAugment:
         """The default augmentation scaled by ``strength`` (1.0: shift 2 px, erase half the images up to 20%
-        of their area; 0: flips only)."""
-        return cls(pad=round(2 * strength), erase_p=min(1.0, 0.5 * strength),
+        of their area; 0: flips only), with or without horizontal flips."""
+        return cls(pad=round(2 * strength), flip=flip, erase_p=min(1.0, 0.5 * strength),
                    erase_area=(0.02, max(0.02, min(0.5, 0.2 * strength))), generator=generator)
 
     def _rand(self, *shape: int) -> torch.Tensor:

@@ -13,10 +13,9 @@ import logging
 from dataclasses import fields, is_dataclass, replace
 
 from engine.training import (BACKBONES, CHECKPOINT_FILE, DEFAULT_BUDGET_MINUTES, LOSSES, PRECISIONS, PRESETS,
-                             SAMPLERS, LabelledImages, Recipe, TrainConfig, choose_recipe, default_preprocess,
-                             default_sampler, find_fashion_mnist, inspect_data, load_fashion_mnist,
-                             load_labelled_images, measure_images_per_second, preprocess_for, read_config,
-                             resolve_device, train, with_overrides)
+                             SAMPLERS, LabelledImages, Recipe, TrainConfig, default_preprocess, default_sampler,
+                             find_fashion_mnist, inspect_data, load_fashion_mnist, load_labelled_images,
+                             preprocess_for, read_config, recipe_for, resolve_device, train, with_overrides)
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +99,7 @@ def base_recipe(args: argparse.Namespace, data: LabelledImages, budget_minutes: 
         return Recipe(_with_budget(config, budget_minutes), (f"preset {args.preset!r} (a named example)",),
                       f"preset {args.preset}")
     budget = DEFAULT_BUDGET_MINUTES if budget_minutes is None else budget_minutes
-    device = resolve_device(args.device or "auto").type
-    profile = inspect_data(data)
-    speed = None
-    if not profile.is_small_grayscale and budget:
-        speed = measure_images_per_second(device)
-    return choose_recipe(profile, budget, device, images_per_second=speed)
+    return recipe_for(data, budget, resolve_device(args.device or "auto").type)
 
 
 def _with_budget(config: TrainConfig, minutes: float | None) -> TrainConfig:
@@ -185,5 +179,8 @@ def run(args: argparse.Namespace) -> int:
                       "wall_seconds": round(result.wall_seconds, 1),
                       "images_per_second": round(result.images_per_second, 1),
                       "tensorboard": result.tensorboard_dir,
-                      "val": result.val_metrics, "test": result.test_metrics}, indent=2))
+                      "val": result.val_metrics, "test": result.test_metrics,
+                      "against_start": result.start.to_dict() if result.start else None}, indent=2))
+    if result.start is not None:
+        print(f"against the start: {result.start.verdict}")
     return 0

@@ -125,3 +125,22 @@ def test_inputs_are_checked():
         build_report(EmbeddingSet(x, y, ["a", "b"]), EmbeddingSet(x, y, ["b", "a"]), "unused", progress=False)
     with pytest.raises(ValueError, match="tsne_sample"):
         ReportConfig(tsne_sample=0)
+
+
+def test_the_summary_shows_training_against_its_start(tmp_path):
+    """A checkpoint's start comparison is shown in the summary and kept in report.json; the start row (epoch 0,
+    no loss) is no point on the training curves."""
+    from similarity.gain import compare_to_start
+
+    x, y = clustered(80, 4, 8, noise=0.5, seed=3)
+    start = compare_to_start(np.array([True] * 70 + [False] * 30), np.array([True] * 90 + [False] * 10),
+                             best_epoch=4).to_dict()
+    history = [{"epoch": 0, "train_loss": None, "val_knn_accuracy": 0.7, "lr": 0.0, "seconds": 0.0}, *HISTORY]
+    result = build_report(EmbeddingSet(x, y, CLASSES), None, tmp_path, config=FAST, progress=False,
+                          history=history, start=start)
+    html = result.html_path.read_text()
+    assert 'id="against-start"' in html and "70.00% -&gt; 90.00% (+20.00%" in html
+    assert json.loads(result.json_path.read_text())["metrics"]["against_start"]["gain"] == pytest.approx(0.2)
+    assert "training_curves" in result.figures
+    without = build_report(EmbeddingSet(x, y, CLASSES), None, tmp_path / "none", config=FAST, progress=False)
+    assert 'id="against-start"' not in without.html_path.read_text()

@@ -13,8 +13,10 @@ from PIL import Image
 from similarity.checkpoint import load_checkpoint
 from similarity.data import load_image_folder
 from similarity.models import IMAGENET_MEAN, IMAGENET_STD
-from similarity.recipe import DataProfile, choose_recipe, inspect_data, measure_images_per_second, native_bf16
+from similarity.recipe import (MIN_PARTIAL_EPOCHS, TRAINABLE_CHOICES, DataProfile, MachineSpeed, choose_recipe,
+                               inspect_data, measure_images_per_second, measure_machine_speed, native_bf16, recipe_for)
 from simsearch.cli import main
+from tests.digits import draw_digits
 
 
 def write_folder(root: Path, *, size: tuple[int, int], mode: str, classes: int = 3, per_class: int = 8,
@@ -94,16 +96,64 @@ def test_small_colour_images_are_not_small_grayscale():
     assert choose_recipe(profile, 15.0, images_per_second=11.0).config.model.backbone == "efficientnet_lite0"
 
 
-def test_the_input_size_follows_the_budget_and_the_speed():
+def slow_cpu(factor: float = 1.0) -> MachineSpeed:
+    """A CPU's speeds at 224 px, ``factor`` times those of a 2-core CPU with AVX-512."""
+    return MachineSpeed(70.0 * factor, {-1: 20.0 * factor, 12: 45.0 * factor, 9: 60.0 * factor, 6: 100.0 * factor},
+                        measured=True)
+
+
+def test_on_a_cpu_the_depth_comes_first_then_the_input_size():
     profile = profile_of()
-    sizes = [choose_recipe(profile, minutes, images_per_second=11.0).config.preprocess.image_size
+    configs = [choose_recipe(profile, minutes, speed=slow_cpu()).config for minutes in (2, 15, 120)]
+    sizes = [c.preprocess.image_size for c in configs]
+    assert sizes == sorted(sizes) and sizes[0] == 128 and sizes[-1] == 224
+    assert configs[-1].model.trainable_blocks == -1  # a long budget fine-tunes every block
+    for config in configs:
+        assert config.model.pretrained and config.model.trainable_blocks in TRAINABLE_CHOICES
+        assert config.cache_views == 1  # the plain view, for the head fit and validation
+    # a slower CPU gets a smaller input or fewer blocks, never more
+
+    def rank(config):  # larger is more work: the input size, then the depth
+        return config.preprocess.image_size, -TRAINABLE_CHOICES.index(config.model.trainable_blocks)
+
+    slow = choose_recipe(profile, 15, speed=slow_cpu(0.3)).config
+    fast = choose_recipe(profile, 15, speed=slow_cpu()).config
+    assert rank(slow) < rank(fast)
+    reason = next(r for r in choose_recipe(profile, 15, speed=slow_cpu()).reasons if r.startswith("input"))
+    assert "measured" in reason and f"{MIN_PARTIAL_EPOCHS} epochs" in reason
+
+
+def test_on_a_gpu_the_whole_backbone_trains_at_a_size_the_budget_allows():
+    profile = profile_of()
+    sizes = [choose_recipe(profile, minutes, "cuda", images_per_second=11.0).config.preprocess.image_size
              for minutes in (2, 15, 120)]
     assert sizes == sorted(sizes) and sizes[0] == 128 and sizes[-1] == 224
     fast = choose_recipe(profile, 15.0, "cuda", images_per_second=400.0).config
-    assert fast.preprocess.image_size == 224 and fast.batch_size > 32
+    assert fast.preprocess.image_size == 224 and fast.batch_size > 32 and fast.model.trainable_blocks == -1
     # never far above the images' own size
-    assert choose_recipe(profile_of(median_width=150, median_height=150), 120,
+    assert choose_recipe(profile_of(median_width=150, median_height=150), 120, "cuda",
                          images_per_second=400.0).config.preprocess.image_size == 160
+
+
+def test_the_machine_speed_is_measured_on_the_backbone():
+    speed = measure_machine_speed(image_size=32, batch_size=2, steps=1)
+    assert speed.measured and speed.forward > 0
+    assert set(speed.stage_train) == set(TRAINABLE_CHOICES) and min(speed.stage_train.values()) > 0
+
+
+def test_digits_turn_flips_off_by_themselves():
+    """Drawn digits: the recipe measures that a mirrored digit is not its own class, and turns off both flip
+    augmentation and flip test-time augmentation; garments keep them."""
+    recipe = recipe_for(draw_digits(40), 15.0)
+    assert recipe.config.model.backbone == "smallcnn"
+    assert not recipe.config.augment_flip and not recipe.config.preprocess.flip_tta
+    assert any(r.startswith("horizontal flips off") for r in recipe.reasons)
+
+
+def test_garments_keep_flips(fmnist_small):
+    recipe = recipe_for(fmnist_small, 15.0)
+    assert recipe.config.augment_flip and recipe.config.preprocess.flip_tta
+    assert any(r.startswith("horizontal flips on") for r in recipe.reasons)
 
 
 @pytest.mark.parametrize("images, classes, smallest_class, expected_val", [
