@@ -51,8 +51,7 @@ def discover(root: str) -> list[str]:
         path = os.path.join(root, name)
         if not os.path.isdir(path):
             continue
-        if any(f.startswith("train-images-idx3") for f in os.listdir(path)) or any(
-                os.path.isdir(os.path.join(path, sub)) for sub in os.listdir(path)):
+        if is_idx(path) or any(os.path.isdir(os.path.join(path, sub)) for sub in os.listdir(path)):
             found.append(name)
     return found
 

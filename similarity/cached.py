@@ -156,11 +156,17 @@ def pooled_features(model: EmbeddingNet, activations: torch.Tensor, *, batch_siz
     return torch.cat(out)
 
 
-def pca_head(model: EmbeddingNet, objective: torch.nn.Module, cache: ActivationCache, labels: np.ndarray) -> None:
+def view_features(model: EmbeddingNet, cache: ActivationCache) -> torch.Tensor:
+    """Backbone features (views * N, feature_dim) of every cached view of the training images, view by view
+    (the plain view's are the first N rows): computed once for both heads."""
+    return torch.cat([pooled_features(model, cache.train[v]) for v in range(cache.views)])
+
+
+def pca_head(model: EmbeddingNet, objective: torch.nn.Module, features: torch.Tensor, labels: np.ndarray) -> None:
     """Set ``model.head``'s projection to the top principal directions of the frozen features of the plain
     training view (centred: cosine in it is cosine between the centred features, what a kNN on the frozen
     features sees, less its least varying directions), and a proxy loss's proxies to the class centroids."""
-    features = pooled_features(model, cache.train[0])
+    features = features[: len(labels)]  # the plain view
     linear = model.head[-1]
     mean = features.mean(dim=0)
     _, _, vh = torch.linalg.svd(features - mean, full_matrices=False)
@@ -190,14 +196,13 @@ def set_centroid_proxies(model: EmbeddingNet, objective: torch.nn.Module, featur
                 proxies[:, c] = torch.nn.functional.normalize(members.mean(dim=0), dim=0)
 
 
-def fit_head(model: EmbeddingNet, objective: torch.nn.Module, cache: ActivationCache, labels: np.ndarray,
+def fit_head(model: EmbeddingNet, objective: torch.nn.Module, features: torch.Tensor, labels: np.ndarray,
              config: TrainConfig, *, epochs: int = HEAD_EPOCHS) -> dict[str, float]:
     """Fit ``model.head`` and ``objective``'s parameters (the proxies) on the frozen features of every cached
     view of the training images, the backbone untouched (a linear probe with the training loss), from where
     they stand. Returns the probe's last-epoch loss and its seconds."""
     started = time.perf_counter()
-    features = torch.cat([pooled_features(model, cache.train[v]) for v in range(cache.views)])
-    targets = torch.from_numpy(np.tile(np.asarray(labels, dtype=np.int64), cache.views))
+    targets = torch.from_numpy(np.tile(np.asarray(labels, dtype=np.int64), len(features) // len(labels)))
     params = [*model.head.parameters(), *objective.parameters()]
     optimizer = torch.optim.AdamW(params, lr=HEAD_LR, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, -(-len(features) // 256))
@@ -225,4 +230,4 @@ def fit_head(model: EmbeddingNet, objective: torch.nn.Module, cache: ActivationC
 
 
 __all__ = ["ActivationCache", "activation_bytes", "build_activation_cache", "cached_batches", "embed_cached",
-           "fit_head", "pca_head", "pooled_features", "set_centroid_proxies"]
+           "fit_head", "pca_head", "pooled_features", "set_centroid_proxies", "view_features"]

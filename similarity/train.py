@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from similarity.batches import decode_into_memory, iterate_batches, make_batch_sampler
 from similarity.budget import Clock, TimeBudget
 from similarity.cached import (ActivationCache, activation_bytes, build_activation_cache, cached_batches,
-                               embed_cached, fit_head, pca_head)
+                               embed_cached, fit_head, pca_head, view_features)
 from similarity.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from similarity.config import TrainConfig
 from similarity.curves import plot_history
@@ -360,14 +360,15 @@ def _start_head(model: EmbeddingNet, objective: torch.nn.Module, cache: Activati
     """The head the start and fine-tuning begin from: the frozen features' principal directions (what a kNN on
     the frozen features sees), or a linear probe fitted from there with the training loss, whichever validates
     better (the PCA head without a validation split)."""
-    pca_head(model, objective, cache, sets.train.labels)
+    features = view_features(model, cache)
+    pca_head(model, objective, features, sets.train.labels)
     if sets.val is None:
         return {"chosen": "pca"}
     embedder = Embedder(model, config.preprocess)
     pca_score = _quick_val(embedder, sets.val, config.knn_k, cache).knn_accuracy
     pca_state = {k: v.detach().clone() for k, v in [*model.head.state_dict().items(),
                                                      *(("objective." + n, p) for n, p in objective.state_dict().items())]}
-    fitted = fit_head(model, objective, cache, sets.train.labels, config)
+    fitted = fit_head(model, objective, features, sets.train.labels, config)
     probe_score = _quick_val(embedder, sets.val, config.knn_k, cache).knn_accuracy
     chosen = "probe" if probe_score > pca_score else "pca"
     if chosen == "pca":
