@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 
-from engine import DEFAULT_RUNTIME, EmbedRuntime
+from similarity.runtime import DEFAULT_RUNTIME, EmbedRuntime
 
 TOKEN_ENV = "SIMSEARCH_API_TOKEN"
 INDEX_ENV = "SIMSEARCH_INDEX"
@@ -16,12 +16,13 @@ INDEX_ENV = "SIMSEARCH_INDEX"
 class ApiConfig:
     """Settings of one API process.
 
-    ``index_dir`` holds the index and its ``model.pt``; ``checkpoint`` overrides that model file.
+    ``index`` names the index as ``--index`` does (an index directory, or a Milvus location such as
+    ``milvus://HOST:PORT/COLLECTION``); its home holds ``model.pt``, and ``checkpoint`` overrides that model file.
     ``api_token`` enables the write endpoints (None: writes are refused with 403); it is kept out of
     ``repr`` so it never reaches a log line.
     """
 
-    index_dir: str
+    index: str
     checkpoint: str | None = None
     default_k: int = 10
     max_k: int = 100
@@ -41,8 +42,8 @@ class ApiConfig:
     onnx_path: str | None = None  # the ONNX model to run (default: the cache beside the checkpoint)
 
     def __post_init__(self) -> None:
-        if not self.index_dir:
-            raise ValueError("index_dir must name an index directory")
+        if not self.index:
+            raise ValueError("index must name an index directory or a Milvus location")
         for name in ("default_k", "max_k", "max_batch", "max_upload_bytes", "max_pixels", "max_request_pixels",
                      "thumbnail_cache_items", "max_random"):
             value = getattr(self, name)
@@ -71,14 +72,14 @@ class ApiConfig:
         return bool(self.api_token)
 
     @classmethod
-    def from_env(cls, index_dir: str | None = None, *, token_env: str = TOKEN_ENV, **overrides) -> "ApiConfig":
-        """A config whose index comes from ``index_dir`` or ``$SIMSEARCH_INDEX`` and whose token comes
+    def from_env(cls, index: str | None = None, *, token_env: str = TOKEN_ENV, **overrides) -> "ApiConfig":
+        """A config whose index comes from ``index`` or ``$SIMSEARCH_INDEX`` and whose token comes
         from the environment variable ``token_env`` (empty or unset: writes disabled)."""
-        index_dir = index_dir or os.environ.get(INDEX_ENV)
-        if not index_dir:
-            raise ValueError(f"no index directory: pass one or set ${INDEX_ENV}")
+        index = index or os.environ.get(INDEX_ENV)
+        if not index:
+            raise ValueError(f"no index: pass one or set ${INDEX_ENV}")
         token = os.environ.get(token_env) or None
-        return cls(index_dir=str(index_dir), api_token=token, **overrides)
+        return cls(index=str(index), api_token=token, **overrides)
 
     def with_changes(self, **changes) -> "ApiConfig":
         return replace(self, **changes)

@@ -88,7 +88,7 @@ def register_error_handlers(app) -> None:
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
         return answer(exc.code or 500, message, headers)
 
-    from engine import IndexBusyError, IndexStoreError, IndexUnavailableError
+    from index import IndexBusyError, IndexStoreError, IndexUnavailableError
 
     @app.errorhandler(IndexBusyError)
     def _busy(exc: IndexBusyError):  # any request that met the database locked past the timeout

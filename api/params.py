@@ -12,8 +12,8 @@ from api.config import ApiConfig
 from api.errors import InvalidRequest, UnsupportedMediaType
 
 _DIGITS = re.compile(r"^[0-9]{1,9}$")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+TRUE_WORDS = ("true", "1", "yes", "on")  # what a boolean query parameter may say (case-insensitive)
+FALSE_WORDS = ("false", "0", "no", "off", "")
 RAW_BODY_TYPES = ("application/octet-stream",)
 
 
@@ -37,9 +37,9 @@ def get_bool(args, name: str, default: bool = False) -> bool:
     if raw is None:
         return default
     value = raw.strip().lower()
-    if value in _TRUE:
+    if value in TRUE_WORDS:
         return True
-    if value in _FALSE:
+    if value in FALSE_WORDS:
         return False
     raise InvalidRequest(f"{name} must be true or false, got {raw[:40]!r}")
 

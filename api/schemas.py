@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from engine import AddResult, ItemMeta, Neighbor, SearchResult, Vote
+from engine.engine import SearchResult
+from engine.ingestion import AddResult
+from index import ItemMeta, Neighbor, Vote
 
 
 THUMBNAIL_SIZE = 128

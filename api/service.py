@@ -6,10 +6,12 @@ engine errors to the API's errors.  The Flask views only parse requests and form
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
 import re
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -18,12 +20,13 @@ from PIL import Image
 
 from api.config import ApiConfig
 from api.errors import Busy, InvalidImage, InvalidRequest, ItemNotFound, TooManyPixels
-from engine import (DEFAULT_POLICY, AddResult, Engine, ImageDecodeError, IndexBusyError, IndexStoreError, ItemMeta,
-                    PixelBudgetExceeded, SearchResult, make_rng, mime_type, scale_to_fit, set_torch_threads)
+from engine.engine import Engine, PixelBudgetExceeded, SearchResult, make_rng, mime_type, set_torch_threads
+from engine.ingestion import DEFAULT_POLICY, AddResult
+from index import MAX_LABEL_CHARS, IndexBusyError, IndexStoreError, ItemMeta
+from similarity.imageio import ImageDecodeError, scale_to_fit
 
 logger = logging.getLogger(__name__)
 
-MAX_LABEL_CHARS = 100
 _LABEL_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 THUMBNAIL_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
 
@@ -64,12 +67,12 @@ class SearchService:
 
     @classmethod
     def from_config(cls, config: ApiConfig) -> "SearchService":
-        """Open the engine (``index_dir/model.pt`` unless ``config.checkpoint``), refusing an index built with
+        """Open the engine (``model.pt`` in the index's home unless ``config.checkpoint``), refusing an index built with
         another model.  Raises ``CheckpointError`` / ``IndexStoreError``."""
         if config.torch_threads:
             set_torch_threads(config.torch_threads)
-        engine = Engine.open(config.index_dir, config.checkpoint, runtime=config.embed_runtime)
-        logger.info("serving %s with model %s (%d classes), runtime %s", config.index_dir,
+        engine = Engine.open(config.index, config.checkpoint, runtime=config.embed_runtime)
+        logger.info("serving %s with model %s (%d classes), runtime %s", config.index,
                     engine.checkpoint.sha256[:12], len(engine.checkpoint.class_names), engine.embedder.runtime)
         return cls(engine, config)
 
@@ -116,12 +119,30 @@ class SearchService:
             raise ItemNotFound(f"the file of image {item_id} is missing on the server")
         return item.path, mime_type(item.path)
 
-    def thumbnail(self, item_id: int, size: int, fmt: str = "jpeg") -> bytes:
-        """The item's image scaled to fit ``size × size`` pixels (up or down), encoded as JPEG or PNG."""
+    def image_etag(self, item_id: int, variant: str = "") -> str:
+        """A strong validator (an ETag's value) of an item's image as served: a sha256 over the item id, its
+        stored file's path, modification time (ns) and size, and ``variant`` (a thumbnail's size and format).
+        It changes when the file does; an unknown id or a missing file is :class:`ItemNotFound`."""
+        item = self.item(item_id)
+        try:
+            info = os.stat(item.path)
+        except OSError:
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode):
+            raise ItemNotFound(f"the file of image {item_id} is missing on the server")
+        key = f"{item.id}\0{item.path}\0{info.st_mtime_ns}\0{info.st_size}\0{variant}"
+        return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+    def check_thumbnail(self, size: int, fmt: str) -> None:
+        """Refuse a thumbnail size or format the server does not make (:class:`InvalidRequest`)."""
         if size not in self.config.thumbnail_sizes:
             raise InvalidRequest(f"size must be one of {list(self.config.thumbnail_sizes)}, got {size}")
         if fmt not in THUMBNAIL_FORMATS:
             raise InvalidRequest(f"format must be one of {sorted(THUMBNAIL_FORMATS)}, got {fmt!r}")
+
+    def thumbnail(self, item_id: int, size: int, fmt: str = "jpeg") -> bytes:
+        """The item's image scaled to fit ``size × size`` pixels (up or down), encoded as JPEG or PNG."""
+        self.check_thumbnail(size, fmt)
         item = self.item(item_id)
         key = (item.id, item.path, size, fmt)
         cached = self._thumbnails.get(key)
@@ -151,7 +172,7 @@ class SearchService:
 
     # ------------------------------------------------------------------ writes
     def add_image(self, data: bytes, label: str, *, duplicates: str = DEFAULT_POLICY) -> AddResult:
-        """Embed the upload, store its file under ``<index_dir>/uploads/`` and add it: durable, and visible to
+        """Embed the upload, store its file under ``uploads/`` in the index's home and add it: durable, and visible to
         every worker and process, when this returns.  ``duplicates``: the policy for an upload that duplicates an
         indexed image (``keep``, ``skip`` or ``flag``, see :meth:`Engine.add_image`)."""
         label = self.check_label(label, "form field 'label'")
@@ -182,8 +203,11 @@ class SearchService:
         label = (label or "").strip()
         if not label:
             raise InvalidRequest(f"{what} is required (the class of the image)")
-        if len(label) > MAX_LABEL_CHARS or _LABEL_FORBIDDEN.search(label):
-            raise InvalidRequest(f"label must be at most {MAX_LABEL_CHARS} printable characters")
+        if len(label) > MAX_LABEL_CHARS:
+            raise InvalidRequest(f"{what} must be at most {MAX_LABEL_CHARS} characters once surrounding "
+                                 f"whitespace is stripped, got {len(label)}")
+        if _LABEL_FORBIDDEN.search(label):
+            raise InvalidRequest(f"{what} must not hold control characters (U+0000..U+001F, U+007F)")
         return label
 
     # ------------------------------------------------------------------ info
@@ -197,8 +221,8 @@ class SearchService:
             "label_counts": stats["label_counts"],
             "model": model,
             "index": {key: stats[key] for key in ("backend", "index_type", "factory", "dim", "metric", "created_at",
-                                                   "stored_vectors", "tombstones", "log_head", "checkpoint",
-                                                   "changes_since_checkpoint", "location", "collection")
+                                                   "stored_vectors", "tombstones", "log_head", "snapshot",
+                                                   "changes_since_snapshot", "location", "collection")
                       if key in stats},
             "writes_enabled": self.config.writes_enabled,
             "limits": {"default_k": self.config.default_k, "max_k": self.config.max_k,
@@ -208,5 +232,5 @@ class SearchService:
 
     def health(self) -> dict:
         return {"status": "ok", "items": len(self.engine), "backend": self.engine.store.backend,
-                "runtime": self.engine.embedder.runtime, "log_head": self.engine.store.log_head(),
+                "runtime": self.engine.embedder.runtime, "log_head": self.engine.log_head(),
                 "uptime_s": round(time.time() - self._started, 1), "pid": os.getpid()}

@@ -16,10 +16,14 @@ from api.params import (form_label, get_bool, get_choice, get_exact_choice, get_
                         positive_int, single_upload)
 from api.schemas import added_json, item_json, prediction_json, search_json
 from api.service import THUMBNAIL_FORMATS, SearchService
-from engine import DEFAULT_POLICY, DUPLICATE_POLICIES, REPORT_DIR, REPORT_HTML
+from engine.ingestion import DEFAULT_POLICY, DUPLICATE_POLICIES
+from engine.layout import REPORT_DIR, REPORT_HTML
 
 bp = Blueprint("api", __name__)
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+# images and thumbnails: any cache revalidates (ETag, If-None-Match -> 304) before reuse, so a deleted item's
+# image is answered 404 at once, and only the client's own cache keeps a copy
+IMAGE_CACHE_CONTROL = "private, no-cache"
 
 
 def service() -> SearchService:
@@ -143,13 +147,21 @@ def image(item_id: int):
     fmt = get_choice(request.args, "format", tuple(THUMBNAIL_FORMATS), "jpeg")  # checked even when unused
     if "size" in request.args:
         size = positive_int(request.args, "size", default=0, maximum=10_000)
-        data = svc.thumbnail(item_id, size, fmt)
-        response = current_app.response_class(data, mimetype=THUMBNAIL_FORMATS[fmt])
+        svc.check_thumbnail(size, fmt)
+        etag = svc.image_etag(item_id, f"{size}.{fmt}")
+        if request.if_none_match.contains(etag):  # the client's copy is current: no thumbnail to make
+            response = current_app.response_class(status=304)
+            del response.headers["Content-Type"]
+        else:
+            data = svc.thumbnail(item_id, size, fmt)
+            response = current_app.response_class(data, mimetype=THUMBNAIL_FORMATS[fmt])
     else:
         path, mime = svc.image_file(item_id)
-        response = send_file(path, mimetype=mime or "application/octet-stream", max_age=3600)
-    # ids may be reused only after a crash that lost an unsaved add, so a short cache is safe
-    response.headers["Cache-Control"] = "public, max-age=3600"
+        etag = svc.image_etag(item_id)
+        # answers 304 to a matching If-None-Match (and serves Range requests)
+        response = send_file(path, mimetype=mime or "application/octet-stream", etag=etag)
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = IMAGE_CACHE_CONTROL
     return response
 
 

@@ -37,8 +37,8 @@ from bench.machine import emit
 from bench.reliability.server import ServerProcess
 from bench.reliability.soak import unique_image
 from bench.write_latency import percentiles_ms
-from engine import MODEL_FILE
-from index import IndexConfig
+from engine.layout import MODEL_FILE
+from index import IndexConfig, Maintainable
 from index.location import create_store, open_store
 from similarity.checkpoint import load_checkpoint
 from similarity.data import FASHION_MNIST_PNG_ROOT, load_labelled_images
@@ -67,7 +67,10 @@ def fill(location: str, source: dict, config: IndexConfig, home: str) -> tuple[d
                          home=None if location == home else home)
     try:
         ids = store.add(source["xb"], labels=source["labels"], paths=source["paths"])
-        store.checkpoint()
+        if isinstance(store, Maintainable):
+            store.snapshot()
+        else:
+            store.flush()  # Milvus: seal the segments
         len(store)  # the load is done when the store answers with everything
     finally:
         store.close()

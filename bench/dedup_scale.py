@@ -52,11 +52,11 @@ if case == "synthetic-build":
     xb = np.concatenate([xb, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
     started = time.perf_counter()
     store = create_store(os.path.join(workdir, "synthetic"), 128,
-                         config=IndexConfig(index_type="hnsw", auto_checkpoint=False),
+                         config=IndexConfig(index_type="hnsw", auto_snapshot=False),
                          model_info={"checkpoint_sha256": "0" * 64, "embedding_dim": 128, "metric": "ip",
                                      "preprocess": {"bench": True}})
     ids = store.add(xb, labels=["x"] * n, paths=[f"img/{i}.png" for i in range(n)])
-    store.checkpoint()
+    store.snapshot()
     store.close()
     out["build_s"] = round(time.perf_counter() - started, 1)
     with open(os.path.join(workdir, "planted.json"), "w") as handle:

@@ -26,13 +26,13 @@ import numpy as np
 
 from bench import DEMO_INDEX, REPO
 from bench.machine import emit
-from engine import DuplicateRule, Engine
 from engine.build import build_index
+from engine.engine import Engine
 from engine.reporting import report_for_index
 from report import ReportConfig
 from similarity.checkpoint import load_checkpoint
 from similarity.data import LabelledImages, fashion_mnist_folder, load_labelled_images
-from similarity.hygiene import image_hashes
+from similarity.hygiene import DuplicateRule, image_hashes
 
 REPORT = replace(ReportConfig(), tsne_sample=300, tsne_max_iter=250, examples=0, failures=0, hover_thumbnails=0,
                  silhouette_sample=1000, kmeans_sample=5000)

@@ -30,7 +30,7 @@ from bench.machine import emit
 from bench.reliability.server import ServerProcess
 from bench.reliability.soak import run_soak, unique_image, verify_items
 from bench.write_latency import OLD_REV, percentiles_ms
-from engine import MODEL_FILE
+from engine.layout import MODEL_FILE
 from similarity.data import FASHION_MNIST_PNG_ROOT
 
 TOKEN = "bench-mixed-load-" + os.urandom(6).hex()

@@ -33,12 +33,12 @@ from bench import REPO
 from bench.index_ann import mixture
 from bench.machine import emit
 from index import IndexConfig, IndexStore
-from index.keeper import CHECKPOINT_DIR
+from index.keeper import SNAPSHOT_DIR
 
 OLD_REV = "6c06d63"  # the last commit of the generation-file design
 MODEL = {"checkpoint_sha256": "0" * 64, "embedding_dim": 128, "metric": "cosine", "preprocess": {"bench": True}}
-CONFIGS = {"flat": IndexConfig(index_type="flat", auto_checkpoint=False),
-           "hnsw": IndexConfig(index_type="hnsw", auto_checkpoint=False)}
+CONFIGS = {"flat": IndexConfig(index_type="flat", auto_snapshot=False),
+           "hnsw": IndexConfig(index_type="hnsw", auto_snapshot=False)}
 
 # run by the old code in a child process: lay out the old format from the new store's checkpoint file, then
 # time add+save and remove+save
@@ -94,7 +94,7 @@ def build_new(directory: str, xb: np.ndarray, index_type: str, synchronous: str 
     store = IndexStore.create(directory, xb.shape[1], config=CONFIGS[index_type], model_info=MODEL,
                               synchronous=synchronous)
     store.add(xb, labels=[f"c{i % 10}" for i in range(len(xb))], paths=[f"img/{i}.png" for i in range(len(xb))])
-    store.checkpoint()
+    store.snapshot()
     return store, time.perf_counter() - started
 
 
@@ -163,12 +163,12 @@ def main(argv: list[str] | None = None) -> int:
                     row["new_synchronous_normal"] = time_new(normal, args.writes, n, seed=1)
                     normal.close()
                 row["new_stats"] = {k: store.stats()[k] for k in ("ntotal", "stored_vectors", "tombstones")}
-                checkpoint_dir = os.path.join(case_dir, "new", CHECKPOINT_DIR)
-                first = sorted((f for f in os.listdir(checkpoint_dir) if f.endswith(".faiss")),
+                snapshot_dir = os.path.join(case_dir, "new", SNAPSHOT_DIR)
+                first = sorted((f for f in os.listdir(snapshot_dir) if f.endswith(".faiss")),
                                key=lambda f: int(f.split(".")[1]))[0]
                 factory = store.factory
                 store.close()
-                row["old"] = time_old(old_code, case_dir, os.path.join(checkpoint_dir, first), n, index_type,
+                row["old"] = time_old(old_code, case_dir, os.path.join(snapshot_dir, first), n, index_type,
                                       factory, n_old)
                 row["add_p50_speedup"] = round(row["old"]["add_ms"]["p50"] / row["new"]["add_ms"]["p50"], 1)
                 results.append(row)

@@ -18,7 +18,7 @@ from bench import DEMO_INDEX, REPO, copy_index
 from bench.machine import emit
 from bench.reliability.server import ServerProcess
 from bench.reliability.writers import WriterLedger, run_writers_trial, verify_on_disk, verify_on_workers
-from engine import load_labelled_images
+from similarity.data import load_labelled_images
 from similarity.data import fashion_mnist_folder
 
 TOKEN = "bench-writers-" + os.urandom(6).hex()

@@ -13,14 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from durablefile import atomic_path
 from engine.ingestion import DuplicateCounts, apply_policy, check_policy, find_new_duplicates
 from engine.layout import MODEL_FILE, UPLOADS_DIR
-from index import MODEL_FIELDS, IndexConfig, VectorStore
+from index import MODEL_FIELDS, IndexConfig, IndexStoreError, VectorStore
 from index.location import create_store, default_home, is_milvus, open_store
-from index.persist import check_model, fsync_dir, write_file_atomic
+from index.persist import check_model
 from similarity.checkpoint import Checkpoint, load_checkpoint
 from similarity.data import LabelledImages, SkippedFile
 from similarity.embedder import ImageEmbedder
+from similarity.embedding_cache import EmbeddingCache
 from similarity.hygiene import DuplicateRule
 from similarity.runtime import EmbedRuntime, load_embedder
 
@@ -141,17 +143,19 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: s
     checkpoint = load_checkpoint(checkpoint_path)
     embedder = load_embedder(checkpoint, runtime)  # a bad ONNX file fails before anything is written
     if milvus:  # refuse an existing collection before spending minutes embedding
-        from index.milvus import MilvusStore, parse_location
+        from index.location import parse_location
+        from index.milvus import MilvusStore
 
         location = parse_location(os.fspath(out))
         if MilvusStore.exists(location):
             raise FileExistsError(f"{location.display} already exists; drop it (simsearch index drop) or pick "
                                   "another collection")
     home_dir.mkdir(parents=True, exist_ok=True)
-    write_file_atomic(str(home_dir / MODEL_FILE), lambda tmp: shutil.copyfile(checkpoint_path, tmp))
-    fsync_dir(str(home_dir))
+    with atomic_path(home_dir / MODEL_FILE) as tmp:
+        shutil.copyfile(checkpoint_path, tmp)
     started = time.perf_counter()
-    result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                                 cache=EmbeddingCache.from_environment())
     seconds = time.perf_counter() - started
     kept, embeddings, counts = _screen(None, data, result.embeddings, result.kept, duplicates, rule)
     if config.expected_size is None:
@@ -160,7 +164,10 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: s
                          model_info=index_model_info(checkpoint), home=str(home_dir) if milvus else None)
     try:
         _append(store, data, embeddings, kept)
-        store.checkpoint()  # so that opening loads the FAISS index instead of replaying the whole log
+        if milvus:
+            store.flush()  # seal the segments: a server restart does not replay them
+        else:
+            store.snapshot()  # so that opening loads the FAISS index instead of replaying the whole log
         index_type = store.index_type or ""
         location = store.location
     finally:
@@ -176,7 +183,7 @@ def copy_index(source: str | os.PathLike, target: str | os.PathLike, *, home: st
     rewritten there), other image paths are kept as they are."""
     from tqdm import tqdm
 
-    from index.milvus import copy_items, parse_location
+    from index.location import parse_location
 
     if parse_location(os.fspath(target)) is None:
         raise ValueError(f"the copy's target must be a Milvus collection (milvus://HOST:PORT/COLLECTION or "
@@ -192,7 +199,8 @@ def copy_index(source: str | os.PathLike, target: str | os.PathLike, *, home: st
         dst = create_store(os.fspath(target), src.dim, config=config, model_info=src.model_info, home=str(home_dir))
         try:
             home_dir.mkdir(parents=True, exist_ok=True)
-            write_file_atomic(str(home_dir / MODEL_FILE), lambda tmp: shutil.copyfile(model, tmp))
+            with atomic_path(home_dir / MODEL_FILE) as tmp:
+                shutil.copyfile(model, tmp)
             uploads_from = os.path.realpath(os.path.join(src.home, UPLOADS_DIR))
             uploads_to = home_dir.resolve() / UPLOADS_DIR
 
@@ -201,15 +209,14 @@ def copy_index(source: str | os.PathLike, target: str | os.PathLike, *, home: st
                     return path
                 uploads_to.mkdir(exist_ok=True)
                 copied = uploads_to / os.path.basename(path)
-                write_file_atomic(str(copied), lambda tmp: shutil.copyfile(path, tmp))
+                with atomic_path(copied) as tmp:
+                    shutil.copyfile(path, tmp)
                 return str(copied)
 
             bar = tqdm(total=len(src), unit="item", desc="copy", disable=not progress)
             copied = copy_items(src, dst, progress=bar.update, path_map=move_upload)
             bar.close()
-            if uploads_to.is_dir():
-                fsync_dir(str(uploads_to))
-            dst.checkpoint()
+            dst.flush()
             location = dst.location
         finally:
             dst.close()
@@ -218,9 +225,33 @@ def copy_index(source: str | os.PathLike, target: str | os.PathLike, *, home: st
     return {"source": os.fspath(source), "index": location, "home": str(home_dir), "copied": copied}
 
 
+def copy_items(source: VectorStore, target, *, batch: int = 10_000, progress=None, path_map=None) -> int:
+    """Copy every item of ``source`` (any store) into ``target`` (a :class:`index.milvus.MilvusStore`), keeping
+    ids, labels, paths (through ``path_map`` if given), sources and vectors (no re-embedding); returns the number
+    copied.  ``progress(n)`` is called after each batch."""
+    if source.dim != target.dim:
+        raise IndexStoreError(f"cannot copy {source.dim}-d vectors into a {target.dim}-d collection")
+    ids, vectors = source.all_vectors()
+    copied = 0
+    for start in range(0, len(ids), batch):
+        chunk = ids[start:start + batch]
+        metas = source.get_many(chunk)
+        keep = [i for i, item_id in enumerate(chunk) if int(item_id) in metas]
+        rows = [metas[int(chunk[i])] for i in keep]
+        paths = [path_map(m.path) if path_map else m.path for m in rows]
+        target.add(vectors[start:start + batch][keep], labels=[m.label for m in rows], paths=paths,
+                   sources=[m.source or "" for m in rows], ids=chunk[keep], added_at=[m.added_at for m in rows])
+        copied += len(rows)
+        if progress:
+            progress(len(rows))
+    target.record_import(ids)  # so that random_ids samples the copied id range without a scan
+    return copied
+
+
 def drop_index(target: str | os.PathLike) -> bool:
     """Drop a Milvus collection (an index directory is removed with ``rm -r``); returns whether it existed."""
-    from index.milvus import MilvusStore, parse_location
+    from index.location import parse_location
+    from index.milvus import MilvusStore
 
     location = parse_location(os.fspath(target))
     if location is None:

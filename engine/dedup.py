@@ -20,11 +20,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from durablefile import atomic_write
 from index import ItemMeta, VectorStore
 from report.thumbnails import thumbnail_uris
 from similarity.hygiene import DuplicateRule, HashCache, ImageHashes, group_pairs, phash_distance
@@ -87,6 +89,7 @@ class DuplicateReport:
     exact_pairs: int
     unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    queried: int | None = None  # items whose neighbours were searched (None: every item)
 
     @property
     def duplicates(self) -> list[int]:
@@ -99,6 +102,7 @@ class DuplicateReport:
                 "mixed_label_groups": sum(g.mixed_labels for g in self.groups),
                 "items_in_groups": sum(len(g.members) for g in self.groups), "duplicates": len(self.duplicates),
                 "threshold": self.threshold, "neighbours": self.neighbours, "pixels": self.pixels,
+                "queried": self.items if self.queried is None else self.queried,
                 "near_pairs": self.near_pairs, "exact_pairs": self.exact_pairs, "unreadable": len(self.unreadable),
                 "seconds": round(self.seconds, 3)}
 
@@ -107,11 +111,13 @@ class DuplicateReport:
 
 
 def near_duplicate_pairs(store: VectorStore, ids: np.ndarray, xb: np.ndarray, *, threshold: float,
-                         neighbours: int = DEFAULT_NEIGHBOURS, batch: int = SEARCH_BATCH) -> np.ndarray:
+                         neighbours: int = DEFAULT_NEIGHBOURS, batch: int = SEARCH_BATCH,
+                         progress: bool = False) -> np.ndarray:
     """Pairs ``(m, 2) int64`` (smaller id first, unique) of items whose cosine is at least ``threshold``, among
     each item's ``neighbours`` nearest.  ``ids: (n,)``, ``xb: (n, d) float32``: the items to query with."""
     found: set[tuple[int, int]] = set()
-    for start in range(0, len(ids), batch):
+    for start in tqdm(range(0, len(ids), batch), desc="duplicates: search", unit="batch", disable=not progress,
+                      leave=False):
         hits = store.search(xb[start:start + batch], neighbours + 1)  # +1: the item finds itself
         for item_id, row in zip(ids[start:start + batch].tolist(), hits):
             for hit in row:
@@ -122,12 +128,12 @@ def near_duplicate_pairs(store: VectorStore, ids: np.ndarray, xb: np.ndarray, *,
     return np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
 
 
-def pixel_signals(items: Iterator[ItemMeta]) -> tuple[dict[int, ImageHashes], list[str]]:
+def pixel_signals(items: Iterable[ItemMeta], *, progress: bool = False) -> tuple[dict[int, ImageHashes], list[str]]:
     """Decode every item's file once: its :class:`ImageHashes` by id, and the paths of unreadable files."""
     cache = HashCache()
     hashes: dict[int, ImageHashes] = {}
     unreadable = []
-    for item in items:
+    for item in tqdm(items, desc="duplicates: pixels", unit="img", disable=not progress, leave=False):
         found = cache.get(item.path)
         if found is None:
             unreadable.append(item.path)
@@ -156,19 +162,30 @@ def confirmed_by_phash(pairs: np.ndarray, hashes: dict[int, ImageHashes], rule: 
 
 
 def find_duplicates(store: VectorStore, *, rule: DuplicateRule = DuplicateRule(),
-                    neighbours: int = DEFAULT_NEIGHBOURS, pixels: bool = False) -> DuplicateReport:
+                    neighbours: int = DEFAULT_NEIGHBOURS, pixels: bool = False, sample: int | None = None,
+                    seed: int = 0, progress: bool = False) -> DuplicateReport:
     """Duplicate groups of a store: near duplicates by ``rule.cosine`` through ``store.search``, and with
-    ``pixels`` exact duplicates by decoded-pixel hash."""
+    ``pixels`` exact duplicates by decoded-pixel hash.  ``sample``: search the neighbours of a seeded sample of
+    this many items only (every pair found has a sampled member), so the time follows the sample, not the store."""
     if neighbours < 1:
         raise ValueError(f"neighbours must be >= 1, got {neighbours}")
+    if sample is not None and sample < 1:
+        raise ValueError(f"sample must be >= 1, got {sample}")
     started = time.perf_counter()
     ids, xb = store.all_vectors()
-    near = near_duplicate_pairs(store, ids, xb, threshold=rule.cosine, neighbours=neighbours)
+    queried = None
+    if sample is not None and sample < len(ids):
+        rows = np.sort(np.random.default_rng(seed).choice(len(ids), size=sample, replace=False))
+        near = near_duplicate_pairs(store, ids[rows], xb[rows], threshold=rule.cosine, neighbours=neighbours,
+                                    progress=progress)
+        queried = sample
+    else:
+        near = near_duplicate_pairs(store, ids, xb, threshold=rule.cosine, neighbours=neighbours, progress=progress)
     hashes, unreadable = {}, []
     if pixels:  # only candidates are decoded: an exact copy embeds identically, so it is a candidate
         candidates = np.unique(near).tolist()
         metas = store.get_many(candidates)
-        hashes, unreadable = pixel_signals(metas[i] for i in candidates if i in metas)
+        hashes, unreadable = pixel_signals([metas[i] for i in candidates if i in metas], progress=progress)
     exact = exact_duplicate_pairs(hashes)
     if pixels:
         near = confirmed_by_phash(near, hashes, rule)
@@ -189,7 +206,7 @@ def find_duplicates(store: VectorStore, *, rule: DuplicateRule = DuplicateRule()
         is_exact = pixels and all(i in hashes for i in live) and len({hashes[i].exact for i in live}) == 1
         built.append(DuplicateGroup(members, is_exact))
     report = DuplicateReport(built, len(ids), rule.cosine, neighbours, pixels, len(near), len(exact), unreadable,
-                             time.perf_counter() - started)
+                             time.perf_counter() - started, queried)
     logger.info("duplicates: %d groups, %d items to remove, among %d items", len(built), len(report.duplicates),
                 len(ids))
     return report
@@ -201,13 +218,11 @@ def write_duplicates(report: DuplicateReport, out_dir: str | os.PathLike, *, thu
     groups, mixed-label groups first) into ``out_dir``; returns both paths."""
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, GROUPS_JSON)
-    with open(json_path, "w", encoding="utf-8") as handle:
-        json.dump(report.to_dict(), handle, indent=1)
+    atomic_write(json_path, json.dumps(report.to_dict(), indent=1).encode("utf-8"))
     shown = sorted(report.groups, key=lambda g: (not g.mixed_labels, g.keep))[:thumbnails]
     uris = iter(thumbnail_uris([m.path for g in shown for m in g.members], thumb_size))
     html_path = os.path.join(out_dir, GROUPS_HTML)
-    with open(html_path, "w", encoding="utf-8") as handle:
-        handle.write(_page(report, shown, uris, thumb_size))
+    atomic_write(html_path, _page(report, shown, uris, thumb_size).encode("utf-8"))
     return json_path, html_path
 
 

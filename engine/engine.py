@@ -2,8 +2,8 @@
 
 The single search path lives here (decode -> embed -> search -> vote), and so do the writes that involve
 images: an upload's file is written and fsynced (file and folder) before the transaction that references
-it commits, and :meth:`Engine.compact` removes whatever a crash left unreferenced.  The API, the CLI, the
-notebook and the benchmarks all call these methods.
+it commits, and :meth:`Engine.compact` (which compacts the index too) removes whatever a crash left
+unreferenced.  The API, the CLI, the notebook and the benchmarks all call these methods.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from durablefile import atomic_write, fsync_dir
 from engine.build import add_images, open_index
 from engine.dedup import DEFAULT_NEIGHBOURS, DuplicateReport, find_duplicates
 from engine.ingestion import DEFAULT_POLICY, AddResult, DuplicateCounts, check_policy, find_in_store
 from engine.layout import UPLOADS_DIR
-from index import ItemMeta, Neighbor, VectorStore, Vote, majority_vote
-from index.persist import fsync_dir
+from index import ItemMeta, Maintainable, Neighbor, ServerCompacted, VectorStore, Vote, majority_vote
 from similarity.checkpoint import Checkpoint, CheckpointError
 from similarity.data import LabelledImages, SkippedFile
 from similarity.embedder import ImageEmbedder
@@ -253,17 +253,36 @@ class Engine:
         return gone
 
     def find_duplicates(self, *, rule: DuplicateRule = DuplicateRule(), neighbours: int = DEFAULT_NEIGHBOURS,
-                        pixels: bool = False) -> DuplicateReport:
-        """Duplicate groups of this index, found through its own search (see :mod:`engine.dedup`); remove
-        all but the first of each group with ``delete(report.duplicates)``."""
-        return find_duplicates(self.store, rule=rule, neighbours=neighbours, pixels=pixels)
+                        pixels: bool = False, sample: int | None = None, seed: int = 0,
+                        progress: bool = False) -> DuplicateReport:
+        """Duplicate groups of this index, found through its own search (see :mod:`engine.dedup`; ``sample``:
+        search from that many seeded items only); remove all but the first of each group with
+        ``delete(report.duplicates)``."""
+        return find_duplicates(self.store, rule=rule, neighbours=neighbours, pixels=pixels, sample=sample, seed=seed,
+                               progress=progress)
 
     def compact(self, *, force: bool = False, orphan_grace_s: float = ORPHAN_GRACE_S) -> dict:
-        """Checkpoint (rebuilding when due, see ``IndexStore.compact``) and remove upload files that no item
-        references and that are older than ``orphan_grace_s`` (younger ones may belong to an add in flight)."""
-        result = self.store.compact(force=force).to_dict()
-        result["orphans_removed"] = self.remove_orphan_uploads(orphan_grace_s)
-        return result
+        """Compact the index, then remove the upload files that no item references and that are older than
+        ``orphan_grace_s`` (younger ones may belong to an add in flight).
+
+        Returns ``{"backend", "index", "orphans_removed"}``.  ``index`` depends on the store: an index directory
+        writes a snapshot of its FAISS index, rebuilt from the truth first when due or ``force``
+        (:class:`index.CompactResult` as a dict, see ``IndexStore.compact``); Milvus compacts its own segments
+        and is only asked to start now (``force`` changes nothing): ``{"requested": what, in words}``."""
+        store = self.store
+        if isinstance(store, Maintainable):
+            index = store.compact(force=force).to_dict()
+        elif isinstance(store, ServerCompacted):
+            index = {"requested": store.request_compaction()}
+        else:
+            index = {"not_applicable": f"a {store.backend} index has no compaction"}
+        return {"backend": store.backend, "index": index,
+                "orphans_removed": self.remove_orphan_uploads(orphan_grace_s)}
+
+    def log_head(self) -> int | None:
+        """The seq of the index's newest committed change, or None where the store keeps no simsearch change
+        log (Milvus keeps its own)."""
+        return self.store.log_head() if isinstance(self.store, Maintainable) else None
 
     def orphan_uploads(self) -> list[str]:
         """Files in ``uploads/`` that no live item references.  Matched by file name (each upload gets a
@@ -295,13 +314,7 @@ class Engine:
     def _write_upload(self, data: bytes, ext: str) -> str:
         os.makedirs(self._uploads, exist_ok=True)
         path = os.path.join(self._uploads, uuid.uuid4().hex + ext)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(self._uploads)
+        atomic_write(path, data)
         return path
 
     def stats(self) -> dict:

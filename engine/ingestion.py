@@ -17,6 +17,7 @@ The check and the add are two steps: two identical uploads racing each other may
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ import numpy as np
 
 from engine.dedup import DEFAULT_NEIGHBOURS, SEARCH_BATCH
 from index import ItemMeta, VectorStore
+from index.milvus import MilvusStore
 from similarity.hygiene import DuplicateRule, HashCache, ImageHashes, hamming, phash_distance
 
 logger = logging.getLogger(__name__)
@@ -94,6 +96,15 @@ def _judge(new: ImageHashes | None, old: ImageHashes | None, similarity: float, 
     return "near" if similarity >= max(rule.cosine, IDENTICAL_COSINE) else None
 
 
+def _search_stale_ok(store: VectorStore) -> Callable[[np.ndarray, int], list]:
+    """``store.search`` for a check that may miss the writes of the last moments (a duplicate added at the
+    same instant): on Milvus with Bounded consistency, which saves a server time tick per call; the embedded
+    store is always fresh (catching up is one cheap query)."""
+    if isinstance(store, MilvusStore):
+        return functools.partial(store.search, consistency="Bounded")
+    return store.search
+
+
 def find_in_store(store: VectorStore, xq: np.ndarray, hash_of: HashOf, *, rule: DuplicateRule = DuplicateRule(),
                   neighbours: int = DEFAULT_NEIGHBOURS, cache: HashCache | None = None
                   ) -> list[DuplicateFinding | None]:
@@ -103,9 +114,10 @@ def find_in_store(store: VectorStore, xq: np.ndarray, hash_of: HashOf, *, rule: 
     be a distinct image of the same class); an exact one wins, else the most similar near one.  Candidate files are
     decoded once (``cache``)."""
     cache = cache if cache is not None else HashCache()
+    search = _search_stale_ok(store)
     findings: list[DuplicateFinding | None] = []
     for start in range(0, len(xq), SEARCH_BATCH):
-        rows = store.search(xq[start:start + SEARCH_BATCH], neighbours, fresh=False)
+        rows = search(xq[start:start + SEARCH_BATCH], neighbours)
         for row_index, row in enumerate(rows, start):
             best = None
             for hit in row:  # best first

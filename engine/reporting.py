@@ -13,6 +13,7 @@ import numpy as np
 from report import EmbeddingSet, ReportConfig, ReportResult, build_report
 from similarity.checkpoint import Checkpoint
 from similarity.data import LabelledImages, fashion_mnist_folder, load_labelled_images
+from similarity.embedding_cache import EmbeddingCache
 from similarity.runtime import EmbedRuntime
 from engine.engine import Engine
 from engine.layout import REPORT_DIR
@@ -82,7 +83,7 @@ def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | No
     query_data = held_out_queries(ckpt, queries)
     query_set = None
     if query_data is not None:
-        result = engine.embedder.embed_data(query_data, progress=progress)
+        result = engine.embedder.embed_data(query_data, progress=progress, cache=EmbeddingCache.from_environment())
         lookup = {name: i for i, name in enumerate(gallery.class_names)}
         unknown = sorted(set(query_data.class_names) - set(lookup))
         if unknown:
@@ -102,9 +103,11 @@ def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | No
             "queries": str(queries) if queries else "leave-one-out within the index"}
     groups = None
     if config.hygiene:
-        duplicates = engine.find_duplicates(rule=config.duplicates, pixels=True)
+        duplicates = engine.find_duplicates(rule=config.duplicates, pixels=True, sample=config.hygiene_sample,
+                                            seed=config.seed, progress=progress)
         groups = [group.to_dict() for group in duplicates.groups]
         info["duplicate_search_s"] = round(duplicates.seconds, 2)
+        info["duplicate_search_items"] = duplicates.summary()["queried"]
     out = Path(out_dir) if out_dir else Path(engine.directory) / REPORT_DIR
     return build_report(gallery, query_set, out, config=config, info=info, history=ckpt.history,
                         progress=progress, duplicate_groups=groups, start=(ckpt.metrics or {}).get("start"))

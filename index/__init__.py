@@ -6,17 +6,16 @@ Knows nothing of torch or Flask: it takes ``(n, d) float32`` arrays, ids and met
 """
 
 from index.config import INDEX_TYPES, IndexConfig, auto_nlist, auto_pq_m, choose_index_type, estimate_hnsw_bytes
-from index.db import ItemMeta
 from index.errors import IndexBusyError, IndexMismatchError, IndexStoreError, IndexUnavailableError
 from index.persist import MODEL_FIELDS
-from index.keeper import CompactResult
-from index.base import MAX_LABEL_CHARS, Neighbor, VectorStore
+from index.base import (MAX_LABEL_CHARS, CompactResult, ItemMeta, Maintainable, Neighbor, ServerCompacted,
+                        VectorStore)
 from index.store import IndexStore
 from index.vote import Vote, majority_vote
 
 __all__ = [
     "INDEX_TYPES", "CompactResult", "IndexBusyError", "IndexConfig", "IndexMismatchError", "IndexStore",
-    "IndexStoreError", "IndexUnavailableError", "ItemMeta", "MAX_LABEL_CHARS", "MODEL_FIELDS", "Neighbor",
-    "VectorStore", "Vote", "auto_nlist", "auto_pq_m",
+    "IndexStoreError", "IndexUnavailableError", "ItemMeta", "MAX_LABEL_CHARS", "MODEL_FIELDS", "Maintainable",
+    "Neighbor", "ServerCompacted", "VectorStore", "Vote", "auto_nlist", "auto_pq_m",
     "choose_index_type", "estimate_hnsw_bytes", "majority_vote",
 ]

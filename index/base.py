@@ -5,6 +5,9 @@ it; one machine, the default) and :class:`index.milvus.MilvusStore` (a Milvus se
 for collections and fleets of servers one machine cannot hold).  Both speak in ``(n, d) float32`` arrays,
 int64 ids (never reused) and :class:`ItemMeta`, and both score a neighbour by the cosine of L2-normalised
 vectors, ``similarity`` in [-1, 1] and ``score = (1 + similarity) / 2``.
+
+Maintenance that only one back end has (a change log, snapshot files of the search index, compaction) is a
+separate interface, :class:`Maintainable`, so that no store pretends to do what it does not.
 """
 
 from __future__ import annotations
@@ -16,9 +19,37 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from index.config import IndexConfig
-from index.db import ItemMeta
 
-MAX_LABEL_CHARS = 512  # the longest label a store accepts (Milvus: the VARCHAR length of the label field)
+# the longest label (in characters, after stripping surrounding whitespace) that the API accepts and a store
+# filters on: the one limit, imported by the API and the stores (Milvus: 4 UTF-8 bytes each in the label field)
+MAX_LABEL_CHARS = 100
+
+
+@dataclass(frozen=True)
+class ItemMeta:
+    """What the store knows about one indexed item; ``added_at`` is a Unix time in seconds."""
+
+    id: int
+    path: str
+    label: str
+    added_at: float
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    """What :meth:`Maintainable.compact` did: ``rebuilt`` (the search index from the truth) and why, the
+    snapshot it wrote (generation and the log seq it covers), and how many tombstones it dropped."""
+
+    rebuilt: bool
+    reason: str
+    snapshot_gen: int
+    snapshot_seq: int
+    dropped_tombstones: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -39,6 +70,15 @@ class Neighbor:
     def of(cls, item_id: int, similarity: float, meta: ItemMeta) -> "Neighbor":
         similarity = min(max(float(similarity), -1.0), 1.0)
         return cls(int(item_id), similarity, (1.0 + similarity) / 2.0, meta.label, meta.path, meta.source)
+
+
+def check_labels(labels: list[str]) -> list[str]:
+    """``labels`` as stored: each a non-empty string of at most MAX_LABEL_CHARS characters (the API's limit too)."""
+    for i, label in enumerate(labels):
+        if not label or len(label) > MAX_LABEL_CHARS:
+            raise ValueError(f"labels[{i}] must be 1 to {MAX_LABEL_CHARS} characters, got {len(label)}: "
+                             f"{label[:40]!r}{'...' if len(label) > 40 else ''}")
+    return labels
 
 
 def check_label_filter(label: str | None) -> str | None:
@@ -77,9 +117,7 @@ class VectorStore(Protocol):
             sources: list[str] | None = None) -> np.ndarray: ...
     def remove(self, ids) -> list[ItemMeta]: ...
     def search(self, xq: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None,
-               label: str | None = None, fresh: bool = True) -> list[list[Neighbor]]: ...
-    # fresh=False: the caller accepts missing writes of the last moments (Milvus: Bounded instead of Strong
-    # consistency, a server time tick saved); the embedded store is always fresh
+               label: str | None = None) -> list[list[Neighbor]]: ...
     def get(self, item_id: int) -> ItemMeta | None: ...
     def get_many(self, ids) -> dict[int, ItemMeta]: ...
     def label_counts(self) -> dict[str, int]: ...
@@ -88,8 +126,25 @@ class VectorStore(Protocol):
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]: ...
     def reconstruct(self, item_id: int) -> np.ndarray: ...
     def stats(self) -> dict: ...
-    def log_head(self) -> int | None: ...
-    def checkpoint(self) -> int | None: ...
-    def compact(self, *, force: bool = False): ...
     def wait_for_background(self, timeout: float | None = None) -> None: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Maintainable(Protocol):
+    """A store that keeps its own change log and search-index files and is maintained by simsearch
+    (:class:`index.store.IndexStore`).  A store that is not (Milvus keeps its own log and compacts its
+    segments itself) has no log head, snapshot or compaction: callers check ``isinstance(store, Maintainable)``
+    and report "not applicable"."""
+
+    def log_head(self) -> int: ...  # the seq of the newest committed change
+    def snapshot(self) -> int: ...  # write the search index as a snapshot file; returns its generation
+    def compact(self, *, force: bool = False) -> CompactResult: ...  # a snapshot, rebuilt first when due
+
+
+@runtime_checkable
+class ServerCompacted(Protocol):
+    """A store whose server compacts its own storage in the background (Milvus: merges segments and purges
+    deleted rows); one may only ask it to start now."""
+
+    def request_compaction(self) -> str: ...  # what the server was asked to do, in words

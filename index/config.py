@@ -49,9 +49,9 @@ class IndexConfig:
     compact_fraction: float = 0.2
     parallel_min_queries: int = 16
     seed: int = 0
-    auto_checkpoint: bool = True
-    checkpoint_every: int = 10_000
-    checkpoint_interval_s: float = 600.0
+    auto_snapshot: bool = True
+    snapshot_every: int = 10_000
+    snapshot_interval_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.index_type not in INDEX_TYPES:
@@ -67,10 +67,10 @@ class IndexConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive int, got {self.checkpoint_every!r}")
-        if not self.checkpoint_interval_s > 0:
-            raise ValueError(f"checkpoint_interval_s must be positive, got {self.checkpoint_interval_s!r}")
+        if not isinstance(self.snapshot_every, int) or self.snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be a positive int, got {self.snapshot_every!r}")
+        if not self.snapshot_interval_s > 0:
+            raise ValueError(f"snapshot_interval_s must be positive, got {self.snapshot_interval_s!r}")
         if not 0.0 < self.compact_fraction <= 1.0:
             raise ValueError(f"compact_fraction must be in (0, 1], got {self.compact_fraction!r}")
 
@@ -79,8 +79,16 @@ class IndexConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "IndexConfig":
+        """The config saved by :meth:`to_dict` (also by older simsearch: renamed fields are read under their
+        old names, unknown ones are ignored)."""
+        data = {_RENAMED.get(k, k): v for k, v in data.items()}
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+# fields saved under another name by index format version 2 (the FAISS snapshot was called a checkpoint)
+_RENAMED = {"auto_checkpoint": "auto_snapshot", "checkpoint_every": "snapshot_every",
+            "checkpoint_interval_s": "snapshot_interval_s"}
 
 
 def estimate_hnsw_bytes(n: int, dim: int, hnsw_m: int) -> int:

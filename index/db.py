@@ -5,7 +5,7 @@ Tables::
     settings     key -> JSON value: format, dim, model identity, config, index type, id counter, log floor
     items        id, vector (float32 blob, as searched), label, path, added_at, source
     changes      the ordered change log: seq (AUTOINCREMENT), op ('add' | 'delete'), item_id, at
-    checkpoints  the FAISS checkpoints written so far: gen, the log seq each covers, file, sha256, tombstones
+    snapshots  the FAISS snapshots written so far: gen, the log seq each covers, file, sha256, tombstones
 
 An add or a delete is one ``BEGIN IMMEDIATE`` transaction that changes ``items`` and appends to ``changes``;
 it is durable when it commits (``synchronous=FULL``: the WAL is fsynced at every commit, so a commit
@@ -30,13 +30,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from index.base import ItemMeta
 from index.errors import IndexBusyError, IndexStoreError
 
 logger = logging.getLogger(__name__)
 
 DB_FILE = "store.sqlite"
 FORMAT = "simsearch-index"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the snapshots table (called checkpoints in 2)
 SYNCHRONOUS = ("full", "normal")
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
 MAX_IDLE = 8  # pooled connections kept open per process
@@ -58,7 +59,7 @@ CREATE TABLE changes (
     item_id INTEGER NOT NULL,
     at REAL NOT NULL
 );
-CREATE TABLE checkpoints (
+CREATE TABLE snapshots (
     gen INTEGER PRIMARY KEY AUTOINCREMENT,
     seq INTEGER NOT NULL,
     file TEXT NOT NULL,
@@ -75,19 +76,8 @@ CREATE TABLE checkpoints (
 
 
 @dataclass(frozen=True)
-class ItemMeta:
-    """What the store knows about one indexed item; ``added_at`` is a Unix time in seconds."""
-
-    id: int
-    path: str
-    label: str
-    added_at: float
-    source: str | None = None
-
-
-@dataclass(frozen=True)
-class CheckpointRow:
-    """One FAISS checkpoint: the file holds the view of the log up to ``seq`` (``tombstones``: ids deleted
+class SnapshotRow:
+    """One FAISS snapshot: the file holds the view of the log up to ``seq`` (``tombstones``: ids deleted
     but still inside the file's graph/lists; ``trained_on``: vectors an IVF quantizer was trained on;
     ``rebuilt``: built afresh from the truth, as a compaction does, rather than a copy of a view)."""
 
@@ -219,8 +209,20 @@ class StoreDB:
                     raise _busy_or_error(exc, self.path) from None
                 raise
 
+    def upgrade(self) -> bool:
+        """Bring a database of format version 2 to 3 (the ``checkpoints`` table becomes ``snapshots``) in
+        one transaction; does nothing to any other version, so concurrent openers upgrade once.  Returns
+        whether it changed anything."""
+        with self.transaction() as conn:
+            if StoreDB.get_setting(conn, "format") != FORMAT or StoreDB.get_setting(conn, "format_version") != 2:
+                return False
+            conn.execute("ALTER TABLE checkpoints RENAME TO snapshots")
+            StoreDB.set_setting(conn, "format_version", FORMAT_VERSION)
+        logger.info("upgraded %s to format version %d", self.path, FORMAT_VERSION)
+        return True
+
     @contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
+    def read_transaction(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query in the block sees the same committed state."""
         with self._borrow() as conn:
             try:  # a corrupt file ("database disk image is malformed") surfaces here, in a read
@@ -287,10 +289,10 @@ class StoreDB:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
         return int(row[0]) if row else 0
 
-    def head_and_checkpoint(self) -> tuple[int, int]:
-        """``(log head, newest checkpoint gen)``: the one cheap query a reader makes before each search."""
+    def head_and_snapshot(self) -> tuple[int, int]:
+        """``(log head, newest snapshot gen)``: the one cheap query a reader makes before each search."""
         row = self.query("SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'changes'), "
-                         "(SELECT max(gen) FROM checkpoints)")[0]
+                         "(SELECT max(gen) FROM snapshots)")[0]
         return int(row[0] or 0), int(row[1] or 0)
 
     @staticmethod
@@ -393,28 +395,28 @@ class StoreDB:
             last = rows[-1][0]
         return ids[:filled], xb[:filled]
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ snapshots
     @staticmethod
-    def checkpoint_row(conn: sqlite3.Connection, gen: int | None = None) -> CheckpointRow | None:
-        """The newest checkpoint (or generation ``gen``), or None."""
+    def snapshot_row(conn: sqlite3.Connection, gen: int | None = None) -> SnapshotRow | None:
+        """The newest snapshot (or generation ``gen``), or None."""
         sql = ("SELECT gen, seq, file, sha256, index_type, factory, stored, tombstones, trained_on, rebuilt, "
-               "created_at FROM checkpoints ")
+               "created_at FROM snapshots ")
         row = (conn.execute(sql + "ORDER BY gen DESC LIMIT 1").fetchone() if gen is None
                else conn.execute(sql + "WHERE gen = ?", (gen,)).fetchone())
         if row is None:
             return None
-        return CheckpointRow(*row[:7], np.frombuffer(row[7], dtype=np.int64).copy(), row[8], bool(row[9]), row[10])
+        return SnapshotRow(*row[:7], np.frombuffer(row[7], dtype=np.int64).copy(), row[8], bool(row[9]), row[10])
 
     @staticmethod
-    def newest_checkpoint_time(conn: sqlite3.Connection) -> tuple[int, float] | None:
-        """``(seq, created_at)`` of the newest checkpoint, or None (cheap: no tombstone list)."""
-        row = conn.execute("SELECT seq, created_at FROM checkpoints ORDER BY gen DESC LIMIT 1").fetchone()
+    def newest_snapshot_time(conn: sqlite3.Connection) -> tuple[int, float] | None:
+        """``(seq, created_at)`` of the newest snapshot, or None (cheap: no tombstone list)."""
+        row = conn.execute("SELECT seq, created_at FROM snapshots ORDER BY gen DESC LIMIT 1").fetchone()
         return None if row is None else (int(row[0]), float(row[1]))
 
     @staticmethod
-    def record_checkpoint(conn: sqlite3.Connection, *, seq: int, file: str, sha256: str, index_type: str,
+    def record_snapshot(conn: sqlite3.Connection, *, seq: int, file: str, sha256: str, index_type: str,
                           factory: str, stored: int, tombstones: np.ndarray, trained_on: int, rebuilt: bool) -> int:
-        cur = conn.execute("INSERT INTO checkpoints (seq, file, sha256, index_type, factory, stored, tombstones, "
+        cur = conn.execute("INSERT INTO snapshots (seq, file, sha256, index_type, factory, stored, tombstones, "
                            "trained_on, rebuilt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (seq, file, sha256, index_type, factory, stored,
                             np.ascontiguousarray(tombstones, dtype=np.int64).tobytes(), trained_on, int(rebuilt),
@@ -422,16 +424,16 @@ class StoreDB:
         return int(cur.lastrowid)
 
     @staticmethod
-    def prune(conn: sqlite3.Connection, keep_checkpoints: int = 2) -> tuple[list[str], int]:
-        """Drop all but the newest ``keep_checkpoints`` checkpoint rows and the log entries the oldest kept one
-        covers (a view loaded from any kept checkpoint can still catch up).  Returns (dropped files, new floor)."""
-        kept = conn.execute("SELECT gen, seq FROM checkpoints ORDER BY gen DESC LIMIT ?",
-                            (keep_checkpoints,)).fetchall()
-        if len(kept) < keep_checkpoints:
+    def prune(conn: sqlite3.Connection, keep_snapshots: int = 2) -> tuple[list[str], int]:
+        """Drop all but the newest ``keep_snapshots`` snapshot rows and the log entries the oldest kept one
+        covers (a view loaded from any kept snapshot can still catch up).  Returns (dropped files, new floor)."""
+        kept = conn.execute("SELECT gen, seq FROM snapshots ORDER BY gen DESC LIMIT ?",
+                            (keep_snapshots,)).fetchall()
+        if len(kept) < keep_snapshots:
             return [], int(StoreDB.get_setting(conn, "log_floor", 0))
         oldest_gen, floor = kept[-1]
-        dropped = [r[0] for r in conn.execute("SELECT file FROM checkpoints WHERE gen < ?", (oldest_gen,))]
-        conn.execute("DELETE FROM checkpoints WHERE gen < ?", (oldest_gen,))
+        dropped = [r[0] for r in conn.execute("SELECT file FROM snapshots WHERE gen < ?", (oldest_gen,))]
+        conn.execute("DELETE FROM snapshots WHERE gen < ?", (oldest_gen,))
         conn.execute("DELETE FROM changes WHERE seq <= ?", (floor,))
         StoreDB.set_setting(conn, "log_floor", int(floor))
         return dropped, int(floor)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 
-class IndexStoreError(ValueError):
-    """An index directory is missing, corrupt, or cannot be used (a clear message, never a raw faiss/sqlite error)."""
+class IndexStoreError(Exception):
+    """An index directory is missing, corrupt, or cannot be used (a clear message, never a raw faiss/sqlite error).
+
+    Not a bad value (no subclass of the built-in one): the caller's values may be fine while the index is broken
+    or its server is down, so a handler of bad input does not catch it."""
 
 
 class IndexMismatchError(IndexStoreError):

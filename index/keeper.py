@@ -1,15 +1,15 @@
 """``ViewKeeper``: keeps one process's FAISS view of an index in step with its SQLite truth.
 
-The view is loaded from the newest checkpoint (a FAISS file stamped with the log seq it covers) and caught up
+The view is loaded from the newest snapshot (a FAISS file stamped with the log seq it covers) and caught up
 by applying the change log after that seq; before every read :meth:`ViewKeeper.refresh` compares the log
-head with the view (one cheap query) and applies only what is new.  Checkpoints are written here, and so is
-compaction (a rebuild from the truth).  When another process writes a rebuilt checkpoint, it is loaded in a
-background thread and swapped in; a checkpoint that merely copies a view is adopted as it is.
+head with the view (one cheap query) and applies only what is new.  Snapshots are written here, and so is
+compaction (a rebuild from the truth).  When another process writes a rebuilt snapshot, it is loaded in a
+background thread and swapped in; a snapshot that merely copies a view is adopted as it is.
 
 Locks: the catch-up lock lets one thread at a time apply changes (the others wait, then find nothing to
-do); the checkpoint lock (an ``flock`` on ``checkpoints/.lock``) lets one process at a time write checkpoint
+do); the snapshot lock (an ``flock`` on ``snapshots/.lock``) lets one process at a time write snapshot
 files; it guards the derived files only, never the data, which SQLite orders.  A thread that holds the
-catch-up lock never waits for the checkpoint lock (compaction takes them in the other order).
+catch-up lock never waits for the snapshot lock (compaction takes them in the other order).
 """
 
 from __future__ import annotations
@@ -22,34 +22,33 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-
-
-from index import factory, persist
+from durablefile import atomic_write, bytes_sha256, file_sha256
+from index import factory
+from index.base import CompactResult
 from index.config import IndexConfig, choose_index_type
-from index.db import CheckpointRow, StoreDB
+from index.db import SnapshotRow, StoreDB
 from index.view import IndexView
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_LOCK = ".lock"
+SNAPSHOT_DIR = "snapshots"
+SNAPSHOT_LOCK = ".lock"
+LEGACY_SNAPSHOT_DIR = "checkpoints"  # the folder's name in index format version 2
 
 
-@dataclass(frozen=True)
-class CompactResult:
-    """What :meth:`IndexStore.compact` did: ``rebuilt`` (the FAISS index from the truth) and why,
-    the checkpoint it wrote, and how many tombstones it dropped."""
-
-    rebuilt: bool
-    reason: str
-    checkpoint_gen: int
-    checkpoint_seq: int
-    dropped_tombstones: int
-    seconds: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def snapshot_folder(directory: str) -> str:
+    """``<directory>/snapshots``, created if missing.  An index of format version 2 kept its snapshots in
+    ``checkpoints/``: that folder is renamed once (by whichever process gets there first)."""
+    folder = os.path.join(directory, SNAPSHOT_DIR)
+    legacy = os.path.join(directory, LEGACY_SNAPSHOT_DIR)
+    if os.path.isdir(legacy) and not os.path.isdir(folder):
+        try:
+            os.rename(legacy, folder)
+            logger.info("index %s: renamed %s/ to %s/", directory, LEGACY_SNAPSHOT_DIR, SNAPSHOT_DIR)
+        except OSError:  # another process renamed it first (or made a new one meanwhile: the view rebuilds)
+            pass
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 class ViewKeeper:
@@ -63,12 +62,12 @@ class ViewKeeper:
         self._catch_up_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._reloading = False
-        self._threads: list[threading.Thread] = []  # background reloads and checkpoints of this process
+        self._threads: list[threading.Thread] = []  # background reloads and snapshots of this process
         self._threads_lock = threading.Lock()
-        self._own_files: set[str] = set()  # checkpoint files this process wrote (never reloaded from disk)
+        self._own_files: set[str] = set()  # snapshot files this process wrote (never reloaded from disk)
         self._opened_at = time.time()
-        self._damaged_gen = 0  # a checkpoint found unusable here: the next checkpoint() replaces it
-        os.makedirs(os.path.join(directory, CHECKPOINT_DIR), exist_ok=True)  # e.g. only store.sqlite restored
+        self._damaged_gen = 0  # a snapshot found unusable here: the next snapshot() replaces it
+        snapshot_folder(directory)  # e.g. only store.sqlite restored, or the folder of format version 2
         self._view: IndexView = self._load_view()
 
     @property
@@ -77,22 +76,22 @@ class ViewKeeper:
         return self._view
 
     def after_write(self) -> None:
-        """Include this process's own write at once, then apply the automatic checkpoint policy."""
+        """Include this process's own write at once, then apply the automatic snapshot policy."""
         self.refresh()
-        if self._config.auto_checkpoint:
-            self._maybe_checkpoint_in_background()
+        if self._config.auto_snapshot:
+            self._maybe_snapshot_in_background()
 
     def _load_view(self) -> IndexView:
-        """The newest checkpoint caught up with the log (or, without a usable one, a view of the truth)."""
-        return self._caught_up(self._checkpoint_view())
+        """The newest snapshot caught up with the log (or, without a usable one, a view of the truth)."""
+        return self._caught_up(self._snapshot_view())
 
-    def _checkpoint_view(self) -> IndexView:
-        """The newest checkpoint as a view, not yet caught up: read again if a newer checkpoint replaced it
+    def _snapshot_view(self) -> IndexView:
+        """The newest snapshot as a view, not yet caught up: read again if a newer snapshot replaced it
         while it was being read; an empty view when there is none yet; built from the truth when its file is
-        unusable, or when an IVF index holds data but has no checkpoint (see :meth:`_first_trained_view`)."""
+        unusable, or when an IVF index holds data but has no snapshot (see :meth:`_first_trained_view`)."""
         for _attempt in range(5):
-            with self._db.snapshot() as conn:
-                row = StoreDB.checkpoint_row(conn)
+            with self._db.read_transaction() as conn:
+                row = StoreDB.snapshot_row(conn)
                 index_type = StoreDB.get_setting(conn, "index_type")
                 fstring = StoreDB.get_setting(conn, "factory")
                 has_items = conn.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
@@ -100,38 +99,38 @@ class ViewKeeper:
                 view = IndexView.empty(self._dim, self._config, index_type, fstring)
                 return view if view.is_trained or not has_items else self._first_trained_view()
             try:
-                return self._read_checkpoint(row)
+                return self._read_snapshot(row)
             except FileNotFoundError:
-                logger.info("checkpoint %s was replaced while being read; reading the newest one", row.file)
+                logger.info("snapshot %s was replaced while being read; reading the newest one", row.file)
             except (OSError, ValueError, RuntimeError) as exc:
-                logger.warning("checkpoint %s is unusable (%s); rebuilding the view from the database",
+                logger.warning("snapshot %s is unusable (%s); rebuilding the view from the database",
                                row.file, exc)
                 self._damaged_gen = row.gen
                 break
         return self._rebuild_view()
 
     def _first_trained_view(self) -> IndexView:
-        """An IVF index is trained once, by whichever process takes the checkpoint lock first, and written
-        as the first checkpoint, so that every process searches the same quantizer.  If the lock is taken (a
+        """An IVF index is trained once, by whichever process takes the snapshot lock first, and written
+        as the first snapshot, so that every process searches the same quantizer.  If the lock is taken (a
         compaction in this or another process), train locally for now (seeded, so the same on the same data)
-        and switch to the checkpoint when it appears; never wait for that lock while holding the catch-up
+        and switch to the snapshot when it appears; never wait for that lock while holding the catch-up
         lock, which a compaction takes after it."""
-        with self._checkpoint_lock(blocking=False) as got:
+        with self._snapshot_lock(blocking=False) as got:
             if not got:
                 return self._rebuild_view()
-            with self._db.snapshot() as conn:
-                row = StoreDB.checkpoint_row(conn)
+            with self._db.read_transaction() as conn:
+                row = StoreDB.snapshot_row(conn)
             if row is not None:
-                return self._read_checkpoint(row)
+                return self._read_snapshot(row)
             view = self._rebuild_view()
             if view.index is not None and view.is_trained:
-                self._write_checkpoint(view, rebuilt=True)
+                self._write_snapshot(view, rebuilt=True)
             return view
 
-    def _read_checkpoint(self, row: CheckpointRow) -> IndexView:
-        path = os.path.join(self._directory, CHECKPOINT_DIR, row.file)
+    def _read_snapshot(self, row: SnapshotRow) -> IndexView:
+        path = os.path.join(self._directory, SNAPSHOT_DIR, row.file)
         with open(path, "rb") as handle:  # one open file: a pruning that unlinks it meanwhile changes nothing
-            if persist.sha256_of(handle) != row.sha256:
+            if file_sha256(handle) != row.sha256:
                 raise ValueError("sha256 does not match the database")
             handle.seek(0)
             return IndexView.from_file(handle, dim=self._dim, config=self._config, index_type=row.index_type,
@@ -139,13 +138,13 @@ class ViewKeeper:
                                        tombstones=row.tombstones, trained_on=row.trained_on)
 
     def _rebuild_view(self, fstring: str | None = None) -> IndexView:
-        """A view built from every vector in the truth (the slow path: compaction, or a lost checkpoint).
+        """A view built from every vector in the truth (the slow path: compaction, or a lost snapshot).
 
-        It takes the generation of the newest checkpoint, which it is at least as new as: with gen 0, an
-        unusable newest checkpoint would start a background reload (another full rebuild) at every read."""
-        with self._db.snapshot() as conn:
+        It takes the generation of the newest snapshot, which it is at least as new as: with gen 0, an
+        unusable newest snapshot would start a background reload (another full rebuild) at every read."""
+        with self._db.read_transaction() as conn:
             seq = StoreDB.head(conn)
-            newest = StoreDB.checkpoint_row(conn)
+            newest = StoreDB.snapshot_row(conn)
             index_type = StoreDB.get_setting(conn, "index_type")
             fstring = fstring or StoreDB.get_setting(conn, "factory")
             ids, xb = StoreDB.all_vectors(conn, self._dim)
@@ -163,10 +162,10 @@ class ViewKeeper:
 
     def refresh(self) -> None:
         """Bring this process's view up to the log head: one cheap query when nothing changed."""
-        head, gen = self._db.head_and_checkpoint()
+        head, gen = self._db.head_and_snapshot()
         view = self._view
         if gen > view.gen and not self._reloading:
-            self._on_new_checkpoint(view)
+            self._on_new_snapshot(view)
         if head > view.seq:
             with self._catch_up_lock:  # one thread at a time; the others wait, then find nothing to do
                 current = self._view
@@ -175,10 +174,10 @@ class ViewKeeper:
                     self._swap(caught_up)
 
     def _caught_up(self, view: IndexView) -> IndexView:
-        """``view`` with the log after ``view.seq`` applied (O(1) per change), or the newest checkpoint caught
+        """``view`` with the log after ``view.seq`` applied (O(1) per change), or the newest snapshot caught
         up instead when ``view`` is behind the pruned log or its index still has to be trained.  Caller holds
         the catch-up lock (or owns ``view`` alone)."""
-        with self._db.snapshot() as conn:
+        with self._db.read_transaction() as conn:
             floor = int(StoreDB.get_setting(conn, "log_floor", 0))
             fstring = StoreDB.get_setting(conn, "factory")
             changes = StoreDB.changes_since(conn, view.seq, self._dim) if view.seq >= floor else None
@@ -186,7 +185,7 @@ class ViewKeeper:
             view = IndexView.empty(self._dim, self._config, factory.index_type_of(fstring), fstring, seq=view.seq,
                                    gen=view.gen)
         if changes is None or (len(changes.add_ids) and not view.is_trained):
-            return self._caught_up(self._checkpoint_view())
+            return self._caught_up(self._snapshot_view())
         if len(changes) or changes.head != view.seq:
             with view.lock.write():
                 view.apply(changes)
@@ -194,14 +193,14 @@ class ViewKeeper:
 
     def _swap(self, view: IndexView) -> None:
         old, self._view = self._view, view
-        logger.info("index %s: view now at checkpoint %d, seq %d (was %d, seq %d)", self._directory, view.gen,
+        logger.info("index %s: view now at snapshot %d, seq %d (was %d, seq %d)", self._directory, view.gen,
                     view.seq, old.gen, old.seq)
 
-    def _on_new_checkpoint(self, view: IndexView) -> None:
-        """Another process wrote a checkpoint.  A copy of a view changes nothing for this one (adopt its
+    def _on_new_snapshot(self, view: IndexView) -> None:
+        """Another process wrote a snapshot.  A copy of a view changes nothing for this one (adopt its
         generation); a rebuilt one (fewer tombstones, another index type, a retrained IVF) is loaded."""
-        with self._db.snapshot() as conn:
-            row = StoreDB.checkpoint_row(conn)
+        with self._db.read_transaction() as conn:
+            row = StoreDB.snapshot_row(conn)
         if row is None or row.gen <= view.gen or row.file in self._own_files:
             return  # (its writer sets the generation of the view it wrote)
         if row.rebuilt or row.factory != view.factory:
@@ -210,7 +209,7 @@ class ViewKeeper:
             view.gen = row.gen
 
     def _reload_in_background(self) -> None:
-        """Another process wrote a newer checkpoint (e.g. a compaction): load it aside, then swap it in."""
+        """Another process wrote a newer snapshot (e.g. a compaction): load it aside, then swap it in."""
         with self._reload_lock:
             if self._reloading:
                 return
@@ -218,13 +217,13 @@ class ViewKeeper:
 
         def reload() -> None:
             try:
-                view = self._checkpoint_view()  # the slow part (reading a file), outside the lock
+                view = self._snapshot_view()  # the slow part (reading a file), outside the lock
                 with self._catch_up_lock:
                     view = self._caught_up(view)
                     if view.gen >= self._view.gen:  # not over a view this process rebuilt meanwhile
                         self._swap(view)
             except Exception:  # noqa: BLE001 - keep serving the current view; the next read retries
-                logger.exception("could not load the newer checkpoint of %s", self._directory)
+                logger.exception("could not load the newer snapshot of %s", self._directory)
             finally:
                 self._reloading = False
 
@@ -242,18 +241,18 @@ class ViewKeeper:
         return True
 
     def wait_for_background(self, timeout: float | None = None) -> None:
-        """Wait for the background reloads and checkpoints of this process (tests and benchmarks use it)."""
+        """Wait for the background reloads and snapshots of this process (tests and benchmarks use it)."""
         with self._threads_lock:
             threads = list(self._threads)
         for thread in threads:
             thread.join(timeout)
 
-    # ------------------------------------------------------------------ checkpoints and compaction
+    # ------------------------------------------------------------------ snapshots and compaction
     @contextmanager
-    def _checkpoint_lock(self, blocking: bool = True) -> Iterator[bool]:
-        """An exclusive ``flock`` over the checkpoint files (a derived view, never the data: the data is
+    def _snapshot_lock(self, blocking: bool = True) -> Iterator[bool]:
+        """An exclusive ``flock`` over the snapshot files (a derived view, never the data: the data is
         ordered by SQLite).  Yields False when ``blocking`` is off and another process holds it."""
-        path = os.path.join(self._directory, CHECKPOINT_DIR, CHECKPOINT_LOCK)
+        path = os.path.join(self._directory, SNAPSHOT_DIR, SNAPSHOT_LOCK)
         with open(path, "a+b") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -265,88 +264,87 @@ class ViewKeeper:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    def checkpoint(self) -> int:
-        """Write this process's view as a new checkpoint (searches go on meanwhile); returns its generation."""
-        with self._checkpoint_lock():
+    def snapshot(self) -> int:
+        """Write this process's view as a new snapshot (searches go on meanwhile); returns its generation."""
+        with self._snapshot_lock():
             self.refresh()
-            newest = self._adopt_rebuilt_checkpoint()
+            newest = self._adopt_rebuilt_snapshot()
             if newest is not None and newest.seq >= self._view.seq and newest.gen != self._damaged_gen:
-                # nothing to add: the newest checkpoint already covers this view; still clear what a killed
-                # checkpoint or compaction left behind (a half-written file can be as large as the index)
-                self._remove_stale_checkpoint_files(os.path.join(self._directory, CHECKPOINT_DIR))
+                # nothing to add: the newest snapshot already covers this view; still clear what a killed
+                # snapshot or compaction left behind (a half-written file can be as large as the index)
+                self._remove_stale_snapshot_files(os.path.join(self._directory, SNAPSHOT_DIR))
                 return newest.gen
-            return self._write_checkpoint(self._view)
+            return self._write_snapshot(self._view)
 
-    def _adopt_rebuilt_checkpoint(self) -> CheckpointRow | None:
-        """Under the checkpoint lock, before deciding anything from this process's view: if another process
-        wrote a rebuilt checkpoint that this one has not loaded yet (its background reload may be under way),
-        load it now, so that a checkpoint or compaction here never writes an older structure over it.
-        Returns the newest checkpoint row."""
-        with self._db.snapshot() as conn:
-            newest = StoreDB.checkpoint_row(conn)
+    def _adopt_rebuilt_snapshot(self) -> SnapshotRow | None:
+        """Under the snapshot lock, before deciding anything from this process's view: if another process
+        wrote a rebuilt snapshot that this one has not loaded yet (its background reload may be under way),
+        load it now, so that a snapshot or compaction here never writes an older structure over it.
+        Returns the newest snapshot row."""
+        with self._db.read_transaction() as conn:
+            newest = StoreDB.snapshot_row(conn)
         view = self._view
         if (newest is not None and newest.gen > view.gen and newest.file not in self._own_files
                 and (newest.rebuilt or newest.factory != view.factory)):
-            fresh = self._checkpoint_view()
+            fresh = self._snapshot_view()
             with self._catch_up_lock:
                 self._swap(self._caught_up(fresh))
         return newest
 
-    def _write_checkpoint(self, view: IndexView, rebuilt: bool = False) -> int:
+    def _write_snapshot(self, view: IndexView, rebuilt: bool = False) -> int:
         """Serialise ``view`` (under its read lock: a memory copy), write it aside, fsync, rename, then record
-        it in SQLite (the commit point) and prune older checkpoints and the log they covered.  Caller holds
-        the checkpoint lock."""
+        it in SQLite (the commit point) and prune older snapshots and the log they covered.  Caller holds
+        the snapshot lock."""
         if view.index is None:
             return 0
         with view.lock.read():
             blob, seq, tombstones = view.serialize(), view.seq, view.tombstones()
             stored = view.stored
-        folder = os.path.join(self._directory, CHECKPOINT_DIR)
+        folder = os.path.join(self._directory, SNAPSHOT_DIR)
         name = f"view.{seq}.{uuid.uuid4().hex[:8]}.faiss"
         self._own_files.add(name)
-        persist.write_file_atomic(os.path.join(folder, name), lambda tmp: blob.tofile(tmp))
-        persist.fsync_dir(folder)
+        atomic_write(os.path.join(folder, name), blob)
         with self._db.transaction() as conn:
-            gen = StoreDB.record_checkpoint(conn, seq=seq, file=name, sha256=persist.sha256_bytes(blob),
+            gen = StoreDB.record_snapshot(conn, seq=seq, file=name, sha256=bytes_sha256(blob),
                                             index_type=view.index_type, factory=view.factory, stored=stored,
                                             tombstones=tombstones, trained_on=view.trained_on, rebuilt=rebuilt)
             StoreDB.set_setting(conn, "index_type", view.index_type)
             StoreDB.set_setting(conn, "factory", view.factory)
             StoreDB.prune(conn)
         view.gen = gen
-        self._remove_stale_checkpoint_files(folder)
-        logger.info("checkpoint %d of %s at seq %d: %d vectors, %d tombstones, %.1f MB", gen, self._directory, seq,
+        self._remove_stale_snapshot_files(folder)
+        logger.info("snapshot %d of %s at seq %d: %d vectors, %d tombstones, %.1f MB", gen, self._directory, seq,
                     stored, len(tombstones), blob.nbytes / 1e6)
         return gen
 
-    def _remove_stale_checkpoint_files(self, folder: str) -> None:
-        """Delete checkpoint files no row names (older generations, and leftovers of a crash mid-write);
-        caller holds the checkpoint lock, so no other process is writing one."""
-        named = {r[0] for r in self._db.query("SELECT file FROM checkpoints")}
+    def _remove_stale_snapshot_files(self, folder: str) -> None:
+        """Delete snapshot files no row names (older generations, and leftovers of a crash mid-write);
+        caller holds the snapshot lock, so no other process is writing one."""
+        named = {r[0] for r in self._db.query("SELECT file FROM snapshots")}
         for name in os.listdir(folder):
-            if name != CHECKPOINT_LOCK and name not in named:
+            if name != SNAPSHOT_LOCK and name not in named:
                 try:
                     os.remove(os.path.join(folder, name))
-                except OSError as exc:  # harmless: the next checkpoint retries
-                    logger.warning("could not remove stale checkpoint file %s: %s", name, exc)
+                except OSError as exc:  # harmless: the next snapshot retries
+                    logger.warning("could not remove stale snapshot file %s: %s", name, exc)
 
     def compact(self, *, force: bool = False, blocking: bool = True) -> CompactResult | None:
-        """Write a new checkpoint.  Rebuild the FAISS index from the truth first when tombstones exceed
+        """Write a new snapshot.  Rebuild the FAISS index from the truth first when tombstones exceed
         ``config.compact_fraction`` of the stored vectors (any tombstone with ``force``), when an ``auto``
         index has outgrown its type, or when IVF has outgrown its training sample (4x); otherwise the
-        current view is written as it is, unless the newest checkpoint already covers it.  Searches continue
+        current view is written as it is, unless the newest snapshot already covers it.  Searches continue
         meanwhile (in this and other processes).  With ``blocking`` off, returns None at once when another
-        process or thread holds the checkpoint lock."""
+        process or thread holds the snapshot lock."""
         started = time.perf_counter()
-        with self._checkpoint_lock(blocking) as got:
+        with self._snapshot_lock(blocking) as got:
             if not got:
                 return None
             self.refresh()
-            newest = self._adopt_rebuilt_checkpoint()
+            newest = self._adopt_rebuilt_snapshot()
             view = self._view
             reason = self._rebuild_reason(view, force)
             if not reason and newest is not None and newest.seq >= view.seq and newest.gen != self._damaged_gen:
-                return CompactResult(False, "the newest checkpoint covers the view", newest.gen, newest.seq, 0,
+                return CompactResult(False, "the newest snapshot covers the view", newest.gen, newest.seq, 0,
                                      round(time.perf_counter() - started, 3))
             dropped = view.tombstone_count
             if reason:
@@ -359,8 +357,8 @@ class ViewKeeper:
                 dropped -= fresh.tombstone_count
             else:
                 dropped = 0
-            gen = self._write_checkpoint(view, rebuilt=bool(reason))
-        return CompactResult(bool(reason), reason or "checkpoint only", gen, view.seq, dropped,
+            gen = self._write_snapshot(view, rebuilt=bool(reason))
+        return CompactResult(bool(reason), reason or "snapshot only", gen, view.seq, dropped,
                              round(time.perf_counter() - started, 3))
 
     def _target_factory(self, view: IndexView) -> str:
@@ -381,25 +379,25 @@ class ViewKeeper:
             return f"IVF trained on {view.trained_on} vectors, now {view.live}"
         return ""
 
-    def _maybe_checkpoint_in_background(self) -> None:
-        """The automatic policy: after ``config.checkpoint_every`` changes since the newest checkpoint, or
-        after ``config.checkpoint_interval_s`` with any change pending, checkpoint (compacting if due) in a
+    def _maybe_snapshot_in_background(self) -> None:
+        """The automatic policy: after ``config.snapshot_every`` changes since the newest snapshot, or
+        after ``config.snapshot_interval_s`` with any change pending, snapshot (compacting if due) in a
         background thread of whichever process notices first (the others skip: the lock is taken)."""
-        with self._db.snapshot() as conn:
+        with self._db.read_transaction() as conn:
             head = StoreDB.head(conn)
-            newest = StoreDB.newest_checkpoint_time(conn)  # (seq, created_at) or None: no tombstone blob
+            newest = StoreDB.newest_snapshot_time(conn)  # (seq, created_at) or None: no tombstone blob
         pending = head - (newest[0] if newest else 0)
         age = time.time() - (newest[1] if newest else self._opened_at)
-        if pending < self._config.checkpoint_every and not (pending and age >= self._config.checkpoint_interval_s):
+        if pending < self._config.snapshot_every and not (pending and age >= self._config.snapshot_interval_s):
             return
 
         def run() -> None:
             try:
                 self.compact(blocking=False)  # another process or thread at it: nothing to do here
             except Exception:  # noqa: BLE001 - the log stays the truth; the next write tries again
-                logger.exception("automatic checkpoint of %s failed", self._directory)
+                logger.exception("automatic snapshot of %s failed", self._directory)
 
-        self._start_background(run, "simsearch-checkpoint")
+        self._start_background(run, "simsearch-snapshot")
 
     def close(self) -> None:
         self.wait_for_background()

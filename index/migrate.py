@@ -13,16 +13,16 @@ import json
 import logging
 import os
 import sqlite3
-import uuid
 
 import faiss
 import numpy as np
 
-from index import factory, persist
+from durablefile import atomic_path, fsync_dir
+from index import factory
 from index.config import IndexConfig
 from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path
 from index.errors import IndexStoreError
-from index.keeper import CHECKPOINT_DIR
+from index.keeper import SNAPSHOT_DIR
 from index.store import LEGACY_MANIFEST, IndexStore
 
 logger = logging.getLogger(__name__)
@@ -64,21 +64,20 @@ def migrate_legacy(directory: str | os.PathLike) -> dict:
                 "config": config.to_dict(), "index_type": manifest.get("index_type"),
                 "factory": manifest.get("factory"), "created_at": manifest.get("created_at"),
                 "next_id": int(next_id), "log_floor": 0}
-    tmp = db_path(directory) + f".{uuid.uuid4().hex[:8]}.tmp"
-    db = StoreDB.create(tmp, settings)
-    with db.transaction() as conn:
-        conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                         ((i, xb[vector_of[i]].tobytes(), label, path, added_at, source)
-                          for i, path, label, added_at, source in rows))
-        conn.executemany("INSERT INTO changes (op, item_id, at) VALUES ('add', ?, ?)",
-                         ((r[0], r[3]) for r in rows))
-    db.close()
-    persist.fsync_file(tmp)
-    os.makedirs(os.path.join(directory, CHECKPOINT_DIR), exist_ok=True)
-    os.replace(tmp, os.path.join(directory, DB_FILE))
-    persist.fsync_dir(directory)
+    os.makedirs(os.path.join(directory, SNAPSHOT_DIR), exist_ok=True)
+    with atomic_path(os.path.join(directory, DB_FILE)) as tmp:
+        db = StoreDB.create(tmp, settings)
+        try:
+            with db.transaction() as conn:
+                conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                                 ((i, xb[vector_of[i]].tobytes(), label, path, added_at, source)
+                                  for i, path, label, added_at, source in rows))
+                conn.executemany("INSERT INTO changes (op, item_id, at) VALUES ('add', ?, ?)",
+                                 ((r[0], r[3]) for r in rows))
+        finally:
+            db.close()
     _remove_legacy_files(directory)
-    store = IndexStore.open(directory)  # builds the view from the truth; write it as the first checkpoint
+    store = IndexStore.open(directory)  # builds the view from the truth; write it as the first snapshot
     try:
         store.compact()
         summary = {"items": len(store), "tombstones_dropped": len(dead), "index_type": store.index_type}
@@ -109,4 +108,4 @@ def _remove_legacy_files(directory: str) -> None:
               or n in (".write.lock", LEGACY_MANIFEST + ".tmp")]
     for name in legacy + ([LEGACY_MANIFEST] if LEGACY_MANIFEST in names else []):
         os.remove(os.path.join(directory, name))
-    persist.fsync_dir(directory)
+    fsync_dir(directory)

@@ -1,58 +1,15 @@
-"""File durability helpers (fsync, atomic replace, sha256) and the model-compatibility check of an index."""
+"""The model-compatibility check of an index (its atomic file writes and sha256: :mod:`durablefile`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-from collections.abc import Callable
-from typing import BinaryIO
 
 from index.errors import IndexMismatchError
 
 logger = logging.getLogger(__name__)
 
 MODEL_FIELDS = ("checkpoint_sha256", "embedding_dim", "metric", "preprocess")
-
-
-def sha256_file(path: str) -> str:
-    with open(path, "rb") as handle:
-        return sha256_of(handle)
-
-
-def sha256_of(handle: BinaryIO, chunk: int = 1 << 22) -> str:
-    """sha256 of what is left to read in an open binary file (read in ``chunk``-byte blocks)."""
-    digest = hashlib.sha256()
-    while block := handle.read(chunk):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_bytes(data) -> str:
-    """sha256 of a bytes-like object (e.g. a ``uint8`` numpy array)."""
-    return hashlib.sha256(memoryview(data)).hexdigest()
-
-
-def fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(directory: str) -> None:
-    """Make a rename or a new file in ``directory`` durable (the directory entry itself is synced)."""
-    fsync_file(directory)
-
-
-def write_file_atomic(path: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync the result, and rename it over ``path``."""
-    tmp = path + ".tmp"
-    write(tmp)
-    fsync_file(tmp)
-    os.replace(tmp, path)
 
 
 def _canonical(value: object) -> str:

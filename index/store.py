@@ -2,14 +2,14 @@
 
 Layout of ``<index_dir>``::
 
-    store.sqlite (+ -wal, -shm)     the truth: items with their vectors, the change log, settings, checkpoints
-    checkpoints/view.<seq>.<id>.faiss   FAISS checkpoints, each stamped (in SQLite) with the log seq it covers
+    store.sqlite (+ -wal, -shm)     the truth: items with their vectors, the change log, settings, snapshots
+    snapshots/view.<seq>.<id>.faiss   FAISS snapshots, each stamped (in SQLite) with the log seq it covers
 
 Writes (:meth:`add`, :meth:`remove`) are one SQLite transaction each, durable when they return, O(1) in
 the collection size, and safe from any number of threads and processes at once (SQLite orders them).
 Reads (:meth:`search` and friends) first compare the log head with the view's seq (one cheap query) and
 apply only the new entries, so a write acknowledged in one process is seen by the next search in every
-other.  :meth:`checkpoint` and :meth:`compact` write a new checkpoint (compaction rebuilds the FAISS index
+other.  :meth:`snapshot` and :meth:`compact` write a new snapshot (compaction rebuilds the FAISS index
 from the truth, dropping tombstones and retraining IVF); other processes switch to it in the background.
 
 Scores: a neighbour's ``similarity`` is the inner product of L2-normalised vectors, i.e. the cosine in
@@ -21,18 +21,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
 
 import numpy as np
 
+from durablefile import atomic_path
 from index import factory, persist
-from index.base import Neighbor, check_label_filter
+from index.base import CompactResult, ItemMeta, Neighbor, check_label_filter, check_labels
 from index.arrays import check_ids, check_positive_int, check_strings, check_vectors, normalized
 from index.config import IndexConfig, choose_index_type
-from index.db import DB_FILE, FORMAT, FORMAT_VERSION, ItemMeta, StoreDB, db_path
+from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path
 from index.errors import IndexStoreError
-from index.keeper import CHECKPOINT_DIR, CompactResult, ViewKeeper
+from index.keeper import ViewKeeper, snapshot_folder
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class IndexStore:
             raise ValueError(f"config must be an IndexConfig, got {type(config).__name__}")
         model = persist.validate_model_info(model_info, dim)
         directory = os.fspath(directory)
-        os.makedirs(os.path.join(directory, CHECKPOINT_DIR), exist_ok=True)
+        snapshot_folder(directory)
         for name in (DB_FILE, LEGACY_MANIFEST):
             if os.path.exists(os.path.join(directory, name)):
                 raise IndexStoreError(f"{directory} already holds an index; open it or pick another directory")
@@ -82,17 +82,14 @@ class IndexStore:
         settings = {"format": FORMAT, "format_version": FORMAT_VERSION, "dim": dim, "model": model,
                     "config": config.to_dict(), "index_type": index_type, "factory": fstring,
                     "created_at": _now(), "next_id": 0, "log_floor": 0}
-        tmp = db_path(directory) + f".{uuid.uuid4().hex[:8]}.tmp"
-        StoreDB.create(tmp, settings, synchronous=synchronous).close()
-        persist.fsync_file(tmp)
-        os.replace(tmp, db_path(directory))
-        persist.fsync_dir(directory)
+        with atomic_path(db_path(directory)) as tmp:
+            StoreDB.create(tmp, settings, synchronous=synchronous).close()
         return cls.open(directory, synchronous=synchronous)
 
     @classmethod
     def open(cls, directory: str | os.PathLike, *, expect_model: dict | None = None,
              synchronous: str = "full", busy_timeout_s: float = 30.0) -> "IndexStore":
-        """Open the index in ``directory``: load the newest checkpoint and catch up with the log.
+        """Open the index in ``directory``: load the newest snapshot and catch up with the log.
 
         Raises ``IndexMismatchError`` when ``expect_model`` differs from the stored model identity in
         ``checkpoint_sha256``, ``embedding_dim``, ``metric`` or ``preprocess``, and ``IndexStoreError`` when
@@ -110,6 +107,10 @@ class IndexStore:
         db = StoreDB(db_path(directory), synchronous=synchronous, busy_timeout_s=busy_timeout_s)
         try:
             settings = db.settings()
+            if settings.get("format") == FORMAT and settings.get("format_version") == 2:
+                snapshot_folder(directory)  # checkpoints/ -> snapshots/ before the rows name files in it
+                db.upgrade()
+                settings = db.settings()
             _check_settings(settings, db.path)
             if expect_model is not None:
                 persist.check_model(settings["model"], expect_model)
@@ -163,7 +164,7 @@ class IndexStore:
 
     def log_head(self) -> int:
         """The seq of the newest committed change (one cheap query)."""
-        return self._db.head_and_checkpoint()[0]
+        return self._db.head_and_snapshot()[0]
 
     # ------------------------------------------------------------------ writes
     def add(self, vectors: np.ndarray, *, labels: list[str], paths: list[str],
@@ -172,7 +173,7 @@ class IndexStore:
         returns their new ids, ``(n,) int64`` (never reused, even after deletes)."""
         xb = check_vectors(vectors, self._dim, "vectors")
         n = len(xb)
-        labels = check_strings(labels, n, "labels")
+        labels = check_labels(check_strings(labels, n, "labels"))
         paths = check_strings(paths, n, "paths")
         sources = check_strings(sources, n, "sources", optional=True)
         if self._config.normalize and n:
@@ -201,7 +202,7 @@ class IndexStore:
         return gone
 
     def _after_commit(self) -> None:
-        """Catch this process's view up and apply the checkpoint policy.  The write is durable already: a
+        """Catch this process's view up and apply the snapshot policy.  The write is durable already: a
         failure here is logged, never reported as a failed write (the next read catches up again)."""
         try:
             self._keeper.after_write()
@@ -221,8 +222,8 @@ class IndexStore:
     def _check_trainable(self, conn, n: int) -> None:
         """Refuse (before committing) a first IVF batch too small to train on."""
         fstring = StoreDB.get_setting(conn, "factory")
-        if not fstring.startswith("IVF") or conn.execute("SELECT 1 FROM checkpoints LIMIT 1").fetchone():
-            return  # only IVF trains, and a checkpoint means it has been trained
+        if not fstring.startswith("IVF") or conn.execute("SELECT 1 FROM snapshots LIMIT 1").fetchone():
+            return  # only IVF trains, and a snapshot means it has been trained
         need = factory.training_need(factory.new_index(fstring, self._dim, self._config), self._config)
         have = int(conn.execute("SELECT count(*) FROM items").fetchone()[0]) if need else 0
         if need and have + n < need:
@@ -231,14 +232,14 @@ class IndexStore:
 
     # ------------------------------------------------------------------ search
     def search(self, xq: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None,
-               label: str | None = None, fresh: bool = True) -> list[list[Neighbor]]:
+               label: str | None = None) -> list[list[Neighbor]]:
         """The ``k`` nearest live items of each query ``xq: (nq, d) float32``, best first.
 
         Returns one list per query, shorter than ``k`` when the index holds fewer live items.
         ``ef_search`` (HNSW, raised to ``k`` if below) and ``nprobe`` (IVF) override the config defaults
         for this call.  ``label``: only items with this label (the filter runs inside the FAISS search, an
-        ``IDSelector`` over the label's ids from SQLite, so a rare label still gets its ``k`` hits).  ``fresh``
-        is accepted for the interface: catching up with the log is one cheap query, so reads are always fresh.
+        ``IDSelector`` over the label's ids from SQLite, so a rare label still gets its ``k`` hits).  Every
+        search sees every committed write: catching up with the log first is one cheap query.
         """
         xq = check_vectors(xq, self._dim, "xq")
         k = check_positive_int(k, "k")
@@ -313,7 +314,7 @@ class IndexStore:
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """``(ids: (n,) int64, xb: (n, d) float32)`` of all live items sorted by id, as stored (normalised),
         from the truth (exact for every index type, IVF-PQ included)."""
-        with self._db.snapshot() as conn:
+        with self._db.read_transaction() as conn:
             return StoreDB.all_vectors(conn, self._dim)
 
     def reconstruct(self, item_id: int) -> np.ndarray:
@@ -324,35 +325,35 @@ class IndexStore:
         return vector
 
     def stats(self) -> dict:
-        """Counts (live items, stored vectors, tombstones, per label), index type, log and checkpoint state."""
+        """Counts (live items, stored vectors, tombstones, per label), index type, log and snapshot state."""
         self._keeper.refresh()
         view = self._keeper.view
-        with self._db.snapshot() as conn:
+        with self._db.read_transaction() as conn:
             head = StoreDB.head(conn)
-            row = StoreDB.checkpoint_row(conn)
+            row = StoreDB.snapshot_row(conn)
             floor = StoreDB.get_setting(conn, "log_floor", 0)
-        checkpoint = None if row is None else {"gen": row.gen, "seq": row.seq, "file": row.file,
+        snapshot = None if row is None else {"gen": row.gen, "seq": row.seq, "file": row.file,
                                                "created_at": _iso(row.created_at)}
         return {"backend": self.backend, "ntotal": view.live, "stored_vectors": view.stored, "tombstones": view.tombstone_count,
                 "label_counts": self.label_counts(), "index_type": view.index_type, "factory": view.factory,
                 "dim": self._dim, "metric": self._config.metric, "model": dict(self._settings["model"]),
                 "config": self._config.to_dict(), "log_head": head, "log_floor": floor, "view_seq": view.seq,
-                "checkpoint": checkpoint, "changes_since_checkpoint": head - (row.seq if row else 0),
+                "snapshot": snapshot, "changes_since_snapshot": head - (row.seq if row else 0),
                 "created_at": self._settings["created_at"], "directory": self._directory}
 
-    # ------------------------------------------------------------------ checkpoints and compaction
-    def checkpoint(self) -> int:
-        """Write this process's view as a new checkpoint (searches go on meanwhile); returns its generation.
-        Does nothing new when the newest checkpoint already covers the view."""
-        return self._keeper.checkpoint()
+    # ------------------------------------------------------------------ snapshots and compaction
+    def snapshot(self) -> int:
+        """Write this process's view as a new snapshot (searches go on meanwhile); returns its generation.
+        Does nothing new when the newest snapshot already covers the view."""
+        return self._keeper.snapshot()
 
     def compact(self, *, force: bool = False) -> CompactResult:
-        """Write a new checkpoint, rebuilding the FAISS index from the truth first when it is due (see
+        """Write a new snapshot, rebuilding the FAISS index from the truth first when it is due (see
         :meth:`ViewKeeper.compact`); searches continue meanwhile, here and in other processes."""
         return self._keeper.compact(force=force)
 
     def wait_for_background(self, timeout: float | None = None) -> None:
-        """Wait for this process's background reloads and checkpoints (tests and benchmarks use it)."""
+        """Wait for this process's background reloads and snapshots (tests and benchmarks use it)."""
         self._keeper.wait_for_background(timeout)
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """``IndexView``: one process's FAISS index over the items of the change log up to a sequence number.
 
-The view is never the truth: it is loaded from a checkpoint file (a FAISS index stamped with the log seq it
+The view is never the truth: it is loaded from a snapshot file (a FAISS index stamped with the log seq it
 covers) and caught up by applying the log's tail; it can always be rebuilt from the vectors in SQLite.
 
 Deletes are tombstones for every index type: the id is filtered out of searches with an ``IDSelector`` and
@@ -70,10 +70,10 @@ class IndexView:
     def from_file(cls, handle: BinaryIO, *, dim: int, config: IndexConfig, index_type: str,
                   factory_string: str, seq: int, gen: int, tombstones: np.ndarray,
                   trained_on: int) -> "IndexView":
-        """A view read from an open checkpoint file (streamed: no second copy of the index in memory)."""
+        """A view read from an open snapshot file (streamed: no second copy of the index in memory)."""
         index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
         if index.d != dim:
-            raise ValueError(f"checkpoint has dimension {index.d}, the index {dim}")
+            raise ValueError(f"snapshot has dimension {index.d}, the index {dim}")
         _apply_search_defaults(index, config)
         return cls(index, dim=dim, config=config, index_type=index_type, factory_string=factory_string, seq=seq,
                    gen=gen, tombstones=tombstones, trained_on=trained_on)
@@ -141,7 +141,7 @@ class IndexView:
             return factory.search(self.index, xq, k, params)
 
     def serialize(self) -> np.ndarray:
-        """The FAISS index as bytes (``(nbytes,) uint8``), for a checkpoint file."""
+        """The FAISS index as bytes (``(nbytes,) uint8``), for a snapshot file."""
         assert self.index is not None
         return faiss.serialize_index(self.index)
 

@@ -27,7 +27,8 @@ from similarity.data import export_to_folder, load_fashion_mnist
 from similarity.presets import fashion_mnist_full
 from similarity.samplers import PairSampler
 from similarity.train import train
-from engine import Engine, build_index
+from engine.build import build_index
+from engine.engine import Engine
 
 work = Path(tempfile.mkdtemp(prefix="simsearch-walkthrough-"))
 rng = np.random.default_rng(0)"""),

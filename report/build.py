@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from durablefile import atomic_write
 from report import figures as figs
 from report.classification import class_confusion, most_confused_pairs, per_class_accuracy
 from report.cluster import cluster_quality
@@ -26,8 +28,8 @@ from report.examples import choose_examples, example_rows, render_grid
 from report.html import render_html, tsne_payload
 from report.hygiene import find_leaks, hygiene_metrics, hygiene_rows
 from report.thumbnails import png_data_uri, thumbnail_uris
-from report.tsne import tsne_map
-from similarity.metrics import retrieval_summary, score_queries
+from report.tsne import TsneMap, tsne_map
+from similarity.metrics import QueryScores, retrieval_summary, score_queries
 
 log = logging.getLogger(__name__)
 
@@ -56,87 +58,67 @@ def build_report(gallery: EmbeddingSet, queries: EmbeddingSet | None, out_dir: s
                       progress=progress, title=title, groups=duplicate_groups)
 
 
+class _Steps:
+    """The progress bar over :data:`STEPS` and the seconds each took (``timings``, in the order run)."""
+
+    def __init__(self, progress: bool) -> None:
+        self.timings: dict[str, float] = {}
+        self._bar = tqdm(total=len(STEPS), desc="report", unit="step", disable=not progress)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self._bar.set_postfix_str(name)
+        started = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - started, 3)
+        log.info("report step %s: %.2f s", name, self.timings[name])
+        self._bar.update()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+@dataclass(frozen=True)
+class _Retrieval:
+    """The search step: ``scores`` of every evaluated item, ``summary`` (retrieval numbers), ``predicted``:
+    (nq,) kNN labels, ``confusion``: (c, c) counts, ``accuracy``: (c,) per-class kNN accuracy."""
+
+    scores: QueryScores
+    summary: dict[str, float]
+    predicted: np.ndarray
+    confusion: np.ndarray
+    accuracy: np.ndarray
+
+
 def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, config: ReportConfig,
            info: Mapping[str, Any] | None, history: list[dict] | None, progress: bool, title: str,
            groups: Sequence[Mapping] | None, start: Mapping[str, Any] | None = None) -> ReportResult:
+    """Run the :data:`STEPS` in order (the RNG is drawn from by the thumbnails, then by the examples)."""
     out.mkdir(parents=True, exist_ok=True)
     evaluated = queries if queries is not None else gallery
-    mode = "queries" if queries is not None else "leave_one_out"
-    names = gallery.class_names
     rng = np.random.default_rng(config.seed)
-    timings: dict[str, float] = {}
-    bar = tqdm(total=len(STEPS), desc="report", unit="step", disable=not progress)
-
-    @contextmanager
-    def step(name: str) -> Iterator[None]:
-        bar.set_postfix_str(name)
-        start = time.perf_counter()
-        yield
-        timings[name] = round(time.perf_counter() - start, 3)
-        log.info("report step %s: %.2f s", name, timings[name])
-        bar.update()
-
-    with step("retrieval"):
-        scores = score_queries(evaluated.embeddings, evaluated.labels,
-                               None if queries is None else gallery.embeddings,
-                               None if queries is None else gallery.labels,
-                               keep=config.neighbors_kept, chunk_elements=config.chunk_elements, progress=progress)
-        retrieval, predicted = retrieval_summary(scores, evaluated.labels, gallery.labels, k=config.k,
-                                                 recall_at=config.recall_at, num_classes=len(names))
-        confusion = class_confusion(evaluated.labels, predicted, len(names))
-        accuracy = per_class_accuracy(confusion)
-    with step("cluster quality"):
+    steps = _Steps(progress)
+    with steps("retrieval"):
+        found = _retrieve(gallery, queries, config, progress)
+    with steps("cluster quality"):
         cluster = cluster_quality(evaluated.embeddings, evaluated.labels, seed=config.seed,
                                   silhouette_sample=config.silhouette_sample, kmeans_sample=config.kmeans_sample)
-    with step("t-SNE"):
+    with steps("t-SNE"):
         tsne = tsne_map(evaluated.embeddings, sample=config.tsne_sample, perplexity=config.tsne_perplexity,
                         pca_dims=config.pca_dims, max_iter=config.tsne_max_iter, seed=config.seed)
-    with step("thumbnails"):
-        thumbs: list[str | None] = [None] * len(tsne.rows)
-        if evaluated.paths is not None and config.hover_thumbnails:
-            chosen = np.sort(rng.choice(len(tsne.rows), size=min(config.hover_thumbnails, len(tsne.rows)),
-                                        replace=False))
-            uris = thumbnail_uris([evaluated.paths[tsne.rows[i]] for i in chosen], config.thumbnail_size,
-                                  progress=progress)
-            for i, uri in zip(chosen, uris):
-                thumbs[i] = uri
-    with step("figures"):
-        overall_accuracy = next(v for name, v in retrieval.items() if name.startswith("knn_accuracy@"))
-        pngs: dict[str, bytes] = {
-            "tsne": figs.tsne_figure(tsne.coords, evaluated.labels[tsne.rows], names),
-            "confusion": figs.confusion_figure(confusion, names),
-            "per_class_accuracy": figs.per_class_figure(accuracy, names, overall_accuracy),
-        }
-        if any(row.get("epoch", 1) > 0 for row in history or []):
-            pngs["training_curves"] = figs.training_figure([row for row in history if row.get("epoch", 1) > 0])
-    with step("examples"):
-        shown = config.neighbors_shown
-        random_rows, failure_rows = choose_examples(gallery.labels[scores.indices[:, :shown]],
-                                                    scores.similarities[:, :shown], evaluated.labels,
-                                                    examples=config.examples, failures=config.failures, rng=rng)
-        sections = []
-        for heading, rows in (("Random queries", random_rows), ("Worst failures (neighbors mostly wrong)",
-                                                                failure_rows)):
-            if len(rows):
-                sections.append((heading, example_rows(evaluated, gallery, rows, scores.indices[:, :shown],
-                                                       scores.similarities[:, :shown],
-                                                       tile=max(config.thumbnail_size, 48))))
-        pngs["examples"] = render_grid(sections, tile=max(config.thumbnail_size, 48))
-    with step("hygiene"):
-        leaks = None if queries is None else find_leaks(queries, gallery, scores, config.duplicates)
-        hygiene = hygiene_metrics(leaks, predicted, evaluated.labels, config.duplicates, groups,
-                                  queries=len(evaluated))
-        hygiene_html = hygiene_rows(leaks or [], groups or [], evaluated, gallery, shown=config.hygiene_shown,
-                                    size=max(config.thumbnail_size, 48))
-
+    with steps("thumbnails"):
+        thumbs = _hover_thumbnails(evaluated, tsne, config, rng, progress)
+    with steps("figures"):
+        pngs = _figures(evaluated, tsne, found, history)
+    with steps("examples"):
+        random_rows, failure_rows, pngs["examples"] = _examples(gallery, evaluated, found.scores, config, rng)
+    with steps("hygiene"):
+        hygiene, hygiene_html = _hygiene(gallery, queries, evaluated, found, config, groups)
     metrics: dict[str, Any] = {
-        "counts": {"gallery": len(gallery), "queries": len(evaluated), "classes": len(names),
-                   "dim": int(gallery.embeddings.shape[1]), "mode": mode},
-        "retrieval": retrieval,
-        "per_class": [{"class": c, "name": names[c], "queries": int(confusion[c].sum()),
-                       "accuracy": float(accuracy[c])} for c in range(len(names))],
-        "confusion_matrix": confusion.tolist(),
-        "confused_pairs": most_confused_pairs(confusion, names, config.confused_pairs),
+        "counts": {"gallery": len(gallery), "queries": len(evaluated), "classes": len(gallery.class_names),
+                   "dim": int(gallery.embeddings.shape[1]),
+                   "mode": "queries" if queries is not None else "leave_one_out"},
+        **_retrieval_metrics(found, gallery.class_names, config),
         "cluster": cluster,
         "cluster_set": "queries" if queries is not None else "gallery",
         "tsne": {"points": len(tsne.rows), "set": "queries" if queries is not None else "gallery",
@@ -145,30 +127,129 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
                      "failures": [evaluated.name_of(i) for i in failure_rows]},
         "hygiene": hygiene,
         "against_start": dict(start) if start else None,
-        "timings_s": timings,
+        "timings_s": steps.timings,
     }
-    with step("write"):
-        figure_paths = {}
-        for name, png in pngs.items():
-            figure_paths[name] = out / f"{name}.png"
-            figure_paths[name].write_bytes(png)
-        metrics = _json_safe(metrics)
-        html = render_html(
-            title=title, subtitle=f"generated {time.strftime('%Y-%m-%d %H:%M:%S')}", metrics=metrics,
-            figures={name: png_data_uri(png) for name, png in pngs.items()},
-            tsne_json=tsne_payload(tsne.coords, evaluated.labels[tsne.rows],
-                                   [evaluated.name_of(i) for i in tsne.rows], thumbs, names,
-                                   figs.class_colours(len(names))),
-            info=info, settings=config.to_dict(), hygiene=hygiene_html)
-        html_path, json_path = out / HTML_FILE, out / JSON_FILE
-        html_path.write_text(html, encoding="utf-8")
-        document = _json_safe({"title": title, "config": config.to_dict(), "info": dict(info or {}),
-                               "history": list(history or []), "metrics": metrics,
-                               "files": {name: path.name for name, path in figure_paths.items()}})
-        json_path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    bar.close()
-    metrics["timings_s"] = timings  # now including "write"
-    log.info("report written to %s", html_path)
+    with steps("write"):
+        written = _json_safe(metrics)  # a copy: its timings end before "write"
+        html = _render(evaluated, tsne, thumbs, pngs, written, config=config, info=info, title=title,
+                       hygiene_html=hygiene_html)
+        result = _write(out, pngs, html, written, config=config, info=info, history=history, title=title)
+    steps.close()
+    result.metrics["timings_s"] = steps.timings  # now including "write"
+    log.info("report written to %s", result.html_path)
+    return result
+
+
+def _retrieve(gallery: EmbeddingSet, queries: EmbeddingSet | None, config: ReportConfig,
+              progress: bool) -> _Retrieval:
+    """Search each query in the gallery (each gallery item among the others when ``queries`` is None)."""
+    evaluated = queries if queries is not None else gallery
+    scores = score_queries(evaluated.embeddings, evaluated.labels,
+                           None if queries is None else gallery.embeddings,
+                           None if queries is None else gallery.labels,
+                           keep=config.neighbors_kept, chunk_elements=config.chunk_elements, progress=progress)
+    summary, predicted = retrieval_summary(scores, evaluated.labels, gallery.labels, k=config.k,
+                                           recall_at=config.recall_at, num_classes=len(gallery.class_names))
+    confusion = class_confusion(evaluated.labels, predicted, len(gallery.class_names))
+    return _Retrieval(scores, summary, predicted, confusion, per_class_accuracy(confusion))
+
+
+def _retrieval_metrics(found: _Retrieval, names: Sequence[str], config: ReportConfig) -> dict[str, Any]:
+    """The retrieval section of ``report.json``: overall numbers, per class, the confusion matrix."""
+    confusion, accuracy = found.confusion, found.accuracy
+    return {
+        "retrieval": found.summary,
+        "per_class": [{"class": c, "name": names[c], "queries": int(confusion[c].sum()),
+                       "accuracy": float(accuracy[c])} for c in range(len(names))],
+        "confusion_matrix": confusion.tolist(),
+        "confused_pairs": most_confused_pairs(confusion, names, config.confused_pairs),
+    }
+
+
+def _hover_thumbnails(evaluated: EmbeddingSet, tsne: TsneMap, config: ReportConfig, rng: np.random.Generator,
+                      progress: bool) -> list[str | None]:
+    """A data URI for ``config.hover_thumbnails`` random points of the t-SNE map (None for the others, and for
+    all when the images have no files)."""
+    thumbs: list[str | None] = [None] * len(tsne.rows)
+    if evaluated.paths is not None and config.hover_thumbnails:
+        chosen = np.sort(rng.choice(len(tsne.rows), size=min(config.hover_thumbnails, len(tsne.rows)),
+                                    replace=False))
+        uris = thumbnail_uris([evaluated.paths[tsne.rows[i]] for i in chosen], config.thumbnail_size,
+                              progress=progress)
+        for i, uri in zip(chosen, uris):
+            thumbs[i] = uri
+    return thumbs
+
+
+def _figures(evaluated: EmbeddingSet, tsne: TsneMap, found: _Retrieval, history: list[dict] | None
+             ) -> dict[str, bytes]:
+    """The PNGs: t-SNE map, confusion matrix, per-class accuracy, training curves (epochs after 0, if any)."""
+    names = evaluated.class_names
+    overall_accuracy = next(v for name, v in found.summary.items() if name.startswith("knn_accuracy@"))
+    pngs: dict[str, bytes] = {
+        "tsne": figs.tsne_figure(tsne.coords, evaluated.labels[tsne.rows], names),
+        "confusion": figs.confusion_figure(found.confusion, names),
+        "per_class_accuracy": figs.per_class_figure(found.accuracy, names, overall_accuracy),
+    }
+    if any(row.get("epoch", 1) > 0 for row in history or []):
+        pngs["training_curves"] = figs.training_figure([row for row in history if row.get("epoch", 1) > 0])
+    return pngs
+
+
+def _examples(gallery: EmbeddingSet, evaluated: EmbeddingSet, scores: QueryScores, config: ReportConfig,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bytes]:
+    """Random queries and the worst failures with their neighbours: (random rows, failure rows, grid PNG)."""
+    shown = config.neighbors_shown
+    random_rows, failure_rows = choose_examples(gallery.labels[scores.indices[:, :shown]],
+                                                scores.similarities[:, :shown], evaluated.labels,
+                                                examples=config.examples, failures=config.failures, rng=rng)
+    tile = max(config.thumbnail_size, 48)
+    sections = []
+    for heading, rows in (("Random queries", random_rows), ("Worst failures (neighbors mostly wrong)",
+                                                            failure_rows)):
+        if len(rows):
+            sections.append((heading, example_rows(evaluated, gallery, rows, scores.indices[:, :shown],
+                                                   scores.similarities[:, :shown], tile=tile)))
+    return random_rows, failure_rows, render_grid(sections, tile=tile)
+
+
+def _hygiene(gallery: EmbeddingSet, queries: EmbeddingSet | None, evaluated: EmbeddingSet, found: _Retrieval,
+             config: ReportConfig, groups: Sequence[Mapping] | None) -> tuple[dict[str, Any], str]:
+    """Queries that leak from the gallery and the gallery's duplicate groups: (numbers, HTML rows)."""
+    leaks = None if queries is None else find_leaks(queries, gallery, found.scores, config.duplicates)
+    metrics = hygiene_metrics(leaks, found.predicted, evaluated.labels, config.duplicates, groups,
+                              queries=len(evaluated))
+    rows = hygiene_rows(leaks or [], groups or [], evaluated, gallery, shown=config.hygiene_shown,
+                        size=max(config.thumbnail_size, 48))
+    return metrics, rows
+
+
+def _render(evaluated: EmbeddingSet, tsne: TsneMap, thumbs: list[str | None], pngs: Mapping[str, bytes],
+            metrics: dict[str, Any], *, config: ReportConfig, info: Mapping[str, Any] | None, title: str,
+            hygiene_html: str) -> str:
+    """The self-contained HTML page (figures inlined as data URIs)."""
+    names = evaluated.class_names
+    return render_html(
+        title=title, subtitle=f"generated {time.strftime('%Y-%m-%d %H:%M:%S')}", metrics=metrics,
+        figures={name: png_data_uri(png) for name, png in pngs.items()},
+        tsne_json=tsne_payload(tsne.coords, evaluated.labels[tsne.rows], [evaluated.name_of(i) for i in tsne.rows],
+                               thumbs, names, figs.class_colours(len(names))),
+        info=info, settings=config.to_dict(), hygiene=hygiene_html)
+
+
+def _write(out: Path, pngs: Mapping[str, bytes], html: str, metrics: dict[str, Any], *, config: ReportConfig,
+           info: Mapping[str, Any] | None, history: list[dict] | None, title: str) -> ReportResult:
+    """Write the PNGs, ``report.html`` and ``report.json`` into ``out``, each atomically."""
+    figure_paths = {}
+    for name, png in pngs.items():
+        figure_paths[name] = out / f"{name}.png"
+        atomic_write(figure_paths[name], png)
+    html_path, json_path = out / HTML_FILE, out / JSON_FILE
+    atomic_write(html_path, html.encode("utf-8"))
+    document = _json_safe({"title": title, "config": config.to_dict(), "info": dict(info or {}),
+                           "history": list(history or []), "metrics": metrics,
+                           "files": {name: path.name for name, path in figure_paths.items()}})
+    atomic_write(json_path, (json.dumps(document, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     return ReportResult(html_path=html_path, json_path=json_path, figures=figure_paths, metrics=metrics)
 
 

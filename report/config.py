@@ -39,11 +39,12 @@ class ReportConfig:
     chunk_elements: int = 1 << 25  # query x gallery similarities held at once (128 MiB of float32)
     threads: int = 1  # BLAS/OpenMP threads while building (spinning OpenMP threads crawl on busy shared cores)
     hygiene: bool = True  # search the gallery for duplicate groups (the index's own ANN search; leakage is always on)
+    hygiene_sample: int = 10000  # gallery items whose neighbours the duplicate search visits (a seeded sample)
     duplicates: DuplicateRule = DuplicateRule()  # what counts as a duplicate in the data-hygiene section
     hygiene_shown: int = 24  # leaked queries and mixed-label groups shown with thumbnails, each
 
     def __post_init__(self) -> None:
-        for name in ("k", "tsne_sample", "tsne_max_iter", "pca_dims", "silhouette_sample", "kmeans_sample",
+        for name in ("k", "tsne_sample", "hygiene_sample", "tsne_max_iter", "pca_dims", "silhouette_sample", "kmeans_sample",
                      "neighbors_shown", "thumbnail_size", "chunk_elements", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -103,4 +103,5 @@ def render_html(*, title: str, subtitle: str, metrics: Mapping[str, Any], figure
         leakage=metrics.get("hygiene", {}).get("leakage"),
         hygiene_rule_cosine=metrics.get("hygiene", {}).get("rule", {}).get("cosine", 0.0),
         against_start=(metrics.get("against_start") or {}).get("verdict"),
+        duplicate_search=((info or {}).get("duplicate_search_items"), counts["gallery"]),
     )

@@ -6,18 +6,17 @@ read with ``torch.load(weights_only=True)``, so a checkpoint cannot run code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
+
+from durablefile import atomic_write, file_sha256
 
 from similarity.config import PreprocessSpec, TrainConfig, from_dict
 from similarity.models import EmbeddingNet
@@ -98,32 +97,8 @@ def save_checkpoint(path: str | os.PathLike, model: EmbeddingNet, config: TrainC
         "extra": _jsonable(extra or {}),
         "versions": versions(),
     }
-    write_atomic(path, lambda handle: torch.save(payload, handle))
+    atomic_write(path, lambda handle: torch.save(payload, handle))
     return file_sha256(path)
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """``write(handle)`` into a temporary file beside ``path``, fsynced, then ``os.replace``d over ``path``: a
-    reader sees the old file or the whole new one, never a part (model files: checkpoints, ONNX exports)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str = "cpu") -> Checkpoint:

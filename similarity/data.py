@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
+from durablefile import atomic_path
 from similarity.imageio import ImageDecodeError, is_image_path, open_image
 
 log = logging.getLogger(__name__)
@@ -321,9 +322,8 @@ def export_to_folder(data: LabelledImages, out: str | os.PathLike, *, prefix: st
     for i in range(len(data)):
         path = out / safe[data.labels[i]] / f"{prefix}{i:05d}.png"
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            data.load(i).save(tmp, format="PNG")
-            os.replace(tmp, path)
+            with atomic_path(path, durable=False) as tmp:  # a cache: rebuilt if lost
+                data.load(i).save(tmp, format="PNG")
         paths.append(str(path))
     return LabelledImages(labels=data.labels.copy(), class_names=list(data.class_names), ids=list(data.ids),
                           paths=paths, source=str(out))

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from similarity.config import PreprocessSpec
 from similarity.data import LabelledImages, SkippedFile
+from similarity.embedding_cache import EmbeddingCache, verified
 from similarity.imageio import ImageDecodeError, open_image
 from similarity.models import EmbeddingNet
 from similarity.transforms import eval_transform, pixels_to_tensor, supports_fast_path
@@ -93,9 +94,25 @@ class ImageEmbedder(ABC):
         return self.embed_tensor(torch.stack([self.transform(image) for image in images]))
 
     def embed_data(self, data: LabelledImages | Sequence[str], *, batch_size: int = 256, num_workers: int = 0,
-                   progress: bool = True) -> EmbedResult:
+                   progress: bool = True, cache: EmbeddingCache | None = None) -> EmbedResult:
         """Embed a collection (or a list of file paths) in batches; unreadable files are skipped and
-        reported in ``skipped``."""
+        reported in ``skipped``.  With ``cache``, a collection this model embedded before is read back (after
+        a spot check, see :mod:`similarity.embedding_cache`) and a new result is stored."""
+        use_cache = cache is not None and isinstance(data, LabelledImages) and bool(self.model_id)
+        if use_cache:
+            stored = cache.load(self.model_id, data)
+            if stored is not None and verified(self, data, stored):
+                log.info("embeddings of %d images read from the cache (model %s)", len(stored.kept), self.model_id[:12])
+                if progress:
+                    print(f"embedding: {len(stored.kept)} images already embedded by this model (cache, spot-checked)")
+                return EmbedResult(stored.embeddings, stored.kept, list(stored.skipped))
+        result = self._embed_all(data, batch_size=batch_size, num_workers=num_workers, progress=progress)
+        if use_cache:
+            cache.save(self.model_id, data, result.embeddings, result.kept, result.skipped)
+        return result
+
+    def _embed_all(self, data: LabelledImages | Sequence[str], *, batch_size: int, num_workers: int,
+                   progress: bool) -> EmbedResult:
         from tqdm.auto import tqdm
 
         paths = data.paths if isinstance(data, LabelledImages) else list(data)

@@ -35,7 +35,8 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
-from similarity.checkpoint import Checkpoint, load_checkpoint, write_atomic
+from durablefile import atomic_write
+from similarity.checkpoint import Checkpoint, load_checkpoint
 from similarity.config import PreprocessSpec
 from similarity.data import LabelledImages
 from similarity.embedder import preprocessed_batches
@@ -198,11 +199,10 @@ def _quiet_loggers(names: tuple[str, ...]) -> Iterator[None]:
 
 
 def _write_with_metadata(graph: Path, out: Path, props: dict[str, str]) -> None:
-    """Copy the graph to ``out`` with ``props`` as its metadata: a temporary file beside ``out``, fsynced, then
-    ``os.replace`` (:func:`similarity.checkpoint.write_atomic`)."""
+    """Copy the graph to ``out`` with ``props`` as its metadata, atomically (:func:`durablefile.atomic_write`)."""
     model = onnx.load(str(graph))
     del model.metadata_props[:]
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
-    write_atomic(out, lambda handle: handle.write(model.SerializeToString()))
+    atomic_write(out, model.SerializeToString())

@@ -17,6 +17,10 @@ sample) into a :class:`DataProfile`; :func:`choose_recipe` turns a profile, a ti
   about 7 s). Epoch 0 is the starting point, the frozen features with a fitted head, kept when no epoch beats
   it (:mod:`similarity.cached`, :mod:`similarity.gain`). On a GPU, or without a budget, the whole backbone
   trains at the largest size at which ``MIN_EPOCHS`` epochs fit.
+- **Small CNN width** from speed: the full width (``SMALL_CNN_WIDTHS[0]``) where a short probe of its training
+  steps (:func:`measure_small_cnn_speed`, about 2 s) says ``MIN_WIDE_EPOCHS`` epochs fit the budget, else the
+  narrower one, which runs about 3x the images per second (a 1-3 minute budget, or a slow CPU: one epoch of
+  Fashion-MNIST at width 16 reaches 89% kNN where width 32 would not finish its first).
 - **Flips** (augmentation and test-time): on unless :func:`similarity.flips.check_flips` measures that a
   mirror image loses its class (digits, text).
 - **Batch size** from the training-set size (about 20 steps an epoch at least), the **learning rate** scaled
@@ -62,6 +66,8 @@ MAX_EPOCHS = 30  # the most epochs a recipe asks for; the time budget usually de
 VAL_IMAGES, VAL_MAX_SHARE, VAL_MIN_PER_CLASS = 2000, 0.2, 5
 PATIENCE, PATIENCE_MIN_VAL = 3, 500
 COMPILE_MIN_IMAGES, COMPILE_MIN_MINUTES = 20_000, 10.0
+SMALL_CNN_WIDTHS = (32, 16)  # the small CNN's widths, widest first
+MIN_WIDE_EPOCHS = 4  # the widest small CNN is chosen where the budget fits this many of its epochs
 # EfficientNet-Lite0 training speed at 224 px without a measurement: about 5.5 images/s per CPU thread
 # (2 cores: ~25 images/s at 150 px, the TrashNet benchmark); a GPU does hundreds
 ESTIMATED_IPS_224 = {"cpu_per_thread": 5.5, "cuda": 400.0}
@@ -305,14 +311,44 @@ def measure_machine_speed(image_size: int = 160, batch_size: int = 16, steps: in
     return MachineSpeed(forward, stage_train, True)
 
 
+def measure_small_cnn_speed(image_size: int, width: int = SMALL_CNN_WIDTHS[0], batch_size: int = 128,
+                            steps: int = 3) -> float:
+    """Training images per second of the small CNN at ``width`` on this CPU (random one-channel
+    ``image_size`` images, forward + backward + Adam step, after two warm-up steps; about 2 s on 2 cores)."""
+    import torch
+
+    from similarity.models import EmbeddingNet
+
+    model_config = ModelConfig(backbone="smallcnn", embedding_dim=128, pretrained=False, width=width)
+    net = EmbeddingNet(model_config, PreprocessSpec(image_size=image_size, channels=1, mean=(0.5,), std=(0.5,)))
+    net = net.to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-6)
+    x = torch.randn(batch_size, 1, image_size, image_size).contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        loss = net(x).square().sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    begin = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch_size * steps / (time.perf_counter() - begin)
+
+
 def choose_recipe(profile: DataProfile, budget_minutes: float = DEFAULT_BUDGET_MINUTES, device: str = "cpu", *,
                   images_per_second: float | None = None, cpu_count: int | None = None,
-                  speed: MachineSpeed | None = None, flips: FlipCheck | None = None) -> Recipe:
+                  speed: MachineSpeed | None = None, flips: FlipCheck | None = None,
+                  small_cnn_speed: float | None = None) -> Recipe:
     """The recipe for data like ``profile`` trained within ``budget_minutes`` on ``device`` ("cpu" or "cuda").
 
     ``images_per_second``: EfficientNet-Lite0 full fine-tuning speed at 224 px on this machine (see
     :func:`measure_images_per_second`; used on a GPU, or without a budget); ``speed``: the CPU's embedding and
-    last-block training speeds (:func:`measure_machine_speed`); both estimated when None. ``flips``: whether a
+    last-block training speeds (:func:`measure_machine_speed`); both estimated when None; ``small_cnn_speed``:
+    the widest small CNN's training images/s (:func:`measure_small_cnn_speed`; None keeps that width). ``flips``: whether a
     mirror image keeps its class (:func:`similarity.flips.check_flips`); flips stay on when None. ``cpu_count``
     sizes the data-loading workers (default: ``os.cpu_count()``).
     """
@@ -326,7 +362,8 @@ def choose_recipe(profile: DataProfile, budget_minutes: float = DEFAULT_BUDGET_M
     n_train = profile.num_images - round(val_fraction * profile.num_images)
     size_text = f"{profile.median_width}x{profile.median_height} px median, {profile.grayscale_share:.0%} grayscale"
     if profile.is_small_grayscale:
-        config = _small_cnn(profile, n_train, budget_minutes, reasons, size_text, bf16=native_bf16(device))
+        config = _small_cnn(profile, n_train, budget_minutes, reasons, size_text, bf16=native_bf16(device),
+                            images_per_second=small_cnn_speed)
     elif device == "cpu" and budget_minutes:
         config = _pretrained_partial(profile, n_train, budget_minutes, speed or estimated_machine_speed(), reasons,
                                      size_text)
@@ -353,13 +390,16 @@ def recipe_for(data: LabelledImages, budget_minutes: float = DEFAULT_BUDGET_MINU
 
     profile = inspect_data(data)
     flips = check_flips(data)
-    speed = ips = None
+    speed = ips = small = None
+    if profile.is_small_grayscale and budget_minutes and device == "cpu":
+        small = measure_small_cnn_speed(preprocess_for(ModelConfig(backbone="smallcnn"), profile).image_size)
     if not profile.is_small_grayscale and budget_minutes:
         if device == "cpu":
             speed = measure_machine_speed()
         else:
             ips = measure_images_per_second(device)
-    return choose_recipe(profile, budget_minutes, device, images_per_second=ips, speed=speed, flips=flips)
+    return choose_recipe(profile, budget_minutes, device, images_per_second=ips, speed=speed, flips=flips,
+                         small_cnn_speed=small)
 
 
 def _with_flips(config: TrainConfig, flips: FlipCheck | None, reasons: list[str]) -> TrainConfig:
@@ -406,8 +446,15 @@ def _batch_size(n_train: int, largest: int) -> int:
 
 
 def _small_cnn(profile: DataProfile, n_train: int, budget_minutes: float, reasons: list[str],
-               size_text: str, *, bf16: bool) -> TrainConfig:
-    model = ModelConfig(backbone="smallcnn", embedding_dim=128, pretrained=False, width=32)
+               size_text: str, *, bf16: bool, images_per_second: float | None = None) -> TrainConfig:
+    width = SMALL_CNN_WIDTHS[0]
+    if images_per_second and budget_minutes:
+        epochs = budget_minutes * 60 * images_per_second / max(1, n_train)
+        if epochs < MIN_WIDE_EPOCHS:
+            width = SMALL_CNN_WIDTHS[-1]
+        reasons.append(f"width {width}: the width-{SMALL_CNN_WIDTHS[0]} CNN trains {images_per_second:.0f} images/s "
+                       f"here, {epochs:.1f} epochs in the budget ({MIN_WIDE_EPOCHS} wanted for that width)")
+    model = ModelConfig(backbone="smallcnn", embedding_dim=128, pretrained=False, width=width)
     preprocess = replace(preprocess_for(model, profile), flip_tta=True)
     batch = _batch_size(n_train, 256)
     compile_ = profile.num_images >= COMPILE_MIN_IMAGES and budget_minutes >= COMPILE_MIN_MINUTES

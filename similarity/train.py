@@ -33,7 +33,8 @@ from similarity.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpo
 from similarity.config import TrainConfig
 from similarity.curves import plot_history
 from similarity.data import LabelledImages, check_min_per_class, stratified_split
-from similarity.embedder import Embedder, resolve_device
+from similarity.embedder import EmbedResult, Embedder, resolve_device
+from similarity.embedding_cache import EmbeddingCache
 from similarity.losses import PairContrastive, ProxyLoss, build_objective
 from similarity.gain import StartComparison, compare_to_start
 from similarity.metrics import retrieval_metrics, retrieval_summary, score_queries
@@ -165,11 +166,51 @@ def evaluate(embedder: Embedder, data: LabelledImages, *, k: int, gallery: Label
              progress: bool = False) -> dict[str, float]:
     """precision@1 etc. of ``data`` searched against ``gallery`` (or against itself, leave-one-out)."""
     query = embedder.embed_data(data, progress=progress)
+    if gallery is None:
+        return _scores(query, data, k)
+    return _scores(query, data, k, (embedder.embed_data(gallery, progress=progress), gallery))
+
+
+def _scores(query: EmbedResult, data: LabelledImages, k: int,
+            gallery: tuple[EmbedResult, LabelledImages] | None = None) -> dict[str, float]:
+    """:func:`evaluate` of embeddings already computed."""
     q, ql = query.embeddings, data.labels[query.kept]
     if gallery is None:
         return retrieval_metrics(q, ql, k=k)
-    ref = embedder.embed_data(gallery, progress=progress)
-    return retrieval_metrics(q, ql, ref.embeddings, gallery.labels[ref.kept], k=k)
+    ref, images = gallery
+    return retrieval_metrics(q, ql, ref.embeddings, images.labels[ref.kept], k=k)
+
+
+def _final_embeddings(embedder: Embedder, sets: DataSplit, progress: bool) -> dict[str, EmbedResult]:
+    """The kept model's embeddings of each part of the split (what the final scores and the cache use)."""
+    parts = {"train": sets.train, "val": sets.val, "test": sets.test}
+    return {name: embedder.embed_data(part, progress=progress) for name, part in parts.items() if part is not None}
+
+
+def _cache_embeddings(model_id: str, data: LabelledImages, test_data: LabelledImages | None, sets: DataSplit,
+                      final: dict[str, EmbedResult], *, val_given: bool) -> None:
+    """Store the final embeddings of ``data`` (its parts put back in order) and of ``test_data`` in the
+    embedding cache, so that indexing and reporting with this checkpoint need not embed them again
+    (``val_given``: the validation images are not part of ``data``)."""
+    cache = EmbeddingCache.from_environment()
+    if cache is None:
+        return
+    rows, chunks = [], []
+    for name, result in final.items():
+        if (name == "test" and test_data is not None) or (name == "val" and val_given):
+            continue
+        rows.append(sets.indices[name][result.kept])
+        chunks.append(result.embeddings)
+    order = np.argsort(np.concatenate(rows), kind="stable")
+    kept = np.concatenate(rows)[order]
+    try:
+        cache.save(model_id, data, np.concatenate(chunks)[order], kept)
+        if "test" in final:  # the official test set, or the part carved from data (a report's queries)
+            test = final["test"]
+            cache.save(model_id, test_data if test_data is not None else sets.test, test.embeddings, test.kept,
+                       test.skipped)
+    except OSError as exc:  # a cache that cannot be written costs time later, not this result
+        log.warning("could not store the embeddings in the cache %s: %s", cache.root, exc)
 
 
 @dataclass(frozen=True)
@@ -319,8 +360,9 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
         # the best epoch's weights are what the checkpoint holds; re-save with the full history
         model.load_state_dict(load_checkpoint(checkpoint_path).model.state_dict())
         model.eval()
-        val_metrics = evaluate(embedder, sets.val, k=config.knn_k) if sets.val is not None else {}
-        test_metrics = (evaluate(embedder, sets.test, k=config.knn_k, gallery=sets.train)
+        final = _final_embeddings(embedder, sets, progress)
+        val_metrics = _scores(final["val"], sets.val, config.knn_k) if sets.val is not None else {}
+        test_metrics = (_scores(final["test"], sets.test, config.knn_k, (final["train"], sets.train))
                         if sets.test is not None else {})
         comparison = None
         if start is not None and best_correct is not None:
@@ -342,6 +384,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
         metrics["start"] = comparison.to_dict()
     sha = _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes,
                 metrics=metrics)
+    _cache_embeddings(sha, data, test_data, sets, final, val_given=val_data is not None)
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))
     plot_history([row for row in history if row["epoch"] > 0], out_dir / "curves.png")
     return TrainResult(str(checkpoint_path), sha, history, best_epoch, val_metrics, test_metrics, train_seconds,

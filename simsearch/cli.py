@@ -14,7 +14,7 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine import simsearch_version
+    from similarity.version import simsearch_version
     from simsearch import cmd_export, cmd_index, cmd_query, cmd_report, cmd_serve, cmd_train, cmd_tune
 
     parser = argparse.ArgumentParser(prog="simsearch", description="Image similarity search: train, export, "
@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from engine import CheckpointError, DatasetError, ImageDecodeError, IndexStoreError
+    from index import IndexStoreError
+    from similarity.checkpoint import CheckpointError
+    from similarity.data import DatasetError
+    from similarity.imageio import ImageDecodeError
 
     try:
         return int(args.func(args) or 0)

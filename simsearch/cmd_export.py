@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine import DEFAULT_CALIBRATION_SIZE
+from similarity.onnx_format import DEFAULT_CALIBRATION_SIZE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

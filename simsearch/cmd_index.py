@@ -4,12 +4,14 @@
                           [--duplicates keep|skip|flag] [--runtime torch|onnx|auto [--onnx PATH]]
     simsearch index add INDEX --data IMAGES [--duplicates keep|skip|flag]   (class folders or a CSV of path,label)
     simsearch index remove INDEX ID [ID ...]
-    simsearch index compact INDEX [--force] [--orphan-grace SECONDS]
+    simsearch index compact INDEX [--force] [--orphan-grace SECONDS]   (the index, then orphan upload files)
     simsearch index stats INDEX
     simsearch index dedup INDEX [--threshold C] [--pixels [--phash-bits B]] [--remove] [--out DIR]   (dry run unless --remove)
     simsearch index copy SOURCE MILVUS [--home DIR]  (an index directory into Milvus, ids kept, no re-embedding)
     simsearch index drop MILVUS --yes
     simsearch index migrate DIR                      (once, for an index made by simsearch 0.1)
+    simsearch index backup INDEX DEST                (while servers write; a Milvus collection: milvus-backup)
+    simsearch index restore DEST INDEX               (into a new folder; sha256 checked)
 
 INDEX is an index directory (the embedded store, the default), or a Milvus collection:
 ``milvus://HOST:PORT/COLLECTION`` (``milvus+tls://`` for TLS; the token in ``$SIMSEARCH_MILVUS_TOKEN``) or a
@@ -24,9 +26,17 @@ import json
 import os
 import sys
 
-from engine import (DEDUP_DIR, DEFAULT_NEIGHBOURS, DEFAULT_POLICY, DUPLICATE_POLICIES, INDEX_TYPES, ORPHAN_GRACE_S,
-                    DuplicateRule, Engine, IndexConfig, build_index, copy_index, drop_index, fashion_mnist_folder,
-                    load_labelled_images, migrate_index, write_duplicates)
+from engine.backup import BackupError, backup_index, restore_index
+from engine.build import build_index, copy_index, drop_index
+from engine.dedup import DEFAULT_NEIGHBOURS, write_duplicates
+from engine.engine import ORPHAN_GRACE_S, Engine
+from engine.ingestion import DEFAULT_POLICY, DUPLICATE_POLICIES
+from engine.layout import DEDUP_DIR
+from index import INDEX_TYPES, IndexConfig
+from index.migrate import migrate_legacy as migrate_index
+from similarity.data import fashion_mnist_folder, load_labelled_images
+from similarity.hygiene import DuplicateRule
+from simsearch.cli import UserError
 from simsearch.runtime_args import add_runtime_arguments, runtime_from_args
 
 INDEX_HELP = "index directory, milvus://HOST:PORT/COLLECTION, or a Milvus Lite PATH.db"
@@ -74,15 +84,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     remove.add_argument("ids", type=int, nargs="+")
     remove.set_defaults(func=_remove)
 
-    compact = commands.add_parser("compact", help="write a new checkpoint; rebuild without deleted vectors "
-                                                  "when due; remove orphan upload files")
+    compact_help = ("compact the index and remove orphan upload files: an index directory writes a snapshot of "
+                    "its FAISS index, rebuilt without deleted vectors when due; Milvus is asked to compact its "
+                    "segments; upload files no item references are deleted")
+    compact = commands.add_parser("compact", help=compact_help, description=compact_help)
     compact.add_argument("index", metavar="INDEX", help=INDEX_HELP)
-    compact.add_argument("--force", action="store_true", help="rebuild even below the tombstone threshold")
+    compact.add_argument("--force", action="store_true",
+                         help="rebuild even below the tombstone threshold (index directories)")
     compact.add_argument("--orphan-grace", type=float, default=ORPHAN_GRACE_S, metavar="SECONDS",
                          help="keep unreferenced upload files younger than this (an add may be in flight)")
     compact.set_defaults(func=_compact)
 
-    stats = commands.add_parser("stats", help="print counts, index type, log and checkpoint state as JSON")
+    stats = commands.add_parser("stats", help="print counts, index type, log and snapshot state as JSON")
     stats.add_argument("index", metavar="INDEX", help=INDEX_HELP)
     stats.set_defaults(func=_stats)
 
@@ -121,6 +134,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                                   "to the current layout, once")
     migrate.add_argument("directory")
     migrate.set_defaults(func=_migrate)
+
+    backup = commands.add_parser("backup", help="back up an index directory while servers write to it: its "
+                                                "database at one log position, snapshots, model.pt and uploads")
+    backup.add_argument("index", metavar="INDEX", help="index directory (a Milvus collection: use milvus-backup)")
+    backup.add_argument("dest", metavar="DEST", help="the backup folder (must not exist)")
+    backup.set_defaults(func=_backup)
+
+    restore = commands.add_parser("restore", help="restore a backup as a new index directory (sha256 checked)")
+    restore.add_argument("backup", metavar="DEST", help="a folder written by 'simsearch index backup'")
+    restore.add_argument("index", metavar="INDEX", help="the new index directory (must not exist, or be empty)")
+    restore.set_defaults(func=_restore)
     return parser
 
 
@@ -234,4 +258,24 @@ def _drop(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     print(json.dumps(migrate_index(args.directory)))
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    try:
+        manifest = backup_index(args.index, args.dest)
+    except BackupError as exc:
+        raise UserError(str(exc)) from None
+    print(json.dumps({"backup": os.path.abspath(args.dest), "log_head": manifest.log_head, "items": manifest.items,
+                      "uploads": manifest.uploads, "missing_uploads": len(manifest.missing_uploads),
+                      "seconds": manifest.seconds}))
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    try:
+        summary = restore_index(args.backup, args.index)
+    except BackupError as exc:
+        raise UserError(str(exc)) from None
+    print(json.dumps(summary.to_dict()))
     return 0

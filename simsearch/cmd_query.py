@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine import Engine
+from engine.engine import Engine
 from simsearch.runtime_args import add_runtime_arguments, runtime_from_args
 
 

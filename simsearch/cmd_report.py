@@ -24,6 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("-k", type=int, default=DEFAULTS.k, help="neighbours in the kNN vote (default %(default)s)")
     p.add_argument("--threads", type=int, default=DEFAULTS.threads, help="BLAS/OpenMP threads (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--duplicates-sample", type=int, default=DEFAULTS.hygiene_sample,
+                   help="gallery items whose neighbours the duplicate search visits, a seeded sample (default "
+                        "%(default)s; `simsearch index dedup` visits them all)")
     p.add_argument("--no-duplicates", action="store_true",
                    help="skip the search for duplicate groups inside the gallery (leakage of the queries is "
                         "still checked)")
@@ -35,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     config = ReportConfig(k=args.k, tsne_sample=args.tsne_sample, threads=args.threads, seed=args.seed,
-                          hygiene=not args.no_duplicates)
+                          hygiene=not args.no_duplicates, hygiene_sample=args.duplicates_sample)
     queries = None if args.queries == "none" else args.queries
     result = report_for_index(args.index, checkpoint=args.checkpoint, queries=queries, out_dir=args.out,
                               config=config, progress=not args.quiet, runtime=runtime_from_args(args))

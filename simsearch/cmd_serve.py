@@ -21,8 +21,8 @@ import shutil
 import sys
 import tempfile
 
-from engine import EmbedRuntime
 from engine.layout import MODEL_FILE
+from similarity.runtime import EmbedRuntime
 from simsearch.runtime_args import add_runtime_arguments, runtime_from_args
 
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"simsearch serve: {name} must be positive", file=sys.stderr)
             return 2
     workers = 1 if args.dev else args.workers
-    from engine import is_milvus_lite
+    from index.location import is_milvus_lite
 
     if is_milvus_lite(args.index) and workers > 1:
         print("simsearch serve: a Milvus Lite data directory opens in one process only: serving with 1 worker "
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         url = f"http://{_url_host(args.host)}:{args.port}/"
         writes = "enabled" if config.writes_enabled else f"disabled (set ${token_env} to enable)"
-        print(f"simsearch: serving {config.index_dir} at {url}  (writes {writes})", flush=True)
+        print(f"simsearch: serving {config.index} at {url}  (writes {writes})", flush=True)
         if args.dev:
             from api import create_app
 
@@ -115,13 +115,17 @@ def run(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace, torch_threads: int, token_env: str):
     """Build the ApiConfig and check, before any worker starts, that the index and model load and match."""
     from api.config import ApiConfig
-    from engine import (CheckpointError, Engine, IndexStoreError, OnnxExportError, check_index, is_milvus,
-                        set_torch_threads)
+    from engine.build import check_index
+    from engine.engine import Engine, set_torch_threads
+    from index import IndexStoreError
+    from index.location import is_milvus
+    from similarity.checkpoint import CheckpointError
+    from similarity.onnx_format import OnnxExportError
 
     milvus = is_milvus(args.index)
-    index_dir = args.index if milvus else os.path.abspath(args.index)
-    if not milvus and not os.path.isdir(index_dir):
-        print(f"simsearch serve: index directory {index_dir} does not exist", file=sys.stderr)
+    index = args.index if milvus else os.path.abspath(args.index)
+    if not milvus and not os.path.isdir(index):
+        print(f"simsearch serve: index directory {index} does not exist", file=sys.stderr)
         return None
     checkpoint = os.path.abspath(args.checkpoint) if args.checkpoint else None
     try:
@@ -129,18 +133,18 @@ def _config(args: argparse.Namespace, torch_threads: int, token_env: str):
     except ValueError as exc:
         print(f"simsearch serve: {exc}", file=sys.stderr)
         return None
-    if not milvus and checkpoint is None and not os.path.isfile(os.path.join(index_dir, MODEL_FILE)):
+    if not milvus and checkpoint is None and not os.path.isfile(os.path.join(index, MODEL_FILE)):
         try:
-            check_index(index_dir)  # not an index at all, or an old layout: say that first
+            check_index(index)  # not an index at all, or an old layout: say that first
         except IndexStoreError as exc:
-            print(f"simsearch serve: cannot serve {index_dir}: {exc}", file=sys.stderr)
+            print(f"simsearch serve: cannot serve {index}: {exc}", file=sys.stderr)
             return None
-        print(f"simsearch serve: {index_dir} has no {MODEL_FILE}; pass --checkpoint", file=sys.stderr)
+        print(f"simsearch serve: {index} has no {MODEL_FILE}; pass --checkpoint", file=sys.stderr)
         return None
     try:
         limits = {"max_k": args.max_k, "unknown_below": args.unknown_below,
                   "max_upload_bytes": None if args.max_upload_mb is None else int(args.max_upload_mb * 2**20)}
-        config = ApiConfig.from_env(index_dir, token_env=token_env, checkpoint=checkpoint, torch_threads=torch_threads,
+        config = ApiConfig.from_env(index, token_env=token_env, checkpoint=checkpoint, torch_threads=torch_threads,
                                     runtime=runtime.name, onnx_path=runtime.onnx_path,
                                     **{name: value for name, value in limits.items() if value is not None})
     except ValueError as exc:
@@ -150,11 +154,11 @@ def _config(args: argparse.Namespace, torch_threads: int, token_env: str):
         set_torch_threads(1)  # no thread pool in the master process before gunicorn forks
         # with runtime onnx/auto this also exports model.onnx once, before the workers look for it
         if milvus:  # a gRPC client must not live in a process that forks: check from a child process
-            _check_in_child(index_dir, checkpoint, runtime)
+            _check_in_child(index, checkpoint, runtime)
         else:
-            Engine.open(index_dir, checkpoint, runtime=runtime).close()
+            Engine.open(index, checkpoint, runtime=runtime).close()
     except (CheckpointError, IndexStoreError, OnnxExportError, OSError) as exc:
-        print(f"simsearch serve: cannot serve {index_dir}: {exc}", file=sys.stderr)
+        print(f"simsearch serve: cannot serve {index}: {exc}", file=sys.stderr)
         return None
     return config
 
@@ -164,9 +168,9 @@ def _check_in_child(index: str, checkpoint: str | None, runtime: EmbedRuntime) -
     used it); raises ``IndexStoreError`` with the child's message when it fails."""
     import subprocess
 
-    from engine import IndexStoreError
+    from index import IndexStoreError
 
-    code = ("import sys\nfrom engine import EmbedRuntime, Engine\ntry:\n"
+    code = ("import sys\nfrom engine.engine import Engine\nfrom similarity.runtime import EmbedRuntime\ntry:\n"
             "    runtime = EmbedRuntime(sys.argv[3], sys.argv[4] or None, 1)\n"
             "    Engine.open(sys.argv[1], sys.argv[2] or None, runtime=runtime).close()\n"
             "except Exception as exc:\n    print(exc, file=sys.stderr); sys.exit(3)\n")

@@ -12,10 +12,15 @@ import json
 import logging
 from dataclasses import fields, is_dataclass, replace
 
-from engine.training import (BACKBONES, CHECKPOINT_FILE, DEFAULT_BUDGET_MINUTES, LOSSES, PRECISIONS, PRESETS,
-                             SAMPLERS, LabelledImages, Recipe, TrainConfig, default_preprocess, default_sampler,
-                             find_fashion_mnist, inspect_data, load_fashion_mnist, load_labelled_images,
-                             preprocess_for, read_config, recipe_for, resolve_device, train, with_overrides)
+from similarity.checkpoint import CHECKPOINT_FILE
+from similarity.config import (BACKBONES, LOSSES, PRECISIONS, SAMPLERS, TrainConfig, default_sampler, read_config,
+                               with_overrides)
+from similarity.data import LabelledImages, find_fashion_mnist, load_fashion_mnist, load_labelled_images
+from similarity.embedder import resolve_device
+from similarity.models import default_preprocess
+from similarity.presets import PRESETS
+from similarity.recipe import DEFAULT_BUDGET_MINUTES, Recipe, inspect_data, preprocess_for, recipe_for
+from similarity.train import train
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,9 @@ import argparse
 import json
 from dataclasses import replace
 
-from engine.training import DEFAULT_BUDGET_MINUTES, TuneConfig, TuneError, tune, with_overrides
+from similarity.config import with_overrides
+from similarity.recipe import DEFAULT_BUDGET_MINUTES
+from similarity.tune import TuneConfig, TuneError, tune
 from simsearch.cli import UserError
 from simsearch.cmd_train import add_base_arguments, base_recipe, load_training_data, print_recipe
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from engine import CLI_DEFAULT_RUNTIME, RUNTIMES, EmbedRuntime
+from similarity.runtime import CLI_DEFAULT_RUNTIME, RUNTIMES, EmbedRuntime
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:

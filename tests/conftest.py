@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# every test embeds afresh unless it turns the embedding cache on itself (tests/similarity/test_embedding_cache.py)
+os.environ.setdefault("SIMSEARCH_EMBEDDING_CACHE", "off")
 
 from similarity.config import TrainConfig  # noqa: E402
 from similarity.data import LabelledImages, export_to_folder, load_fashion_mnist  # noqa: E402

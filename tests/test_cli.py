@@ -55,12 +55,13 @@ def test_index_build_add_query_remove(checkpoint_path, fmnist_folder, tmp_path, 
 
     assert main(["index", "remove", str(out), "600", "602", "99999"]) == 0
     assert json.loads(capsys.readouterr().out) == {"removed": [600, 602], "requested": 3}
-    assert main(["index", "remove", str(out), "5"]) == 0  # an item of the last checkpoint: a tombstone
+    assert main(["index", "remove", str(out), "5"]) == 0  # an item of the last snapshot: a tombstone
     assert json.loads(capsys.readouterr().out)["removed"] == [5]
     assert main(["index", "compact", str(out), "--force"]) == 0
     compacted = json.loads(capsys.readouterr().out)
-    # 600 and 602 came and went after the checkpoint: the compacting process's view never held them
-    assert compacted["rebuilt"] and compacted["dropped_tombstones"] == 1 and compacted["orphans_removed"] == 0
+    # 600 and 602 came and went after the snapshot: the compacting process's view never held them
+    assert compacted["index"]["rebuilt"] and compacted["index"]["dropped_tombstones"] == 1
+    assert compacted["orphans_removed"] == 0 and compacted["backend"] == "faiss-sqlite"
     assert main(["index", "stats", str(out)]) == 0
     stats = json.loads(capsys.readouterr().out)
     bags = sum(fmnist_folder.labels[i] == 8 for i in range(600) if i != 5) + 1  # + new1.png

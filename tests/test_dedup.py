@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import DuplicateRule, Engine
+from engine.engine import Engine
+from similarity.hygiene import DuplicateRule
 from simsearch.cli import main
 
 from imagecopies import reencode
@@ -112,3 +113,23 @@ def test_cli_dedup_is_a_dry_run_unless_told_to_remove(with_copies, tmp_path, cap
         assert os.path.dirname(default["json"]) == os.path.join(engine.directory, "dedup")
     finally:
         engine.close()
+
+
+def test_a_sampled_search_finds_the_groups_of_its_sampled_items_only(with_copies):
+    """The report's duplicate search visits a seeded sample: each group it finds is a group of the full search
+    with a sampled member, and a sample as large as the index finds exactly the full search's groups."""
+    index, _ = with_copies
+    engine = Engine.open(index)
+    try:
+        rule = DuplicateRule(cosine=THRESHOLD)
+        full = engine.find_duplicates(rule=rule, pixels=True)
+        everything = engine.find_duplicates(rule=rule, pixels=True, sample=len(engine.store))
+        sampled = engine.find_duplicates(rule=rule, pixels=True, sample=200, seed=1)
+        with pytest.raises(ValueError, match="sample"):
+            engine.find_duplicates(rule=rule, sample=0)
+    finally:
+        engine.close()
+    groups = lambda report: {tuple(m.id for m in g.members) for g in report.groups}  # noqa: E731
+    assert groups(everything) == groups(full) and everything.summary()["queried"] == full.items
+    assert sampled.summary()["queried"] == 200 and sampled.near_pairs <= full.near_pairs
+    assert all(any(set(g) <= set(f) for f in groups(full)) for g in groups(sampled))

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from engine import Engine
+from engine.engine import Engine
 
 
 @pytest.mark.embedded_only
@@ -42,5 +42,24 @@ def test_young_orphans_are_kept_for_an_add_in_flight(index_copy, sample_png):
             handle.write(sample_png.read_bytes())
         assert engine.compact()["orphans_removed"] == 0 and os.path.exists(fresh)  # default grace: 5 min
         assert engine.compact(orphan_grace_s=0.0)["orphans_removed"] == 1
+    finally:
+        engine.close()
+
+
+def test_compaction_and_log_head_say_what_the_store_does(index_copy):
+    """An index directory compacts into a snapshot and has a log head; Milvus is only asked to compact (no
+    pretended rebuild) and has no simsearch log head ("not applicable": None)."""
+    from index import Maintainable
+
+    engine = Engine.open(index_copy)
+    try:
+        result = engine.compact()
+        assert result["backend"] == engine.store.backend and result["orphans_removed"] == 0
+        if isinstance(engine.store, Maintainable):
+            assert engine.log_head() == engine.store.log_head() >= 1
+            assert set(result["index"]) >= {"rebuilt", "reason", "snapshot_gen", "snapshot_seq"}
+        else:
+            assert engine.log_head() is None
+            assert set(result["index"]) == {"requested"} and "compaction" in result["index"]["requested"]
     finally:
         engine.close()

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from api import ApiConfig, SearchService, create_app
-from engine import Engine, index_home
+from engine.build import index_home
+from engine.engine import Engine
 from engine.ingestion import IDENTICAL_COSINE, find_in_batch
 from simsearch.cli import main
 
@@ -28,7 +29,7 @@ EXACT, NEAR = 10, 250  # fmnist_folder rows re-uploaded as copies
 @pytest.fixture
 def client(index_copy):
     """A test client of a writable app over this test's private index copy."""
-    service = SearchService.from_config(ApiConfig(index_dir=index_copy, api_token=TOKEN))
+    service = SearchService.from_config(ApiConfig(index=index_copy, api_token=TOKEN))
     yield create_app(service=service).test_client()
     service.close()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("similarity", "index", "engine", "api", "report", "simsearch")
+PRODUCT = ("durablefile", "similarity", "index", "engine", "api", "report", "simsearch")
 # Where a harness or a script could import the old harness location from.
 NOT_INSTALLED = ("bench", "tests", "scripts", "notebooks", "docs")
 
@@ -89,10 +89,24 @@ def _report(rule: str, offenders: list[str]) -> str:
     return f"{rule}; offenders (file:line: module (names)):\n  " + "\n  ".join(offenders)
 
 
-def test_api_and_cli_go_through_engine():
-    offenders = _forbidden_imports(("api", "simsearch"), ("similarity", "index", "report"))
-    assert not offenders, _report("api/ and simsearch/ must reach similarity, index and report through engine",
-                                  offenders)
+# What api/ and simsearch/ may take from index: its interface (types, errors, the kind of a location, the offline
+# migration), never the modules that hold an index's state, which the engine reaches through the store.
+INDEX_INTERFACE = ("index", "index.errors", "index.location", "index.migrate")
+
+
+def test_api_and_cli_leave_index_state_to_the_engine():
+    offenders = [str(imp) for imp in sorted(_imports("api", "simsearch"))
+                 if (imp.module.split(".")[0] == "index" and imp.module not in INDEX_INTERFACE)
+                 or _reaches(imp, ("report",))]
+    assert not offenders, _report("api/ and simsearch/ import index's interface only "
+                                  f"({', '.join(INDEX_INTERFACE)}) and reach report through engine", offenders)
+
+
+def test_engine_package_reexports_nothing():
+    source = (ROOT / "engine" / "__init__.py").read_text(encoding="utf-8")
+    body = [node for node in _tree(ROOT / "engine" / "__init__.py").body
+            if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+    assert not body, f"engine/__init__.py holds a docstring only; import from engine's modules:\n{source}"
 
 
 def test_reliability_harness_is_not_in_the_product():
@@ -106,6 +120,7 @@ def test_reliability_harness_is_not_in_the_product():
 
 
 @pytest.mark.parametrize("folder, forbidden", [
+    ("durablefile", PRODUCT[1:] + ("torch", "faiss", "flask", "numpy")),  # beneath all: the standard library only
     ("similarity", ("flask", "faiss")),
     ("index", ("torch", "flask")),
     ("engine", ("flask",)),

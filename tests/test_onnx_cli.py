@@ -11,9 +11,12 @@ import numpy as np
 import onnx
 import pytest
 
-from engine import EmbedRuntime, Engine, OnnxModelError, index_home
+from engine.build import index_home
+from engine.engine import Engine
 from similarity.checkpoint import load_checkpoint
 from similarity.onnx_export import export_onnx
+from similarity.onnx_format import OnnxModelError
+from similarity.runtime import EmbedRuntime
 from simsearch.cli import main
 
 

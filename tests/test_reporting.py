@@ -38,7 +38,7 @@ def test_data_hygiene_section_finds_leaked_queries_and_relabelled_copies(index_c
     formats (leaks); the gallery also gets a copy of one image under another label."""
     from pathlib import Path
 
-    from engine import Engine
+    from engine.engine import Engine
     from imagecopies import reencode
 
     names, labels, paths = fmnist_folder.class_names, fmnist_folder.labels, fmnist_folder.paths

@@ -22,15 +22,15 @@ import requests
 from bench import REPO
 from bench.reliability.server import ServerProcess, signal_group
 from bench.reliability.soak import unique_image
-from engine import UPLOADS_DIR
+from engine.layout import UPLOADS_DIR
 from index import IndexStore
-from index.keeper import CHECKPOINT_DIR
+from index.keeper import SNAPSHOT_DIR
 
 # a separate process that compacts the index over and over (forced rebuilds), as `simsearch index compact`
 # would, while the server writes; killed with the server
 _COMPACT_LOOP = """
 import sys
-from engine import Engine
+from engine.engine import Engine
 engine = Engine.open(sys.argv[1])
 while True:
     engine.compact(force=True)
@@ -118,10 +118,10 @@ def check_on_disk(index_dir: str, ledger: Ledger) -> list[str]:
 
 
 def interrupted_write(index_dir: str) -> bool:
-    """True when a kill left a write half done: a temporary file (an upload or a checkpoint being written)
+    """True when a kill left a write half done: a temporary file (an upload or a snapshot being written)
     or an upload file that no item references (written, but killed before its transaction committed)."""
     uploads = os.path.join(index_dir, UPLOADS_DIR)
-    folders = [os.path.join(index_dir, CHECKPOINT_DIR), uploads]
+    folders = [os.path.join(index_dir, SNAPSHOT_DIR), uploads]
     if any(name.endswith(".tmp") for folder in folders if os.path.isdir(folder) for name in os.listdir(folder)):
         return True
     return bool(orphan_uploads(index_dir))
@@ -129,7 +129,7 @@ def interrupted_write(index_dir: str) -> bool:
 
 def orphan_uploads(index_dir: str) -> list[str]:
     """Upload files that no live item references (the engine's own rule)."""
-    from engine import Engine
+    from engine.engine import Engine
 
     engine = Engine.open(index_dir)
     try:
@@ -198,7 +198,7 @@ def run_crash_trials(index_dir: str, token: str, *, kills: int, compaction_kills
                 survived += 1
             logger.info("kill %d/%d after %.2f s: %s", trial + 1, kills + compaction_kills, delay,
                         "ok" if not found else found[:3])
-    from engine import Engine
+    from engine.engine import Engine
 
     orphans_before = len(orphan_uploads(index_dir))
     engine = Engine.open(index_dir)

@@ -13,7 +13,7 @@ import sqlite3
 
 from index.db import DB_FILE
 
-# created empty by whoever first takes the checkpoint lock; holds no data
+# created empty by whoever first takes the snapshot lock; holds no data
 IGNORED_NAMES = frozenset({".lock"})
 DB_FILES = frozenset({DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm"})
 

@@ -17,7 +17,7 @@ from apitest_helpers import TOKEN
 
 @pytest.fixture(scope="session")
 def shared_service(built_index):
-    service = SearchService.from_config(ApiConfig(index_dir=built_index, random_seed=0))
+    service = SearchService.from_config(ApiConfig(index=built_index, random_seed=0))
     yield service
     service.close()
 
@@ -38,7 +38,7 @@ def make_writable_app(index_copy):
     services: list[SearchService] = []
 
     def make(token: str | None = TOKEN, **changes):
-        service = SearchService.from_config(ApiConfig(index_dir=index_copy, api_token=token, **changes))
+        service = SearchService.from_config(ApiConfig(index=index_copy, api_token=token, **changes))
         services.append(service)
         return create_app(service=service)
 

@@ -12,7 +12,7 @@ import requests
 
 from apitest_helpers import TOKEN
 from bench.reliability.server import ServerProcess
-from engine import index_home
+from engine.build import index_home
 from simsearch import cmd_serve
 
 

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 
 from api import ApiConfig, SearchService, create_app
-from engine import OnnxModelError, index_home
-from simsearch import cmd_serve
+from engine.build import index_home
+from similarity.onnx_format import OnnxModelError
 from similarity.onnx_runtime import OnnxEmbedder
+from simsearch import cmd_serve
 
 
 @pytest.fixture(scope="module")
 def onnx_client(built_index, onnx_model):
-    service = SearchService.from_config(ApiConfig(index_dir=built_index, random_seed=0, runtime="onnx",
+    service = SearchService.from_config(ApiConfig(index=built_index, random_seed=0, runtime="onnx",
                                                   onnx_path=onnx_model, torch_threads=1))
     yield create_app(service=service).test_client()
     service.close()
@@ -42,11 +43,11 @@ def test_onnx_service_answers_like_torch(client, onnx_client, fmnist_folder):
 
 def test_runtime_settings_are_checked(built_index, tmp_path):
     with pytest.raises(ValueError, match="unknown runtime"):
-        ApiConfig(index_dir=built_index, runtime="tpu")
+        ApiConfig(index=built_index, runtime="tpu")
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"not onnx")
     with pytest.raises(OnnxModelError, match="not a readable ONNX model"):
-        SearchService.from_config(ApiConfig(index_dir=built_index, runtime="onnx", onnx_path=str(bogus)))
+        SearchService.from_config(ApiConfig(index=built_index, runtime="onnx", onnx_path=str(bogus)))
 
 
 def test_serve_refuses_a_wrong_onnx_model(index_copy, tmp_path, capsys):

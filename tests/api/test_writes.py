@@ -11,7 +11,7 @@ import pytest
 
 from apitest_helpers import TOKEN
 
-from engine import index_home
+from engine.build import index_home
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -128,3 +128,31 @@ def test_concurrent_adds_from_threads_all_persist(make_writable_app, png_bytes):
         ids = list(pool.map(one, range(8)))
     assert len(set(ids)) == 8
     assert make_writable_app().test_client().get("/api/health").get_json()["items"] == 608
+
+
+@pytest.mark.parametrize("error", ["unavailable", "unusable", "busy"])
+def test_index_errors_are_503_not_a_bad_request(make_writable_app, png_bytes, monkeypatch, error):
+    """``IndexStoreError`` is no ``ValueError``: a down server, a broken index or a locked database answers
+    503 on reads and writes, never 400 (the request was fine)."""
+    from index import IndexBusyError, IndexStoreError, IndexUnavailableError
+
+    exc = {"unavailable": IndexUnavailableError("Milvus at milvus://h:1/c is unavailable (search: timeout)"),
+           "unusable": IndexStoreError("milvus://h:1/c: the collection does not exist (search)"),
+           "busy": IndexBusyError("the index database stayed locked")}[error]
+    assert not isinstance(exc, ValueError)
+    app = make_writable_app()
+    store = app.extensions["simsearch"].engine.store
+
+    def fail(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(store, "search", fail)
+    monkeypatch.setattr(store, "add", fail)
+    client = app.test_client()
+    searched = client.post("/api/search", data={"image": (io.BytesIO(png_bytes), "q.png")},
+                           content_type="multipart/form-data")
+    added = add(client, png_bytes)
+    for r in (searched, added):
+        assert r.status_code == 503 and str(exc) in r.get_json()["error"], r.get_data(as_text=True)
+    if error == "unavailable":
+        assert searched.headers["Retry-After"] == "5"

@@ -64,8 +64,8 @@ CONFIGS = {
 
 
 def manual(index_type: str, **changes) -> IndexConfig:
-    """``CONFIGS[index_type]`` without automatic background checkpoints (for tests that count them)."""
-    return replace(CONFIGS[index_type], auto_checkpoint=False, **changes)
+    """``CONFIGS[index_type]`` without automatic background snapshots (for tests that count them)."""
+    return replace(CONFIGS[index_type], auto_snapshot=False, **changes)
 
 
 @pytest.fixture(params=sorted(CONFIGS))
@@ -77,7 +77,7 @@ def index_type(request) -> str:
 def store(tmp_path, index_type) -> Iterator[IndexStore]:
     store = IndexStore.create(tmp_path / "idx", DIM, config=CONFIGS[index_type], model_info=model_info())
     yield store
-    store.close()  # waits for its background checkpoint, so none outlives the test
+    store.close()  # waits for its background snapshot, so none outlives the test
 
 
 class Child:

@@ -1,4 +1,4 @@
-"""What survives: killed processes, writers in several processes, checkpoints, compaction, damaged files,
+"""What survives: killed processes, writers in several processes, snapshots, compaction, damaged files,
 and the model-compatibility guard.  Child processes are real (``sys.executable -c``) and killed with SIGKILL."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ store = IndexStore.open(sys.argv[1])
 for victim in range(int(sys.argv[2]), 10**9):
     store.remove([victim])
     print("removed", victim, flush=True)
-    print("compacted", store.compact(force=True).checkpoint_gen, flush=True)
+    print("compacted", store.compact(force=True).snapshot_gen, flush=True)
 """
 
 
@@ -70,18 +70,18 @@ def _written(lines: list[str], sign: str) -> list[list[int]]:
     return [[int(i) for i in line.split()[1:]] for line in lines if line.startswith(sign)]
 
 
-def _checkpoint_files(directory) -> tuple[set[str], set[str]]:
-    """(files in ``checkpoints/`` but the lock, files the database names)."""
-    on_disk = {n for n in os.listdir(os.path.join(directory, "checkpoints")) if n != ".lock"}
+def _snapshot_files(directory) -> tuple[set[str], set[str]]:
+    """(files in ``snapshots/`` but the lock, files the database names)."""
+    on_disk = {n for n in os.listdir(os.path.join(directory, "snapshots")) if n != ".lock"}
     with sqlite3.connect(f"file:{db_path(str(directory))}?mode=ro", uri=True) as conn:
-        named = {r[0] for r in conn.execute("SELECT file FROM checkpoints")}
+        named = {r[0] for r in conn.execute("SELECT file FROM snapshots")}
     return on_disk, named
 
 
 # ---------------------------------------------------------------------------------------------- processes
 def test_acknowledged_adds_survive_sigkill(tmp_path):
     directory = tmp_path / "crash"
-    config = IndexConfig(index_type="flat", checkpoint_every=100)  # kills land in automatic checkpoints too
+    config = IndexConfig(index_type="flat", snapshot_every=100)  # kills land in automatic snapshots too
     IndexStore.create(directory, DIM, config=config, model_info=model_info()).close()
     known: set[int] = set()
     rng = np.random.default_rng(0)
@@ -106,7 +106,7 @@ def test_acknowledged_adds_survive_sigkill(tmp_path):
 
 def test_acknowledged_deletes_survive_sigkill(tmp_path):
     directory = tmp_path / "crash"
-    store = IndexStore.create(directory, DIM, config=IndexConfig(index_type="flat", checkpoint_every=50),
+    store = IndexStore.create(directory, DIM, config=IndexConfig(index_type="flat", snapshot_every=50),
                               model_info=model_info())
     xb = vectors(2000)
     everything = set(add_items(store, xb).tolist())
@@ -166,12 +166,12 @@ def test_a_write_in_another_process_is_seen_by_the_next_search(tmp_path):
     assert len(store) == 300 and store.get(gone[0]) is None
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------------------------------------- snapshots
 def test_an_open_store_switches_to_a_new_compaction(tmp_path):
     directory = tmp_path / "switch"
     writer = IndexStore.create(directory, DIM, config=manual("hnsw"), model_info=model_info())
     ids = add_items(writer, vectors(600))
-    writer.checkpoint()
+    writer.snapshot()
     reader = IndexStore.open(directory)
     writer.remove(ids[:150])
     xq = vectors(20, seed=3)
@@ -179,30 +179,30 @@ def test_an_open_store_switches_to_a_new_compaction(tmp_path):
     assert reader.stats()["tombstones"] == 150 and reader.stats()["stored_vectors"] == 600
     result = writer.compact()
     assert result.rebuilt and result.dropped_tombstones == 150
-    reader.search(xq, 10)  # notices the newer checkpoint and loads it in the background
+    reader.search(xq, 10)  # notices the newer snapshot and loads it in the background
     reader.wait_for_background()
     stats = reader.stats()
-    assert stats["tombstones"] == 0 and stats["stored_vectors"] == 450 and stats["view_seq"] == result.checkpoint_seq
+    assert stats["tombstones"] == 0 and stats["stored_vectors"] == 450 and stats["view_seq"] == result.snapshot_seq
     assert reader.search(xq, 10) == writer.search(xq, 10)
 
 
-def test_checkpoints_and_log_are_pruned_and_a_store_behind_reloads(tmp_path):
+def test_snapshots_and_log_are_pruned_and_a_store_behind_reloads(tmp_path):
     directory = tmp_path / "prune"
     store = IndexStore.create(directory, DIM, config=manual("flat"), model_info=model_info())
     add_items(store, vectors(100))
-    first = store.checkpoint()
+    first = store.snapshot()
     behind = IndexStore.open(directory)  # its view stays at seq 100 while the log below moves on
     assert behind.stats()["view_seq"] == 100
     for step in range(3):
         add_items(store, vectors(10, seed=step + 1), prefix=f"step{step}")
-        store.checkpoint()
-    assert store.checkpoint() == first + 3  # nothing new: no further checkpoint
-    on_disk, named = _checkpoint_files(directory)
+        store.snapshot()
+    assert store.snapshot() == first + 3  # nothing new: no further snapshot
+    on_disk, named = _snapshot_files(directory)
     assert on_disk == named and len(named) == 2 and all(n.startswith(("view.120.", "view.130.")) for n in named)
     assert store.stats()["log_floor"] == 120
     with sqlite3.connect(f"file:{db_path(str(directory))}?mode=ro", uri=True) as conn:
         assert conn.execute("SELECT min(seq), max(seq) FROM changes").fetchone() == (121, 130)
-    # the entries 101..120 this store still needed are gone: it must reload from the newest checkpoint
+    # the entries 101..120 this store still needed are gone: it must reload from the newest snapshot
     xq = vectors(10, seed=3)  # the last batch
     assert ids_of(behind.search(xq, 1)) == [[i] for i in range(120, 130)]
     assert len(behind) == 130 and behind.stats()["view_seq"] == 130
@@ -210,16 +210,16 @@ def test_checkpoints_and_log_are_pruned_and_a_store_behind_reloads(tmp_path):
     assert ids_of(behind.search(xq, 3)) == ids_of(store.search(xq, 3)) == exact_ids(store, xq, 3)
 
 
-def test_stale_checkpoint_files_are_removed_by_the_next_checkpoint(tmp_path):
+def test_stale_snapshot_files_are_removed_by_the_next_snapshot(tmp_path):
     directory = tmp_path / "stale"
     store = IndexStore.create(directory, DIM, config=manual("flat"), model_info=model_info())
     add_items(store, vectors(50))
-    store.checkpoint()
-    folder = directory / "checkpoints"
+    store.snapshot()
+    folder = directory / "snapshots"
     (folder / "view.77.0badf00d.faiss.tmp").write_bytes(b"half written")  # killed while writing
     (folder / "view.78.cafebabe.faiss").write_bytes(b"renamed, never recorded")  # killed before the commit
-    store.checkpoint()  # nothing new to write, but the leftovers go
-    on_disk, named = _checkpoint_files(directory)
+    store.snapshot()  # nothing new to write, but the leftovers go
+    on_disk, named = _snapshot_files(directory)
     assert on_disk == named and len(named) == 1
 
 
@@ -228,7 +228,7 @@ def test_sigkill_during_compaction_leaves_every_item(tmp_path):
     store = IndexStore.create(directory, DIM, config=manual("hnsw"), model_info=model_info())
     xb = vectors(3000)
     everything = set(add_items(store, xb).tolist())
-    store.checkpoint()
+    store.snapshot()
     store.close()
     removed: set[int] = set()
     rng = np.random.default_rng(2)
@@ -244,8 +244,8 @@ def test_sigkill_during_compaction_leaves_every_item(tmp_path):
         assert len(store) == len(live) and store.stats()["view_seq"] == store.log_head()
         probe = sorted(live)[:50]
         assert ids_of(store.search(xb[probe], 1)) == [[i] for i in probe]
-        store.checkpoint()  # clears what the kill left in checkpoints/
-        on_disk, named = _checkpoint_files(directory)
+        store.snapshot()  # clears what the kill left in snapshots/
+        on_disk, named = _snapshot_files(directory)
         assert on_disk == named
         store.close()
     assert cut_compactions >= 1  # at least one kill landed inside compact()
@@ -254,18 +254,18 @@ def test_sigkill_during_compaction_leaves_every_item(tmp_path):
 # ---------------------------------------------------------------------------------------------- damage
 @pytest.mark.parametrize("damage", ["corrupt", "delete", "truncate"])
 @pytest.mark.parametrize("index_type", ["flat", "hnsw"])
-def test_a_damaged_checkpoint_is_rebuilt_from_the_database(tmp_path, index_type, damage, caplog):
+def test_a_damaged_snapshot_is_rebuilt_from_the_database(tmp_path, index_type, damage, caplog):
     directory = tmp_path / "damaged"
     store = IndexStore.create(directory, DIM, config=manual(index_type), model_info=model_info())
     xb = vectors(500)
     ids = add_items(store, xb)
     store.remove(ids[::7])
-    store.checkpoint()
+    store.snapshot()
     add_items(store, vectors(30, seed=1), prefix="tail")
     truth = live_ids(store)
     store.close()
-    (name,) = _checkpoint_files(directory)[1]
-    path = directory / "checkpoints" / name
+    (name,) = _snapshot_files(directory)[1]
+    path = directory / "snapshots" / name
     if damage == "corrupt":
         with open(path, "r+b") as handle:
             handle.seek(200)
@@ -298,7 +298,7 @@ def test_missing_database_or_directory_gives_clear_errors(tmp_path):
         IndexStore.open(tmp_path / "photos")
     store = IndexStore.create(tmp_path / "idx", DIM, config=manual("flat"), model_info=model_info())
     add_items(store, vectors(20))
-    store.checkpoint()
+    store.snapshot()
     store.close()
     os.remove(tmp_path / "idx" / "store.sqlite")
     with pytest.raises(IndexStoreError, match="store.sqlite is missing"):
@@ -333,7 +333,7 @@ def _damage_database(path: str, damage: str) -> None:
 def test_a_damaged_database_gives_a_clear_error(tmp_path, damage, match):
     store = IndexStore.create(tmp_path / "idx", DIM, config=manual("flat"), model_info=model_info())
     add_items(store, vectors(1000))
-    store.checkpoint()
+    store.snapshot()
     store.close()
     _damage_database(db_path(str(tmp_path / "idx")), damage)
     with pytest.raises(IndexStoreError, match=match):
@@ -376,14 +376,14 @@ def test_matching_model_accepted_and_extra_fields_ignored(saved):
 
 def test_layout_and_settings(saved):
     store = IndexStore.open(saved)
-    store.checkpoint()
-    assert sorted(n for n in os.listdir(saved) if not n.endswith(("-wal", "-shm"))) == ["checkpoints", "store.sqlite"]
-    (name,) = _checkpoint_files(saved)[0]
+    store.snapshot()
+    assert sorted(n for n in os.listdir(saved) if not n.endswith(("-wal", "-shm"))) == ["snapshots", "store.sqlite"]
+    (name,) = _snapshot_files(saved)[0]
     assert name.startswith("view.200.") and name.endswith(".faiss")
     stats = store.stats()
     assert stats["model"] == model_info() and stats["factory"] == "IDMap2,Flat" and stats["dim"] == DIM
     assert stats["config"] == CONFIGS["flat"].to_dict() and store.config == CONFIGS["flat"]
-    assert stats["log_head"] == 200 and stats["checkpoint"]["seq"] == 200 and stats["created_at"]
+    assert stats["log_head"] == 200 and stats["snapshot"]["seq"] == 200 and stats["created_at"]
 
 
 def test_create_validates_model_info_and_refuses_existing(tmp_path, saved):

@@ -12,12 +12,12 @@ import faiss
 import numpy as np
 import pytest
 
+from durablefile import file_sha256
 from index import IndexConfig, IndexStore, IndexStoreError
 from index.migrate import migrate_legacy
-from index.persist import sha256_file
 from tests.index.conftest import DIM, exact_ids, ids_of, model_info, vectors
 
-NEW_CONFIG_FIELDS = ("auto_checkpoint", "checkpoint_every", "checkpoint_interval_s")  # unknown to 0.1
+NEW_CONFIG_FIELDS = ("auto_snapshot", "snapshot_every", "snapshot_interval_s")  # unknown to 0.1
 
 
 def write_legacy_index(directory, index: faiss.Index, *, items: list[tuple], tombstones: list[int],
@@ -42,7 +42,7 @@ def write_legacy_index(directory, index: faiss.Index, *, items: list[tuple], tom
     files = {"index": "index.1.faiss", "metadata": "meta.1.sqlite"}
     manifest = {"format": "simsearch-index", "format_version": 1, "generation": 1, "dim": DIM,
                 "model": model_info(), "config": config, "index_type": index_type, "factory": fstring,
-                "files": files, "checksums": {k: sha256_file(os.path.join(directory, f)) for k, f in files.items()},
+                "files": files, "checksums": {k: file_sha256(os.path.join(directory, f)) for k, f in files.items()},
                 "created_at": "2024-05-01T10:00:00Z", "updated_at": "2024-05-02T10:00:00Z"}
     with open(os.path.join(directory, "manifest.json"), "w") as handle:
         json.dump(manifest, handle, indent=2, sort_keys=True)
@@ -72,7 +72,7 @@ def test_migration_keeps_items_ids_and_searches(legacy_flat):
     directory, xb, items = legacy_flat
     summary = migrate_legacy(directory)
     assert summary == {"items": 50, "tombstones_dropped": 10, "index_type": "flat"}
-    assert sorted(os.listdir(directory)) == ["checkpoints", "store.sqlite"]
+    assert sorted(os.listdir(directory)) == ["snapshots", "store.sqlite"]
     store = IndexStore.open(directory, expect_model=model_info())
     assert [(m.id, m.path, m.label, m.added_at, m.source) for m in store.iter_items()] == items
     ids, stored = store.all_vectors()
@@ -81,7 +81,7 @@ def test_migration_keeps_items_ids_and_searches(legacy_flat):
     xq = vectors(10, seed=4)
     assert ids_of(store.search(xq, 5)) == exact_ids(store, xq, 5)
     assert not {i for hits in ids_of(store.search(xb[50:], 10)) for i in hits} & set(range(50, 60))
-    assert store.stats()["checkpoint"] is not None and store.config.index_type == "flat"
+    assert store.stats()["snapshot"] is not None and store.config.index_type == "flat"
     assert store.add(vectors(1, seed=5), labels=["new"], paths=["new.png"]).tolist() == [60]  # next_id kept
     with pytest.raises(IndexStoreError, match="already in the current layout"):
         migrate_legacy(directory)
@@ -112,3 +112,47 @@ def test_migrating_what_is_not_an_old_index_is_refused(tmp_path):
     (tmp_path / "bad" / "manifest.json").write_text("{not json")
     with pytest.raises(IndexStoreError, match="manifest.json is unreadable"):
         migrate_legacy(tmp_path / "bad")
+
+
+def test_an_index_of_format_2_with_its_checkpoints_folder_opens_and_is_upgraded(tmp_path, caplog):
+    """Format version 2 called the FAISS snapshots "checkpoints" (folder, table, config fields); opening such
+    an index renames them once and loads its snapshot as it is (no rebuild)."""
+    directory = tmp_path / "v2"
+    config = IndexConfig(index_type="hnsw", hnsw_m=16, ef_construction=40, snapshot_every=7)
+    store = IndexStore.create(directory, DIM, config=config, model_info=model_info())
+    xb = vectors(300)
+    ids = store.add(xb, labels=["a"] * 300, paths=[f"p/{i}.png" for i in range(300)])
+    store.snapshot()
+    store.remove(ids[:3])  # the log's tail after the snapshot
+    store.wait_for_background()
+    expected = ids_of(store.search(xb[:5], 10))
+    store.close()
+    # write it back as simsearch with format version 2 left it
+    os.rename(directory / "snapshots", directory / "checkpoints")
+    conn = sqlite3.connect(directory / "store.sqlite")
+    with conn:
+        conn.execute("ALTER TABLE snapshots RENAME TO checkpoints")
+        conn.execute("UPDATE settings SET value = '2' WHERE key = 'format_version'")
+        saved = json.loads(conn.execute("SELECT value FROM settings WHERE key = 'config'").fetchone()[0])
+        old = {{"auto_snapshot": "auto_checkpoint", "snapshot_every": "checkpoint_every",
+                "snapshot_interval_s": "checkpoint_interval_s"}.get(k, k): v for k, v in saved.items()}
+        conn.execute("UPDATE settings SET value = ? WHERE key = 'config'", (json.dumps(old),))
+    conn.close()
+
+    caplog.set_level("WARNING")
+    again = IndexStore.open(directory)
+    try:
+        assert sorted(os.listdir(directory / "snapshots")) and not (directory / "checkpoints").exists()
+        assert again.config.snapshot_every == 7 and again.config.hnsw_m == 16
+        assert ids_of(again.search(xb[:5], 10)) == expected and len(again) == 297
+        stats = again.stats()
+        assert stats["snapshot"]["gen"] == 1 and stats["changes_since_snapshot"] == 3
+        assert "unusable" not in caplog.text  # the old snapshot was read, not rebuilt
+    finally:
+        again.close()
+    conn = sqlite3.connect(directory / "store.sqlite")
+    version = json.loads(conn.execute("SELECT value FROM settings WHERE key = 'format_version'").fetchone()[0])
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    conn.close()
+    assert version == 3 and "snapshots" in tables and "checkpoints" not in tables
+    IndexStore.open(directory).close()  # a second open finds nothing to upgrade

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index import IndexConfig, IndexMismatchError, IndexStoreError, IndexUnavailableError
-from index.location import create_store, default_home, is_milvus, open_store
-from index.milvus import ID_HIGH, ID_LOW, MilvusStore, parse_location
+from index import (IndexConfig, IndexMismatchError, IndexStoreError, IndexUnavailableError, Maintainable,
+                   ServerCompacted, VectorStore)
+from index.location import create_store, default_home, is_milvus, open_store, parse_location
+from index.milvus import ID_HIGH, ID_LOW, MilvusStore
 
 DIM = 16
 MODEL = {"checkpoint_sha256": "ab" * 32, "embedding_dim": DIM, "metric": "ip", "preprocess": {"size": 28}}
@@ -80,7 +81,7 @@ def test_add_search_get_remove(store):
 def test_reopen_model_guard_and_stats(store, new_milvus_index):
     location = store.location
     ids = store.add(vectors(5), labels=["a"] * 5, paths=["/p"] * 5, sources=["upload"] * 5)
-    store.checkpoint()
+    store.flush()
     again = open_store(location, expect_model=MODEL)
     try:
         assert len(again) == 5 and again.get(int(ids[0])).source == "upload"
@@ -179,3 +180,51 @@ def test_random_ids_of_a_copied_index_need_no_scan(built_index, new_milvus_index
     finally:
         source.close()
         target.close()
+
+
+def test_milvus_has_no_simsearch_maintenance(store):
+    """Milvus keeps its own log and compacts itself: it is no ``Maintainable`` (no log head, no snapshot, no
+    pretended rebuild), only asked to compact, and says so."""
+    assert isinstance(store, VectorStore) and not isinstance(store, Maintainable)
+    assert isinstance(store, ServerCompacted)
+    assert not hasattr(store, "log_head") and not hasattr(store, "snapshot") and not hasattr(store, "compact")
+    said = store.request_compaction()
+    assert "requested" in said and "rebuil" not in said
+
+
+def test_bounded_consistency_is_a_milvus_keyword(store):
+    xb = vectors(10)
+    ids = store.add(xb, labels=["a"] * 10, paths=["/p"] * 10)
+    assert store.search(xb[:1], 1, consistency="Bounded")[0][0].id in ids.tolist()  # may lag, never wrong
+    with pytest.raises(TypeError):
+        store.search(xb[:1], 1, fresh=False)
+    with pytest.raises(ValueError, match="consistency"):
+        store.search(xb[:1], 1, consistency="Eventually")
+
+
+def test_an_insert_applied_then_timed_out_leaves_no_item(store, monkeypatch):
+    """A chunk whose insert reached Milvus but whose answer timed out is deleted too: an upload answered 503
+    must leave no ghost item (its file is deleted)."""
+    from pymilvus.exceptions import MilvusException
+
+    import index.milvus.store as milvus_store
+
+    monkeypatch.setattr(milvus_store, "INSERT_ROWS", 4)  # 10 rows: chunks of 4, 4 and 2
+    real_insert = store._client.insert
+    calls = []
+
+    def insert_then_time_out(*args, **kwargs):
+        calls.append(len(args[1]))
+        result = real_insert(*args, **kwargs)
+        if len(calls) == 2:  # the second chunk is applied, then its answer is lost
+            raise MilvusException(message="rpc error: Deadline Exceeded (timeout)")
+        return result
+
+    monkeypatch.setattr(store._client, "insert", insert_then_time_out)
+    xb = vectors(10, seed=3)
+    with pytest.raises(IndexUnavailableError, match="unavailable"):
+        store.add(xb, labels=["ghost"] * 10, paths=[f"/ghost/{i}.png" for i in range(10)])
+    assert calls == [4, 4]
+    monkeypatch.undo()
+    assert len(store) == 0 and store.label_counts() == {}
+    assert store.search(xb[4:8], 1) == [[], [], [], []]  # the applied chunk is gone too

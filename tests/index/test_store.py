@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from index import IndexBusyError, IndexConfig, IndexStore, choose_index_type, factory
+from index import (IndexBusyError, IndexConfig, IndexMismatchError, IndexStore, IndexStoreError,
+                   IndexUnavailableError, Maintainable, ServerCompacted, VectorStore, choose_index_type, factory)
 from index.arrays import normalized
 from index.db import db_path
 from tests.index.conftest import (CONFIGS, DIM, add_items, exact_ids, ids_of, live_ids, manual, model_info,
@@ -31,12 +32,12 @@ def test_add_then_search_finds_new_item(store):
 
 
 def test_reopen_round_trip_identical(tmp_path, index_type):
-    """A fresh open (newest checkpoint + the log after it) answers exactly like the store that wrote it."""
+    """A fresh open (newest snapshot + the log after it) answers exactly like the store that wrote it."""
     store = IndexStore.create(tmp_path / "idx", DIM, config=manual(index_type), model_info=model_info())
     add_items(store, vectors(1000))
     store.remove([3, 4, 5])
-    store.checkpoint()
-    store.remove([6, 7])  # the log's tail after the checkpoint: replayed by the reopened store
+    store.snapshot()
+    store.remove([6, 7])  # the log's tail after the snapshot: replayed by the reopened store
     store.add(vectors(1, seed=5), labels=["tail"], paths=["tail.png"])
     xq = vectors(20, seed=7)
     before = store.search(xq, 10)
@@ -67,31 +68,31 @@ def test_tombstones_and_compaction(tmp_path, index_type):
     store = IndexStore.create(tmp_path / "t", DIM, config=manual(index_type), model_info=model_info())
     xb = vectors(600)
     ids = add_items(store, xb)
-    store.checkpoint()
+    store.snapshot()
     victims = ids[::3]
     assert len(store.remove(victims)) == 200
     assert store.stats()["tombstones"] == 200 and store.stats()["ntotal"] == 400
     assert not {i for h in ids_of(store.search(xb, 10)) for i in h} & set(victims.tolist())
-    store = IndexStore.open(tmp_path / "t")  # the checkpoint holds them all: the log's deletes are tombstones
+    store = IndexStore.open(tmp_path / "t")  # the snapshot holds them all: the log's deletes are tombstones
     assert store.stats()["tombstones"] == 200 and store.stats()["stored_vectors"] == 600
     assert not {i for h in ids_of(store.search(xb, 10)) for i in h} & set(victims.tolist())
     result = store.compact()  # 200/600 >= compact_fraction 0.2
     assert result.rebuilt and "200 tombstones" in result.reason and result.dropped_tombstones == 200
     stats = store.stats()
     assert stats["tombstones"] == 0 and stats["stored_vectors"] == 400
-    assert stats["checkpoint"]["gen"] == result.checkpoint_gen and stats["checkpoint"]["seq"] == 800
+    assert stats["snapshot"]["gen"] == result.snapshot_gen and stats["snapshot"]["seq"] == 800
     assert not {i for h in ids_of(store.search(xb, 10)) for i in h} & set(victims.tolist())
     store.remove(ids[1:3])
     small = store.compact()  # 2/400 below the fraction: the view is written as it is
-    assert not small.rebuilt and small.reason == "checkpoint only" and store.stats()["tombstones"] == 2
+    assert not small.rebuilt and small.reason == "snapshot only" and store.stats()["tombstones"] == 2
     forced = store.compact(force=True)
-    assert forced.rebuilt and forced.dropped_tombstones == 2 and forced.checkpoint_gen == small.checkpoint_gen + 1
+    assert forced.rebuilt and forced.dropped_tombstones == 2 and forced.snapshot_gen == small.snapshot_gen + 1
     store = IndexStore.open(tmp_path / "t")
     assert len(store) == 398 and store.stats()["stored_vectors"] == 398 and store.stats()["tombstones"] == 0
 
 
 def test_compaction_moves_an_outgrown_index_to_its_type(tmp_path):
-    config = IndexConfig(flat_max_vectors=100, hnsw_m=16, ef_construction=40, auto_checkpoint=False)
+    config = IndexConfig(flat_max_vectors=100, hnsw_m=16, ef_construction=40, auto_snapshot=False)
     store = IndexStore.create(tmp_path / "a", DIM, config=config, model_info=model_info())
     add_items(store, vectors(50))
     assert store.index_type == "flat"
@@ -271,33 +272,33 @@ def test_busy_writer_gets_index_busy_error_and_writes_nothing(tmp_path):
     assert len(IndexStore.open(tmp_path / "b")) == 23
 
 
-def test_automatic_checkpoints_follow_the_policy(tmp_path):
-    config = IndexConfig(index_type="flat", checkpoint_every=100)
+def test_automatic_snapshots_follow_the_policy(tmp_path):
+    config = IndexConfig(index_type="flat", snapshot_every=100)
     store = IndexStore.create(tmp_path / "p", DIM, config=config, model_info=model_info())
-    add_items(store, vectors(50))  # below checkpoint_every, and the store was opened just now
+    add_items(store, vectors(50))  # below snapshot_every, and the store was opened just now
     store.wait_for_background()
-    assert store.stats()["checkpoint"] is None and store.stats()["changes_since_checkpoint"] == 50
+    assert store.stats()["snapshot"] is None and store.stats()["changes_since_snapshot"] == 50
     add_items(store, vectors(30, seed=1))
     store.wait_for_background()
-    assert store.stats()["checkpoint"] is None and store.stats()["changes_since_checkpoint"] == 80
+    assert store.stats()["snapshot"] is None and store.stats()["changes_since_snapshot"] == 80
     add_items(store, vectors(80, seed=2))
     store.wait_for_background()
-    assert store.stats()["checkpoint"]["seq"] == 160 and store.stats()["changes_since_checkpoint"] == 0
+    assert store.stats()["snapshot"]["seq"] == 160 and store.stats()["changes_since_snapshot"] == 0
     add_items(store, vectors(5, seed=3))
     store.wait_for_background()
-    assert store.stats()["changes_since_checkpoint"] == 5  # pending, but neither many nor old
+    assert store.stats()["changes_since_snapshot"] == 5  # pending, but neither many nor old
 
 
-def test_automatic_checkpoint_after_the_interval(tmp_path):
-    config = IndexConfig(index_type="flat", checkpoint_interval_s=0.2)
+def test_automatic_snapshot_after_the_interval(tmp_path):
+    config = IndexConfig(index_type="flat", snapshot_interval_s=0.2)
     store = IndexStore.create(tmp_path / "p", DIM, config=config, model_info=model_info())
     add_items(store, vectors(5))
     store.wait_for_background()
-    assert store.stats()["checkpoint"] is None
+    assert store.stats()["snapshot"] is None
     time.sleep(0.3)
     add_items(store, vectors(5, seed=1))  # a change pending for longer than the interval
     store.wait_for_background()
-    assert store.stats()["checkpoint"]["seq"] == 10
+    assert store.stats()["snapshot"]["seq"] == 10
 
 
 def test_concurrent_search_with_add_and_remove(tmp_path, index_type):
@@ -326,7 +327,7 @@ def test_concurrent_search_with_add_and_remove(tmp_path, index_type):
         store.remove(victims)
         removed.update(victims.tolist())
         if step == 5:
-            store.checkpoint()
+            store.snapshot()
         if step == 8:
             store.compact(force=True)  # swaps in a rebuilt view under the readers
     stop.set()
@@ -370,3 +371,27 @@ def test_a_write_is_acknowledged_once_committed_even_if_the_view_update_fails(tm
     monkeypatch.undo()
     assert store.get(int(new_id)).label == "x" and len(store) == 11  # durable, and the next read catches up
     assert IndexStore.open(tmp_path / "w").get(int(new_id)) is not None
+
+
+def test_index_errors_are_not_value_errors():
+    """A broken index or an unreachable server is not a bad value: callers that map ``ValueError`` to 400
+    must not catch them."""
+    for error in (IndexStoreError, IndexUnavailableError, IndexBusyError, IndexMismatchError):
+        assert not issubclass(error, ValueError), error
+    assert not isinstance(IndexUnavailableError("Milvus is down"), ValueError)
+
+
+def test_the_embedded_store_is_maintainable_and_always_fresh(tmp_path):
+    store = IndexStore.create(tmp_path / "m", DIM, config=manual("flat"), model_info=model_info())
+    try:
+        assert isinstance(store, VectorStore) and isinstance(store, Maintainable)
+        assert not isinstance(store, ServerCompacted)
+        add_items(store, vectors(20))
+        assert store.log_head() == 20 and store.snapshot() == 1
+        store.remove([0])
+        result = store.compact(force=True)
+        assert result.rebuilt and (result.snapshot_gen, result.snapshot_seq, result.dropped_tombstones) == (2, 21, 1)
+        with pytest.raises(TypeError):  # no ``fresh``: every search sees every committed write
+            store.search(vectors(1), 1, fresh=False)
+    finally:
+        store.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from bench.reliability.badinput import bad_cases, run_bad_inputs, valid_cases, Limits
-from engine import index_home
+from engine.build import index_home
 
 
 def test_suite_covers_the_kinds_the_issue_lists():

@@ -40,7 +40,7 @@ def test_schemathesis_finds_nothing_on_a_real_server(start_server, token, built_
     assert summary["server_errors"] == 0 and summary["errors"] == []
     assert summary["responses_conform"] and summary["excluded_checks"] == {}
     assert summary["cases_sent"] > 300
-    operations = _operations(openapi_spec(ApiConfig(index_dir=built_index)))
+    operations = _operations(openapi_spec(ApiConfig(index=built_index)))
     assert set(summary["status_counts_by_operation"]) == operations - NOT_FUZZED
     for label, status in UPLOADS.items():  # generated images got through the decoder, the model and the index
         assert summary["status_counts_by_operation"][label].get(status, 0) >= 3, label
@@ -52,7 +52,7 @@ def test_schemathesis_finds_nothing_on_a_real_server(start_server, token, built_
 
 @pytest.fixture(scope="module")
 def app(built_index):
-    service = SearchService.from_config(ApiConfig(index_dir=built_index))
+    service = SearchService.from_config(ApiConfig(index=built_index))
     yield create_app(service=service)
     service.close()
 
@@ -76,7 +76,7 @@ def test_thumbnail_format_is_checked_even_without_size(app):
 
 
 def test_every_operation_documents_the_errors_its_shape_allows():
-    spec = openapi_spec(ApiConfig(index_dir="unused"))
+    spec = openapi_spec(ApiConfig(index="unused"))
     assert spec["components"]["schemas"]["Error"]["required"] == ["error"]
     for path, methods in spec["paths"].items():
         for method, operation in methods.items():
@@ -103,7 +103,7 @@ def test_every_operation_documents_the_errors_its_shape_allows():
 
 
 def test_documented_label_rule_is_the_servers():
-    spec = openapi_spec(ApiConfig(index_dir="unused"))
+    spec = openapi_spec(ApiConfig(index="unused"))
     schema = spec["paths"]["/api/images"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     validator = jsonschema_rs.validator_for(schema)
     pattern = re.compile(schema["properties"]["label"]["pattern"])  # hypothesis generates with Python's re

@@ -71,7 +71,7 @@ def test_cors_is_off_by_default(start_server):
 
 
 def test_cors_allows_only_configured_origins(built_index):
-    service = SearchService.from_config(ApiConfig(index_dir=built_index, cors_origins=("https://ok.example",)))
+    service = SearchService.from_config(ApiConfig(index=built_index, cors_origins=("https://ok.example",)))
     try:
         client = create_app(service=service).test_client()
         allowed = client.get("/api/stats", headers={"Origin": "https://ok.example"})
@@ -83,7 +83,7 @@ def test_cors_allows_only_configured_origins(built_index):
 
 
 def test_unexpected_error_is_a_json_500_without_details(built_index, monkeypatch, caplog):
-    service = SearchService.from_config(ApiConfig(index_dir=built_index))
+    service = SearchService.from_config(ApiConfig(index=built_index))
     try:
         def broken() -> dict:
             raise RuntimeError("secret detail at /srv/private/path")

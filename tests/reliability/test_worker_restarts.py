@@ -1,4 +1,4 @@
-"""A gunicorn worker that (re)starts while another process rewrites the index's checkpoints must boot: a
+"""A gunicorn worker that (re)starts while another process rewrites the index's snapshots must boot: a
 worker that fails to boot exits with code 3, and gunicorn then halts the whole server."""
 
 from __future__ import annotations

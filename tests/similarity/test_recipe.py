@@ -13,8 +13,9 @@ from PIL import Image
 from similarity.checkpoint import load_checkpoint
 from similarity.data import load_image_folder
 from similarity.models import IMAGENET_MEAN, IMAGENET_STD
-from similarity.recipe import (MIN_PARTIAL_EPOCHS, TRAINABLE_CHOICES, DataProfile, MachineSpeed, choose_recipe,
-                               inspect_data, measure_images_per_second, measure_machine_speed, native_bf16, recipe_for)
+from similarity.recipe import (MIN_PARTIAL_EPOCHS, SMALL_CNN_WIDTHS, TRAINABLE_CHOICES, DataProfile, MachineSpeed,
+                               choose_recipe, inspect_data, measure_images_per_second, measure_machine_speed,
+                               measure_small_cnn_speed, native_bf16, recipe_for)
 from simsearch.cli import main
 from tests.digits import draw_digits
 
@@ -163,6 +164,21 @@ def test_the_validation_split_is_large_enough_to_be_stable(images, classes, smal
     config = choose_recipe(profile, 15.0, images_per_second=11.0).config
     assert round(config.val_fraction * images) == expected_val
     assert config.patience == (3 if expected_val >= 500 else 0)
+
+
+def test_the_small_cnn_narrows_where_the_budget_holds_few_of_its_epochs():
+    """Fashion-MNIST-like data: at 800 images/s a 15-minute budget holds 12 epochs of the full width, a 1.5-minute
+    one barely 1, so the short budget (or a 10x slower CPU) gets the narrow CNN."""
+    profile = profile_of(num_images=60000, num_classes=10, min_per_class=6000, median_per_class=6000.0,
+                         median_width=28, median_height=28, grayscale_share=1.0, channels=1, mean=(0.29,),
+                         std=(0.35,), in_memory=True)
+    wide = SMALL_CNN_WIDTHS[0]
+    assert choose_recipe(profile, 15.0, small_cnn_speed=800.0).config.model.width == wide
+    assert choose_recipe(profile, 1.5, small_cnn_speed=800.0).config.model.width == SMALL_CNN_WIDTHS[-1]
+    assert choose_recipe(profile, 15.0, small_cnn_speed=80.0).config.model.width == SMALL_CNN_WIDTHS[-1]
+    assert choose_recipe(profile, 1.5).config.model.width == wide  # unmeasured: the full width
+    assert any(f"width {SMALL_CNN_WIDTHS[-1]}" in r for r in choose_recipe(profile, 1.5, small_cnn_speed=800.0).reasons)
+    assert measure_small_cnn_speed(28, batch_size=8, steps=1) > 0
 
 
 def test_the_speed_is_measured_on_the_backbone():

@@ -1,59 +1,28 @@
-"""``MilvusStore``: the store interface (:class:`index.base.VectorStore`) on a Milvus collection.
-
-For collections and fleets one machine cannot hold: a Milvus cluster or standalone server
-(``milvus://HOST:PORT/COLLECTION``, ``milvus+tls://...`` for TLS), or Milvus Lite for one process on one
-machine (a local data directory whose name ends in ``.db``).  Every API server, CLI and notebook that opens
-the same location sees the same items: the collection is created with ``consistency_level="Strong"`` and
-every read asks for it, so an add or delete acknowledged through one server is seen by the next read
-through any other.
-
-Collection layout: ``id`` (INT64 primary key, drawn at random from [2**40, 2**53) so that a browser's
-JavaScript numbers hold it exactly and ids imported from an embedded index (small integers) never collide),
-``vector`` (FLOAT_VECTOR, L2-normalised, metric IP), ``label``, ``path`` (the image reference), ``added_at``
-(Unix seconds) and ``source`` ("" for none).  The model stamp (checkpoint sha256, dimension, metric,
-preprocessing), the index config and the home folder (``model.pt`` and uploaded images, shared by every
-server) are stored as one JSON collection property, and a mismatching model is refused with the field named.
-
-The token comes from ``$SIMSEARCH_MILVUS_TOKEN`` (``user:password`` or an API key), a CA bundle for TLS from
-``$SIMSEARCH_MILVUS_CA``, the per-call timeout from ``$SIMSEARCH_MILVUS_TIMEOUT_S`` (default 10 s); none of
-them ever appears in a location string, a log line or ``stats()``.
-
-Durability is Milvus's: an insert or delete is acknowledged once its log entry is written (the message
-queue on a server; Milvus Lite's write-ahead log, flushed to the OS on every write, so it survives a killed
-process but not a power cut).  Server down or slow: calls raise :class:`IndexUnavailableError` after the
-timeout, and the next call reconnects (gRPC channels reconnect by themselves).
-"""
+"""``MilvusStore``: the store interface (:class:`index.base.VectorStore`) on a Milvus collection (see
+:mod:`index.milvus` for the layout, the environment and the guarantees)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
 from index import persist
 from index.arrays import check_ids, check_positive_int, check_strings, check_vectors, normalized
-from index.base import MAX_LABEL_CHARS, Neighbor, check_label_filter
+from index.base import MAX_LABEL_CHARS, ItemMeta, Neighbor, check_label_filter, check_labels
 from index.config import IndexConfig, auto_nlist, choose_index_type
-from index.db import ItemMeta
-from index.errors import IndexStoreError, IndexUnavailableError
-from index.keeper import CompactResult
+from index.errors import IndexStoreError
+from index.location import MilvusLocation
+from index.milvus.client import connect, import_pymilvus, timeout_s
+from index.milvus.errors import NotLoaded, call
 
 logger = logging.getLogger(__name__)
 
-TOKEN_ENV = "SIMSEARCH_MILVUS_TOKEN"
-CA_ENV = "SIMSEARCH_MILVUS_CA"
-TIMEOUT_ENV = "SIMSEARCH_MILVUS_TIMEOUT_S"
-SCHEMES = {"milvus": "http", "milvus+tls": "https"}
-DEFAULT_PORT = 19530
-LITE_SUFFIX = ".db"
-LITE_COLLECTION = "simsearch"
 META_PROPERTY = "simsearch.meta"
 FORMAT = "simsearch-milvus"
 FORMAT_VERSION = 1
@@ -65,74 +34,8 @@ INSERT_ROWS = 2_000  # rows per insert call (a 128-d batch is ~1 MB on the wire)
 QUERY_IDS = 1_000  # ids per ``id in [...]`` expression
 ITER_BATCH = 5_000
 MAX_TOPK = 16_384  # Milvus's limit on k
+CONSISTENCY_LEVELS = ("Strong", "Bounded")
 _META_FIELDS = ["id", "label", "path", "added_at", "source"]
-_COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-
-
-class MilvusMissing(IndexStoreError):
-    """``pymilvus`` is not installed (it is an optional extra)."""
-
-
-@dataclass(frozen=True)
-class MilvusLocation:
-    """Where a Milvus collection lives: ``uri`` is ``http(s)://host:port`` or a Milvus Lite data directory."""
-
-    uri: str
-    collection: str
-    lite: bool = False
-
-    @property
-    def display(self) -> str:
-        """The location as a user writes it (``--index``); holds no secret."""
-        if self.lite:
-            return self.uri
-        scheme = "milvus+tls" if self.uri.startswith("https://") else "milvus"
-        return f"{scheme}://{self.uri.split('://', 1)[1]}/{self.collection}"
-
-
-def parse_location(text: str) -> MilvusLocation | None:
-    """The Milvus location ``text`` names, or None when it names an embedded index directory.
-
-    ``milvus://HOST[:PORT]/COLLECTION`` (port 19530 by default), ``milvus+tls://...``, or a Milvus Lite data
-    directory ``PATH.db`` (collection ``simsearch``).  Raises ``IndexStoreError`` for a malformed URI,
-    and for one carrying credentials (the token belongs in ``$SIMSEARCH_MILVUS_TOKEN``, never in a command
-    line or a log)."""
-    text = os.fspath(text)
-    scheme, sep, rest = text.partition("://")
-    if sep and scheme in SCHEMES:
-        if "@" in rest.split("/", 1)[0]:
-            raise IndexStoreError(f"put Milvus credentials in ${TOKEN_ENV}, not in the index URI")
-        hostport, _, collection = rest.partition("/")
-        collection = collection.strip("/")
-        host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", str(DEFAULT_PORT))
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise IndexStoreError(f"bad Milvus URI {text!r}: expected {scheme}://HOST:PORT/COLLECTION")
-        if not _COLLECTION_NAME.match(collection):
-            raise IndexStoreError(f"bad Milvus collection name {collection!r} in {text!r}: letters, digits and "
-                                  "underscores, starting with a letter or underscore")
-        return MilvusLocation(f"{SCHEMES[scheme]}://{host}:{int(port)}", collection)
-    if sep:
-        if scheme in ("http", "https", "tcp", "grpc"):
-            raise IndexStoreError(f"write a Milvus server as milvus://HOST:PORT/COLLECTION, not {text!r}")
-        return None
-    if text.rstrip("/").endswith(LITE_SUFFIX):
-        return MilvusLocation(os.path.abspath(text.rstrip("/")), LITE_COLLECTION, lite=True)
-    return None
-
-
-def _pymilvus():
-    try:
-        import pymilvus
-    except ImportError:  # pragma: no cover - depends on the installed extras
-        raise MilvusMissing("the Milvus back end needs pymilvus: pip install -r requirements-milvus.txt") from None
-    return pymilvus
-
-
-def _timeout() -> float:
-    try:
-        return max(float(os.environ.get(TIMEOUT_ENV, "10")), 0.1)
-    except ValueError:
-        return 10.0
 
 
 def _literal(text: str) -> str:
@@ -166,46 +69,13 @@ class MilvusStore:
         self._meta = meta
         self._dim = int(meta["dim"])
         self._config = IndexConfig.from_dict(meta["config"])
-        self._timeout = _timeout()
+        self._timeout = timeout_s()
 
     # ------------------------------------------------------------------ construction
     @staticmethod
     def connect(location: MilvusLocation):
-        """A ``MilvusClient`` for ``location`` (the token and CA bundle from the environment)."""
-        pymilvus = _pymilvus()
-        # Milvus Lite answers no MVCC timestamp to iterators (pymilvus warns on every one and falls back to a
-        # client-side timestamp, which is right for it) and, in process, logs an unimplemented-method
-        # traceback at connect; neither is a problem of ours
-        logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
-        # while the server is down pymilvus logs each failed reconnect with a full traceback; our error
-        # handling reports the outage once per failed call, in one line (IndexUnavailableError)
-        logging.getLogger("pymilvus.client.connection_manager").setLevel(logging.CRITICAL)
-        logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
-        if location.lite:
-            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-        # No keepalive pings on an idle channel: pymilvus pings every 10 s even without calls, and a gRPC
-        # server with default settings (Milvus Lite's) answers an idle client's pings with GOAWAY
-        # "too_many_pings", which kills the transport under every channel to that address in this process
-        # (seen in CI: a connect minutes after the last call failed).  Pings during calls stay on.
-        # dedicated: a channel of this store's own, not pymilvus's per-address shared one.
-        kwargs = {"timeout": _timeout(), "dedicated": True,
-                  "grpc_options": {"grpc.keepalive_permit_without_calls": 0}}
-        token = os.environ.get(TOKEN_ENV)
-        if token:
-            kwargs["token"] = token
-        ca = os.environ.get(CA_ENV)
-        if ca and location.uri.startswith("https://"):
-            kwargs["server_pem_path"] = ca
-        for attempt in range(3):  # a transport the server just closed (GOAWAY) fails the first try only
-            try:
-                return pymilvus.MilvusClient(uri=location.uri, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - pymilvus raises several types; all mean "cannot use it"
-                error = _translate(exc, location, "connect")
-                if not isinstance(error, IndexUnavailableError) or attempt == 2:
-                    raise error from None
-                logger.warning("connecting to %s failed, retrying: %s", location.display, error)
-                time.sleep(1.0)
-        raise AssertionError("unreachable")
+        """A ``MilvusClient`` for ``location`` (see :func:`index.milvus.client.connect`)."""
+        return connect(location)
 
     @classmethod
     def create(cls, location: MilvusLocation, dim: int, *, config: IndexConfig = IndexConfig(), model_info: dict,
@@ -214,10 +84,10 @@ class MilvusStore:
         ``model.pt`` and uploaded images (stored absolute with the collection)."""
         dim = check_positive_int(dim, "dim")
         model = persist.validate_model_info(model_info, dim)
-        pymilvus = _pymilvus()
+        pymilvus = import_pymilvus()
         client = cls.connect(location)
         try:
-            if _call(location, "check the collection", client.has_collection, location.collection):
+            if call(location, "check the collection", client.has_collection, location.collection):
                 raise IndexStoreError(f"{location.display} already holds a collection; open it, drop it or pick "
                                       "another name")
             index_type = choose_index_type(config.expected_size or 0, dim, config)
@@ -236,7 +106,7 @@ class MilvusStore:
             schema.add_field("source", DataType.VARCHAR, max_length=SOURCE_BYTES)
             index_params = client.prepare_index_params()
             index_params.add_index(field_name="vector", index_type=milvus_type, metric_type="IP", params=params)
-            _call(location, "create the collection", client.create_collection, location.collection,
+            call(location, "create the collection", client.create_collection, location.collection,
                   schema=schema, index_params=index_params, consistency_level="Strong",
                   properties={META_PROPERTY: json.dumps(meta, sort_keys=True)})
         except BaseException:
@@ -252,10 +122,10 @@ class MilvusStore:
         made by simsearch, ``IndexUnavailableError`` when the server cannot be reached."""
         client = client or cls.connect(location)
         try:
-            if not _call(location, "check the collection", client.has_collection, location.collection):
+            if not call(location, "check the collection", client.has_collection, location.collection):
                 raise IndexStoreError(f"{location.display}: no such collection; build it with "
                                       f"simsearch index build --index {location.display} ...")
-            described = _call(location, "describe the collection", client.describe_collection, location.collection)
+            described = call(location, "describe the collection", client.describe_collection, location.collection)
             raw = (described.get("properties") or {}).get(META_PROPERTY)
             if raw is None:
                 raise IndexStoreError(f"{location.display} is not a simsearch collection (no {META_PROPERTY} "
@@ -266,7 +136,7 @@ class MilvusStore:
                                       f"{meta.get('format_version')!r}; this simsearch reads {FORMAT} {FORMAT_VERSION}")
             if expect_model is not None:
                 persist.check_model(meta["model"], expect_model)
-            _call(location, "load the collection", client.load_collection, location.collection)
+            call(location, "load the collection", client.load_collection, location.collection)
         except BaseException:
             client.close()
             raise
@@ -279,7 +149,7 @@ class MilvusStore:
         """Whether the collection exists (raises ``IndexUnavailableError`` when the server is down)."""
         client = MilvusStore.connect(location)
         try:
-            return bool(_call(location, "check the collection", client.has_collection, location.collection))
+            return bool(call(location, "check the collection", client.has_collection, location.collection))
         finally:
             client.close()
 
@@ -288,9 +158,9 @@ class MilvusStore:
         """Drop the collection (for tests and ``simsearch index drop``); returns whether it existed."""
         client = MilvusStore.connect(location)
         try:
-            if not _call(location, "check the collection", client.has_collection, location.collection):
+            if not call(location, "check the collection", client.has_collection, location.collection):
                 return False
-            _call(location, "drop the collection", client.drop_collection, location.collection)
+            call(location, "drop the collection", client.drop_collection, location.collection)
             return True
         finally:
             client.close()
@@ -331,19 +201,17 @@ class MilvusStore:
                          output_fields=["count(*)"], consistency_level="Strong")
         return int(rows[0]["count(*)"]) if rows else 0
 
-    def log_head(self) -> int | None:
-        return None  # Milvus keeps its own log; there is no simsearch change log to report
-
     # ------------------------------------------------------------------ writes
     def add(self, vectors: np.ndarray, *, labels: list[str], paths: list[str], sources: list[str] | None = None,
             ids: np.ndarray | None = None, added_at: np.ndarray | None = None) -> np.ndarray:
         """Insert ``vectors: (n, d) float32`` with their labels and paths; returns their ids.  ``ids`` and
-        ``added_at`` (only for :func:`copy_items`) keep given ids and times instead of new ones.  A batch goes in chunks of
-        ``INSERT_ROWS``; if one fails, the chunks already inserted are deleted again before the error is
-        raised."""
+        ``added_at`` (only for :func:`engine.build.copy_items`) keep given ids and times instead of new ones.  A
+        batch goes in chunks of ``INSERT_ROWS``; if one fails, every chunk tried is deleted again before the error
+        is raised, the failed one included (an insert that timed out may still have been applied; a delete by
+        primary key is safe to repeat), so a failed add leaves no item behind."""
         xb = check_vectors(vectors, self._dim, "vectors")
         n = len(xb)
-        labels = check_strings(labels, n, "labels")
+        labels = check_labels(check_strings(labels, n, "labels"))
         paths = check_strings(paths, n, "paths")
         sources = check_strings(sources, n, "sources", optional=True)
         _check_bytes(labels, LABEL_BYTES, "label")
@@ -359,26 +227,31 @@ class MilvusStore:
         times = np.full(n, time.time()) if added_at is None else np.asarray(added_at, dtype=np.float64)
         if len(times) != n:
             raise ValueError(f"got {len(times)} times for {n} vectors")
-        done = 0
+        tried = 0  # rows sent so far, the failing chunk included: it may have been applied before a timeout
         try:
             for start in range(0, n, INSERT_ROWS):
                 stop = min(start + INSERT_ROWS, n)
                 rows = [{"id": int(ids[i]), "vector": xb[i].tolist(), "label": labels[i], "path": paths[i],
                          "added_at": float(times[i]), "source": (sources[i] if sources else None) or ""}
                         for i in range(start, stop)]
+                tried = stop
                 self._run("insert items", self._client.insert, self._location.collection, rows)
-                done = stop
         except BaseException:
-            if done:
-                logger.warning("add of %d items failed after %d were inserted: deleting those again", n, done)
-                try:
-                    self._run("undo a partial insert", self._client.delete, self._location.collection,
-                              ids=[int(i) for i in ids[:done]])
-                except IndexStoreError:
-                    logger.exception("could not delete the partial insert; ids %d..: run simsearch index "
-                                     "remove on them", int(ids[0]))
+            self._undo_insert(ids[:tried], n)
             raise
         return ids
+
+    def _undo_insert(self, ids: np.ndarray, n: int) -> None:
+        """Delete the rows of a failed add (those inserted and those whose insert may have been applied)."""
+        if not len(ids):
+            return
+        logger.warning("add of %d items failed: deleting the %d sent so far again", n, len(ids))
+        try:
+            self._run("undo a failed insert", self._client.delete, self._location.collection,
+                      ids=[int(i) for i in ids])
+        except IndexStoreError:
+            logger.exception("could not delete the rows of a failed add; ids %s: run simsearch index remove "
+                             "on those that exist", [int(i) for i in ids[:10]])
 
     def _new_ids(self, n: int) -> np.ndarray:
         """``n`` fresh ids, uniform in [ID_LOW, ID_HIGH), none of them already in the collection."""
@@ -406,9 +279,12 @@ class MilvusStore:
 
     # ------------------------------------------------------------------ search
     def search(self, xq: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None,
-               label: str | None = None, fresh: bool = True) -> list[list[Neighbor]]:
-        """The ``k`` nearest items of each query, best first; ``label`` filters inside Milvus.  ``fresh``:
-        Strong consistency (every acknowledged write seen; one server time tick); else Bounded."""
+               label: str | None = None, consistency: str = "Strong") -> list[list[Neighbor]]:
+        """The ``k`` nearest items of each query, best first; ``label`` filters inside Milvus.  ``consistency``
+        (Milvus only): "Strong" sees every acknowledged write (one server time tick per call); "Bounded" may
+        miss the writes of the last moments, for callers to whom that is harmless."""
+        if consistency not in CONSISTENCY_LEVELS:
+            raise ValueError(f"consistency must be one of {CONSISTENCY_LEVELS}, got {consistency!r}")
         xq = check_vectors(xq, self._dim, "xq")
         k = min(check_positive_int(k, "k"), MAX_TOPK)
         ef_search = check_positive_int(ef_search, "ef_search", allow_none=True) or self._config.ef_search
@@ -424,7 +300,7 @@ class MilvusStore:
                           filter="" if label is None else f"label == {_literal(label)}",
                           output_fields=["label", "path", "source"],
                           search_params={"metric_type": "IP", "params": params},
-                          consistency_level="Strong" if fresh else "Bounded")
+                          consistency_level=consistency)
         results = []
         for hits in found:
             row = []
@@ -460,7 +336,7 @@ class MilvusStore:
     def random_ids(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``min(n, len(self))`` distinct ids drawn with ``rng``, without a scan: ids are uniform random in
         [ID_LOW, ID_HIGH) (and ids copied from an index directory fill the range recorded by
-        :func:`copy_items`), so the items of a random id window are a random sample.  A window is sized for
+        :func:`engine.build.copy_items`), so the items of a random id window are a random sample.  A window is sized for
         ~4n items and widened 4x after each miss; a scan is the last resort (a tiny or very sparse range)."""
         n = check_positive_int(n, "n")
         total = len(self)
@@ -494,7 +370,10 @@ class MilvusStore:
         return rng.choice(np.array(sorted(picked), dtype=np.int64), size=min(want, len(picked)), replace=False)
 
     def record_import(self, ids: np.ndarray) -> None:
-        """Remember the range of ids copied in from another index (see :meth:`random_ids`)."""
+        """Remember the range of ids copied in from another index (see :meth:`random_ids`); ids already in
+        the random range [ID_LOW, ID_HIGH) need no record."""
+        ids = np.asarray(ids, dtype=np.int64)
+        ids = ids[ids < ID_LOW]
         if not len(ids):
             return
         imported = {"low": int(ids.min()), "high": int(ids.max()), "count": int(len(ids))}
@@ -533,18 +412,18 @@ class MilvusStore:
                 "created_at": self._meta["created_at"], "location": self.location, "home": self.home,
                 "collection": self._location.collection}
 
-    # ------------------------------------------------------------------ maintenance
-    def checkpoint(self) -> int | None:
+    # ------------------------------------------------------------------ maintenance (Milvus's own)
+    # Not :class:`index.base.Maintainable`: Milvus keeps its own log and compacts its segments by itself.
+    def flush(self) -> None:
         """Seal the growing segments (Milvus's ``flush``) so that a restart does not replay them."""
         self._run("flush", self._client.flush, self._location.collection)
-        return None
 
-    def compact(self, *, force: bool = False) -> CompactResult:
-        """Ask Milvus to compact the collection (merge segments, purge deletes); it runs in the background."""
-        started = time.perf_counter()
+    def request_compaction(self) -> str:
+        """Ask Milvus to compact the collection now (:class:`index.base.ServerCompacted`): it merges small
+        segments and purges deleted rows in the background; returns what was asked, in words."""
         job = self._run("compact", self._client.compact, self._location.collection)
-        return CompactResult(True, f"milvus compaction job {job} started", 0, 0, 0,
-                             round(time.perf_counter() - started, 3))
+        return (f"Milvus compaction job {job} requested: the server merges segments and purges deleted rows "
+                "in the background")
 
     def wait_for_background(self, timeout: float | None = None) -> None:
         return None
@@ -559,63 +438,24 @@ class MilvusStore:
     def _run(self, what: str, fn, *args, **kwargs):
         kwargs.setdefault("timeout", self._timeout)
         try:
-            return _call(self._location, what, fn, *args, **kwargs)
-        except _NotLoaded:  # the server restarted (Milvus Lite forgets loads): load once and retry
-            _call(self._location, "load the collection", self._client.load_collection, self._location.collection,
+            return call(self._location, what, fn, *args, **kwargs)
+        except NotLoaded:  # the server restarted (Milvus Lite forgets loads): load once and retry
+            call(self._location, "load the collection", self._client.load_collection, self._location.collection,
                   timeout=self._timeout)
-            return _call(self._location, what, fn, *args, **kwargs)
+            return call(self._location, what, fn, *args, **kwargs)
 
     def _iterate(self, fields: list[str]) -> Iterator[dict]:
         iterator = self._run("iterate", self._client.query_iterator, self._location.collection,
                              batch_size=ITER_BATCH, filter="", output_fields=fields, consistency_level="Strong")
         try:
             while True:
-                batch = _call(self._location, "iterate", iterator.next)
+                batch = call(self._location, "iterate", iterator.next)
                 if not batch:
                     return
                 yield from batch
         finally:
             iterator.close()
 
-
-class _NotLoaded(IndexStoreError):
-    pass
-
-
-def _call(location: MilvusLocation, what: str, fn, *args, **kwargs):
-    """Call pymilvus, turning its errors into simsearch's (never a raw gRPC traceback)."""
-    try:
-        return fn(*args, **kwargs)
-    except IndexStoreError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - pymilvus and grpc raise many types
-        raise _translate(exc, location, what) from None
-
-
-def _translate(exc: Exception, location: MilvusLocation, what: str) -> IndexStoreError:
-    message = str(getattr(exc, "message", "") or exc)
-    lower = message.lower()
-    name = type(exc).__name__
-    if "not loaded" in lower or "notloaded" in lower or "'released'" in lower or "call load" in lower:
-        return _NotLoaded(f"{location.display}: collection not loaded")
-    if "datadirlocked" in lower or "locked" in lower and location.lite:
-        return IndexStoreError(f"{location.display} is open in another process; Milvus Lite allows one process per "
-                               f"data directory: run `milvus-lite server --data-dir {location.uri} --host 127.0.0.1` "
-                               "and use milvus://127.0.0.1:19530/... from every process")
-    if ("unavailable" in lower or "connect" in lower or "deadline" in lower or "timeout" in lower
-            or "timed out" in lower or name in ("MilvusUnavailableException", "_InactiveRpcError", "RpcError")):
-        return IndexUnavailableError(f"Milvus at {location.display} is unavailable ({what}: {_short(message)}); "
-                                     "retry when it is back")
-    if "collection not found" in lower or "can't find collection" in lower or "not exist" in lower:
-        return IndexStoreError(f"{location.display}: the collection does not exist ({what})")
-    if "dim" in lower and ("mismatch" in lower or "dimension" in lower):
-        return IndexStoreError(f"{location.display}: vector dimension mismatch ({what}: {_short(message)})")
-    return IndexStoreError(f"Milvus at {location.display} refused to {what}: {_short(message)}")
-
-
-def _short(message: str, limit: int = 300) -> str:
-    message = " ".join(message.split())
-    return message if len(message) <= limit else message[:limit] + "..."
 
 
 def _check_bytes(values: list[str], limit: int, what: str) -> None:
@@ -628,25 +468,3 @@ def _meta(row: dict) -> ItemMeta:
     return ItemMeta(int(row["id"]), row.get("path", ""), row.get("label", ""), float(row.get("added_at") or 0.0),
                     row.get("source") or None)
 
-
-def copy_items(source, target: MilvusStore, *, batch: int = 10_000, progress=None, path_map=None) -> int:
-    """Copy every item of ``source`` (any store) into ``target``, keeping ids, labels, paths (through
-    ``path_map`` if given), sources and vectors (no re-embedding); returns the number copied.
-    ``progress(n)`` is called after each batch."""
-    if source.dim != target.dim:
-        raise IndexStoreError(f"cannot copy {source.dim}-d vectors into a {target.dim}-d collection")
-    ids, vectors = source.all_vectors()
-    copied = 0
-    for start in range(0, len(ids), batch):
-        chunk = ids[start:start + batch]
-        metas = source.get_many(chunk)
-        keep = [i for i, item_id in enumerate(chunk) if int(item_id) in metas]
-        rows = [metas[int(chunk[i])] for i in keep]
-        paths = [path_map(m.path) if path_map else m.path for m in rows]
-        target.add(vectors[start:start + batch][keep], labels=[m.label for m in rows], paths=paths,
-                   sources=[m.source or "" for m in rows], ids=chunk[keep], added_at=[m.added_at for m in rows])
-        copied += len(rows)
-        if progress:
-            progress(len(rows))
-    target.record_import(ids[ids < ID_LOW])  # ids already in the random range need no record
-    return copied
