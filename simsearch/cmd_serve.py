@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         options = {"bind": f"{_url_host(args.host)}:{args.port}", "workers": workers, "threads": args.threads,
                    "worker_class": "gthread", "preload_app": False, "timeout": args.timeout,
                    "graceful_timeout": 10, "loglevel": args.log_level, "proc_name": "simsearch",
-                   "child_exit": _child_exit, "accesslog": None}
+                   "child_exit": _child_exit, "worker_exit": _worker_exit, "accesslog": None}
         GunicornApp(config, options).run()
         return 0
     finally:
@@ -184,6 +184,23 @@ def _check_in_child(index: str, checkpoint: str | None, runtime: EmbedRuntime) -
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _worker_exit(server, worker) -> None:
+    """In a worker that is leaving: end the process here, with the exit status gunicorn gave it, without
+    running native destructors. The start-up check loads the model in the master (ONNX Runtime creates its
+    process-wide environment there) and the workers are forked from it; destroying that environment in a
+    forked child aborts (``std::system_error``, then SIGABRT and a 10 s wait). Nothing is lost: every write is
+    durable before it is acknowledged, and the log handlers are flushed first. gunicorn also calls this hook
+    in the master (for a worker already gone): there it does nothing."""
+    if os.getpid() != worker.pid:
+        return
+    exc = sys.exc_info()[1]
+    code = exc.code if isinstance(exc, SystemExit) else (1 if exc is not None else 0)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
 
 
 def _child_exit(server, worker) -> None:

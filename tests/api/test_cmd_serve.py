@@ -56,7 +56,8 @@ def test_refuses_mismatched_checkpoint(tmp_path, capsys, index_copy):
 
 
 def test_real_gunicorn_server(index_copy, png_bytes, tmp_path, ids):
-    server = ServerProcess(index_copy, token=TOKEN, workers=2, threads=2, log_path=str(tmp_path / "server.log"))
+    server = ServerProcess(index_copy, token=TOKEN, workers=2, threads=2, log_path=str(tmp_path / "server.log"),
+                           log_level="info", extra_args=("--runtime", "onnx"))
     url = server.start().url
     try:
         with requests.Session() as http:
@@ -83,3 +84,7 @@ def test_real_gunicorn_server(index_copy, png_bytes, tmp_path, ids):
     out = server.log()
     assert "serving" in out and f"127.0.0.1:{server.port}" in out
     assert TOKEN not in out
+    # a graceful stop: each worker leaves cleanly (no native abort in a forked worker) and the master exits 0
+    assert out.count("Worker exiting") == 2 and "Shutting down: Master" in out
+    assert "terminate called" not in out and "SIGABRT" not in out and "SIGKILL" not in out
+    assert server.proc.returncode == 0
