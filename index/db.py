@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from durablefile import folder_write_problem
 from index.base import ItemMeta
-from index.errors import IndexBusyError, IndexStoreError
+from index.errors import IndexBusyError, IndexDamagedError, IndexFullError, IndexReadOnlyError, IndexStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +155,8 @@ class StoreDB:
             if mode.lower() != "wal":
                 raise IndexStoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
-        except sqlite3.Error as exc:
-            raise IndexStoreError(f"cannot open the index database {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise _busy_or_error(exc, self.path) from None
         return conn
 
     @contextmanager
@@ -440,7 +441,20 @@ class StoreDB:
 
 
 def _busy_or_error(exc: sqlite3.DatabaseError, path: str) -> Exception:
+    """The index error for a SQLite error, by SQLite's error code (the detail stays in the message, for the log)."""
     message = str(exc)
-    if "locked" in message or "busy" in message:
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in message or "busy" in message:
         return IndexBusyError(f"the index database {path} is busy (another writer held it too long): {message}")
+    if code == sqlite3.SQLITE_FULL:
+        return IndexFullError(f"index database {path}: {message}")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH) or (
+            code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR) and _folder_read_only(path)):
+        return IndexReadOnlyError(f"index database {path}: {message}")
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return IndexDamagedError(f"index database {path}: {message}")
     return IndexStoreError(f"index database {path}: {message}")
+
+
+def _folder_read_only(path: str) -> bool:
+    return folder_write_problem(os.path.dirname(path) or ".") is not None
