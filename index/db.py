@@ -156,7 +156,28 @@ class StoreDB:
                 raise IndexStoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
         except sqlite3.DatabaseError as exc:
+            error = _busy_or_error(exc, self.path)
+            if isinstance(error, IndexReadOnlyError):
+                return self._connect_read_only(error)
+            raise error from None
+        return conn
+
+    def _connect_read_only(self, error: IndexReadOnlyError) -> sqlite3.Connection:
+        """A connection for reads only, on a folder that cannot be written (a read-only file system, or no
+        permission): SQLite's WAL index (``-shm``) cannot be made there, so the file is opened as immutable,
+        which is exact only when no log (``-wal``) holds commits beyond it; with one, ``error`` is raised.
+        Every write on it fails with SQLite's "readonly" error, i.e. :class:`IndexReadOnlyError`."""
+        wal = self.path + "-wal"
+        if os.path.exists(wal) and os.path.getsize(wal) > 0:
+            raise IndexReadOnlyError(f"{error}; its write-ahead log {wal} holds commits, so it cannot be "
+                                     "read without writing either") from None
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, timeout=self._timeout,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("SELECT 1 FROM settings LIMIT 1").fetchone()
+        except sqlite3.DatabaseError as exc:
             raise _busy_or_error(exc, self.path) from None
+        logger.warning("index database %s opened read-only (%s)", self.path, error)
         return conn
 
     @contextmanager
