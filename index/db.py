@@ -43,7 +43,7 @@ SYNCHRONOUS = ("full", "normal")
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
 MAX_IDLE = 8  # pooled connections kept open per process
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE items (
     id INTEGER PRIMARY KEY,
@@ -138,7 +138,7 @@ class StoreDB:
         db = cls(path, **options)
         conn = sqlite3.connect(path, isolation_level=None)  # creates the file; the schema in one transaction
         try:
-            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
         finally:
             conn.close()
         with db.transaction() as conn:
@@ -156,7 +156,7 @@ class StoreDB:
                 raise IndexStoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
         except sqlite3.DatabaseError as exc:
-            error = _busy_or_error(exc, self.path)
+            error = _busy_or_error(exc, self.path, "cannot open")
             if isinstance(error, IndexReadOnlyError):
                 return self._connect_read_only(error)
             raise error from None
@@ -461,9 +461,12 @@ class StoreDB:
         return dropped, int(floor)
 
 
-def _busy_or_error(exc: sqlite3.DatabaseError, path: str) -> Exception:
-    """The index error for a SQLite error, by SQLite's error code (the detail stays in the message, for the log)."""
+def _busy_or_error(exc: sqlite3.DatabaseError, path: str, doing: str = "") -> Exception:
+    """The index error for a SQLite error, by SQLite's error code (the detail stays in the message, for the log);
+    ``doing``: what failed, e.g. "cannot open" (prefixed to the message)."""
     message = str(exc)
+    if doing:
+        return _busy_or_error(exc, path).__class__(f"{doing} the index database {path}: {message}")
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in message or "busy" in message:
         return IndexBusyError(f"the index database {path} is busy (another writer held it too long): {message}")

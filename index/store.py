@@ -31,7 +31,8 @@ from index.base import CompactResult, ItemMeta, Neighbor, check_label_filter, ch
 from index.arrays import check_ids, check_positive_int, check_strings, check_vectors, normalized
 from index.config import IndexConfig, choose_index_type
 from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path
-from index.errors import IndexStoreError
+from index.check import QUICK_CHECK_SQL, quick_check_problems
+from index.errors import IndexDamagedError, IndexStoreError
 from index.keeper import ViewKeeper, snapshot_folder
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,10 @@ class IndexStore:
                 db.upgrade()
                 settings = db.settings()
             _check_settings(settings, db.path)
+            problems = quick_check_problems(db.query(QUICK_CHECK_SQL))
+            if problems:
+                raise IndexDamagedError(f"index database {db.path} is damaged (quick_check: {'; '.join(problems[:3])});"
+                                        f" see: simsearch index check {directory}")
             if expect_model is not None:
                 persist.check_model(settings["model"], expect_model)
             store = cls(directory, db, settings)
