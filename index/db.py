@@ -10,7 +10,7 @@ Tables::
 An add or a delete is one ``BEGIN IMMEDIATE`` transaction that changes ``items`` and appends to ``changes``;
 it is durable when it commits (``synchronous=FULL``: the WAL is fsynced at every commit, so a commit
 survives a power cut, not only a killed process).  SQLite orders writers across threads and processes;
-a writer that cannot get the lock within ``busy_timeout_s`` gets :class:`IndexBusyError`.
+a writer that cannot get the lock within ``busy_timeout_s`` (``$SIMSEARCH_BUSY_TIMEOUT_S``) gets :class:`IndexBusyError`.
 
 Connections come from a small pool: a thread borrows one for a query or a transaction (a SQLite
 connection must not be used by two threads at once, and servers may start a thread per request).
@@ -42,6 +42,16 @@ FORMAT_VERSION = 3  # 3: the snapshots table (called checkpoints in 2)
 SYNCHRONOUS = ("full", "normal")
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
 MAX_IDLE = 8  # pooled connections kept open per process
+BUSY_TIMEOUT_ENV = "SIMSEARCH_BUSY_TIMEOUT_S"
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+
+
+def default_busy_timeout_s() -> float:
+    """How long a writer waits for the database lock: ``$SIMSEARCH_BUSY_TIMEOUT_S``, default 30 s."""
+    try:
+        return max(float(os.environ.get(BUSY_TIMEOUT_ENV, DEFAULT_BUSY_TIMEOUT_S)), 0.0)
+    except ValueError:
+        return DEFAULT_BUSY_TIMEOUT_S
 
 SCHEMA = """
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);

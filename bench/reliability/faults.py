@@ -181,3 +181,83 @@ def read_only_trial(source_index: str, disk: str, start: Starter, *, token: str,
             "health_before": health_before, "health_after": health_after, "acknowledged": acknowledged,
             "found_while_read_only": found_while_ro, "found_after_recovery": found,
             "adds_after_recovery": after["add_statuses"], **left}
+
+
+FSYNC_SHIM_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                 "tests", "reliability", "fsync_delay.c")
+FSYNC_DELAY_ENV = "SIMSEARCH_FSYNC_DELAY_FILE"
+
+
+def build_fsync_shim(folder: str) -> str | None:
+    """Compile the LD_PRELOAD shim that delays fsync (``tests/reliability/fsync_delay.c``); None without gcc."""
+    if shutil.which("gcc") is None:
+        return None
+    target = os.path.join(folder, "fsync_delay.so")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", target, FSYNC_SHIM_SOURCE, "-ldl"], check=True)
+    return target
+
+
+def slow_fsync_trial(index_dir: str, work: str, start: Callable[..., ServerProcess], *, token: str,
+                     delay_ms: int = 3000, busy_timeout_s: float = 1.0, writers: int = 4, seed: int = 2) -> dict:
+    """Serve ``index_dir`` with every fsync stalled by ``delay_ms`` (an LD_PRELOAD shim) and a busy timeout of
+    ``busy_timeout_s``: ``writers`` adds at once while one client searches; then the stall ends, the server
+    restarts and the acknowledged adds are counted."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    shim = build_fsync_shim(work)
+    delay_file = os.path.join(work, "fsync-delay-ms")
+    with open(delay_file, "w") as handle:
+        handle.write("0")
+    env = {"LD_PRELOAD": shim, FSYNC_DELAY_ENV: delay_file, "SIMSEARCH_BUSY_TIMEOUT_S": str(busy_timeout_s)}
+    rng = np.random.default_rng(seed)
+    images = [noise_png(rng, 32) for _ in range(writers)]
+    query = noise_png(rng, 32)
+    server = start(index_dir, env=env)
+    try:
+        with open(delay_file, "w") as handle:
+            handle.write(str(delay_ms))
+        done = threading.Event()
+        search_ms: list[float] = []
+        reads: Counter = Counter()
+
+        def search_loop() -> None:
+            with requests.Session() as http:
+                while not done.is_set():
+                    started = time.perf_counter()
+                    r = http.post(server.url + "/api/search?k=3", files={"image": ("q.png", query, "image/png")},
+                                  timeout=60)
+                    search_ms.append((time.perf_counter() - started) * 1000.0)
+                    reads[r.status_code] += 1
+                    time.sleep(0.05)
+
+        def one(i: int) -> requests.Response:
+            with requests.Session() as http:
+                return add(http, server.url, token, images[i], f"slow-{i}")
+
+        reader = threading.Thread(target=search_loop)
+        reader.start()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(writers) as pool:
+            answers = list(pool.map(one, range(writers)))
+        writes_s = time.perf_counter() - started
+        done.set()
+        reader.join()
+        with open(delay_file, "w") as handle:
+            handle.write("0")
+        acknowledged = {r.json()["id"]: f"slow-{i}" for i, r in enumerate(answers) if r.status_code == 201}
+        refusals = [{"status": r.status_code, "retry_after": r.headers.get("Retry-After"), **r.json()}
+                    for r in answers if r.status_code != 201]
+        server.stop()
+        server = start(index_dir)
+        found = found_after_restart(server.url, acknowledged)
+        server.stop()
+        left = leftovers(index_dir)
+    finally:
+        server.stop()
+    return {"delay_ms": delay_ms, "busy_timeout_s": busy_timeout_s,
+            "add_statuses": dict(Counter(r.status_code for r in answers)), "read_statuses": dict(reads),
+            "searches": len(search_ms), "search_ms_max": round(max(search_ms), 1) if search_ms else None,
+            "writes_s": round(writes_s, 2), "refusals": refusals, "acknowledged": acknowledged,
+            "found_after_recovery": found, **left}
