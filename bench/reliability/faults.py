@@ -18,6 +18,7 @@ import numpy as np
 import requests
 from PIL import Image
 
+from bench import copy_index
 from bench.reliability.server import ServerProcess
 from durablefile import TEMP_SUFFIX
 
@@ -124,8 +125,7 @@ def disk_full_trial(source_index: str, disk: str, start: Starter, *, size_mb: in
     """Copy ``source_index`` onto a ``size_mb`` tmpfs mounted at ``disk``, serve it and add until the disk is full;
     then grow the tmpfs, restart, and count the acknowledged adds found."""
     mount_tmpfs(disk, size_mb)
-    index_dir = os.path.join(disk, "index")
-    shutil.copytree(source_index, index_dir)
+    index_dir = copy_index(source_index, os.path.join(disk, "index"))
     rng = np.random.default_rng(seed)
     server = start(index_dir)
     try:
@@ -145,16 +145,15 @@ def disk_full_trial(source_index: str, disk: str, start: Starter, *, size_mb: in
 
 
 def read_only_trial(source_index: str, disk: str, start: Starter, *, token: str, adds: int = 3,
-                    seed: int = 1) -> dict:
+                    size_mb: int = 64, seed: int = 1) -> dict:
     """Serve a copy of ``source_index`` on a tmpfs at ``disk``, add, remount it read-only under a new server,
     add (refused) and read; then remount it read-write, restart, and count the acknowledged adds found.
 
     The server is restarted around the remount: a file system with files open for writing cannot be remounted
     read-only (EBUSY), so a read-only remount happens between servers, as after an operator's remount or a
     kernel's errors=remount-ro once the processes are restarted."""
-    mount_tmpfs(disk, 64)
-    index_dir = os.path.join(disk, "index")
-    shutil.copytree(source_index, index_dir)
+    mount_tmpfs(disk, size_mb)
+    index_dir = copy_index(source_index, os.path.join(disk, "index"))
     rng = np.random.default_rng(seed)
     server = start(index_dir)
     try:
