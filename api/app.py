@@ -81,5 +81,6 @@ def _register_hooks(app: Flask, config: ApiConfig) -> None:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            response.headers["Access-Control-Expose-Headers"] = REQUEST_ID_HEADER
             response.headers.add("Vary", "Origin")
         return response

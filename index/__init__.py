@@ -16,7 +16,8 @@ from index.vote import Vote, majority_vote
 
 __all__ = [
     "INDEX_TYPES", "CompactResult", "IndexBusyError", "IndexConfig", "IndexDamagedError", "IndexFullError",
-    "IndexMismatchError", "IndexReadOnlyError", "IndexStore", "IndexStoreError", "IndexUnavailableError", "ItemMeta", "MAX_LABEL_CHARS", "MODEL_FIELDS", "Maintainable",
+    "IndexMismatchError", "IndexReadOnlyError", "IndexStore", "IndexStoreError", "IndexUnavailableError", "ItemMeta",
+    "MAX_LABEL_CHARS", "MODEL_FIELDS", "Maintainable",
     "Neighbor", "ServerCompacted", "VectorStore", "Vote", "auto_nlist", "auto_pq_m",
     "choose_index_type", "estimate_hnsw_bytes", "majority_vote", "storage_error",
 ]

@@ -10,7 +10,8 @@ Tables::
 An add or a delete is one ``BEGIN IMMEDIATE`` transaction that changes ``items`` and appends to ``changes``;
 it is durable when it commits (``synchronous=FULL``: the WAL is fsynced at every commit, so a commit
 survives a power cut, not only a killed process).  SQLite orders writers across threads and processes;
-a writer that cannot get the lock within ``busy_timeout_s`` (``$SIMSEARCH_BUSY_TIMEOUT_S``) gets :class:`IndexBusyError`.
+a writer that cannot get the lock within ``busy_timeout_s`` (``$SIMSEARCH_BUSY_TIMEOUT_S``) gets
+:class:`IndexBusyError`.
 
 Connections come from a small pool: a thread borrows one for a query or a transaction (a SQLite
 connection must not be used by two threads at once, and servers may start a thread per request).
