@@ -10,7 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.auth import check_query_has_no_token
 from api.config import ApiConfig
-from api.errors import register_error_handlers
+from api.errors import REQUEST_ID_HEADER, register_error_handlers, request_id_from
 from api.metrics import ApiMetrics
 from api.service import SearchService
 from api.views import STATIC_DIR, bp
@@ -59,6 +59,7 @@ def _register_hooks(app: Flask, config: ApiConfig) -> None:
     @app.before_request
     def _start() -> None:
         g.simsearch_started = time.perf_counter()
+        g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
         check_query_has_no_token(request.args.keys())
         # the same 413 on every endpoint, whatever the content type, before anything reads the body
         # (bodies sent without a length are cut off at the limit by werkzeug while they are read)
@@ -72,6 +73,7 @@ def _register_hooks(app: Flask, config: ApiConfig) -> None:
             endpoint = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
             metrics.observe_request(endpoint, request.method, response.status_code, time.perf_counter() - started)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id") or request_id_from(None)
         if request.endpoint == "api.page":
             response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         origin = request.headers.get("Origin")
@@ -79,5 +81,6 @@ def _register_hooks(app: Flask, config: ApiConfig) -> None:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            response.headers["Access-Control-Expose-Headers"] = REQUEST_ID_HEADER
             response.headers.add("Vary", "Origin")
         return response

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 
 logger = logging.getLogger(__name__)
 
@@ -49,33 +51,73 @@ class TooManyPixels(ApiError):
     status = 413
 
 
-class Busy(ApiError):
-    """The index database stayed locked by other writers past the timeout, or its server (Milvus) is unreachable;
-    nothing was written (503)."""
-
-    status = 503
-
-
 class UnsupportedMediaType(ApiError):
     """The request body has a content type we do not take (415)."""
 
     status = 415
 
 
+# The answers to index faults: a fixed, true sentence each (the detail, with server paths, goes to the log only).
+INDEX_FULL = "the index's disk is full: the write was not stored"
+INDEX_READ_ONLY = "writes are disabled: the index folder is read-only"
+INDEX_BUSY = "the index is busy (other writers held it past the timeout): nothing was stored, retry"
+INDEX_UNAVAILABLE = "the index's server is unavailable: retry later"
+INDEX_DAMAGED = "the index is damaged: the operator can run simsearch index check"
+INDEX_UNUSABLE = "the index cannot be used at the moment: the server log has the detail"
+RETRY_AFTER_S = "5"
+REQUEST_ID_HEADER = "X-Request-Id"
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def request_id_from(header: str | None) -> str:
+    """The client's ``X-Request-Id`` when it is sane (1-64 of ``A-Za-z0-9._:-``), else a new random one."""
+    if header and _CLIENT_REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def index_error_answer(exc: Exception) -> tuple[int, str, dict]:
+    """``(status, public message, headers)`` for an index error (most specific class first)."""
+    from index import (IndexBusyError, IndexDamagedError, IndexFullError, IndexReadOnlyError,
+                       IndexUnavailableError)
+
+    if isinstance(exc, IndexFullError):
+        return 507, INDEX_FULL, {}
+    if isinstance(exc, IndexReadOnlyError):
+        return 503, INDEX_READ_ONLY, {}
+    if isinstance(exc, IndexBusyError):
+        return 503, INDEX_BUSY, {"Retry-After": RETRY_AFTER_S}
+    if isinstance(exc, IndexUnavailableError):
+        return 503, INDEX_UNAVAILABLE, {"Retry-After": RETRY_AFTER_S}
+    if isinstance(exc, IndexDamagedError):
+        return 503, INDEX_DAMAGED, {}
+    return 503, INDEX_UNUSABLE, {}
+
+
 def register_error_handlers(app) -> None:
-    """JSON ``{"error": ...}`` for our errors, every HTTP error, and (logged, status 500) anything else."""
-    from flask import jsonify
+    """JSON ``{"error": ..., "request_id": ...}`` for our errors, every HTTP error, the index's faults and
+    (status 500) anything else.  Messages are ours and name only what the client sent; the detail of a
+    server-side fault (paths, SQL, the exception) goes to the log under the same request id."""
+    from flask import g, jsonify, request
     from werkzeug.exceptions import HTTPException
 
+    from index import IndexStoreError
+
     def answer(status: int, message: str, headers: dict | None = None):
-        response = jsonify(error=message)
+        rid = g.get("request_id") or request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        g.request_id = rid
+        response = jsonify(error=message, request_id=rid)
         response.status_code = status
         for key, value in (headers or {}).items():
             response.headers[key] = value
         return response
 
+    def where() -> str:
+        return f"request {g.get('request_id', '-')} {request.method} {request.path}"
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
+        logger.info("%s: %d %s", where(), exc.status, exc.message)
         headers = {"WWW-Authenticate": 'Bearer realm="simsearch"'} if exc.status == 401 else None
         return answer(exc.status, exc.message, headers)
 
@@ -88,23 +130,13 @@ def register_error_handlers(app) -> None:
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
         return answer(exc.code or 500, message, headers)
 
-    from index import IndexBusyError, IndexStoreError, IndexUnavailableError
-
-    @app.errorhandler(IndexBusyError)
-    def _busy(exc: IndexBusyError):  # any request that met the database locked past the timeout
-        return answer(Busy.status, str(exc))
-
-    @app.errorhandler(IndexUnavailableError)
-    def _unavailable(exc: IndexUnavailableError):  # the index's server (Milvus) is down or timed out
-        logger.warning("index unavailable: %s", exc)
-        return answer(Busy.status, str(exc), {"Retry-After": "5"})
-
     @app.errorhandler(IndexStoreError)
-    def _index_error(exc: IndexStoreError):  # e.g. the collection was dropped under a running server
-        logger.error("index error: %s", exc)
-        return answer(Busy.status, f"the index cannot be used: {exc}")
+    def _index_error(exc: IndexStoreError):
+        status, message, headers = index_error_answer(exc)
+        logger.warning("%s: %d %s (%s: %s)", where(), status, message, type(exc).__name__, exc)
+        return answer(status, message, headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        logger.exception("unhandled error")
+        logger.exception("%s: unhandled error", where())
         return answer(500, "internal server error")

@@ -19,10 +19,11 @@ from collections import OrderedDict
 from PIL import Image
 
 from api.config import ApiConfig
-from api.errors import Busy, InvalidImage, InvalidRequest, ItemNotFound, TooManyPixels
+from api.errors import InvalidImage, InvalidRequest, ItemNotFound, TooManyPixels
+from api.writable import WritableState
 from engine.engine import Engine, PixelBudgetExceeded, SearchResult, make_rng, mime_type, set_torch_threads
 from engine.ingestion import DEFAULT_POLICY, AddResult
-from index import MAX_LABEL_CHARS, IndexBusyError, IndexStoreError, ItemMeta
+from index import MAX_LABEL_CHARS, IndexStoreError, ItemMeta
 from similarity.imageio import ImageDecodeError, scale_to_fit
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class SearchService:
         self._rng_lock = threading.Lock()
         self._thumbnails = ThumbnailCache(config.thumbnail_cache_items)
         self._started = time.time()
+        self._writable = WritableState(engine.directory)
 
     @classmethod
     def from_config(cls, config: ApiConfig) -> "SearchService":
@@ -177,22 +179,25 @@ class SearchService:
         indexed image (``keep``, ``skip`` or ``flag``, see :meth:`Engine.add_image`)."""
         label = self.check_label(label, "form field 'label'")
         try:
-            return self.engine.add_image(data, label, max_pixels=self.config.max_pixels, duplicates=duplicates)
+            result = self.engine.add_image(data, label, max_pixels=self.config.max_pixels, duplicates=duplicates)
         except ImageDecodeError as exc:
             raise InvalidImage(str(exc)) from None
-        except IndexBusyError as exc:
-            raise Busy(str(exc)) from None
-        except IndexStoreError:
-            raise  # unavailable or unusable index: 503 from the error handler, not a bad request
+        except IndexStoreError as exc:
+            self._writable.record(exc)
+            raise  # busy, full, read-only, unavailable or unusable: 503/507 from the error handler, no 400
         except ValueError as exc:  # the store refused the item (e.g. an IVF index still too small to train)
             raise InvalidRequest(str(exc)) from None
+        self._writable.record(None)
+        return result
 
     def delete(self, item_id: int) -> None:
         """Remove an item for good (durable before returning); its uploaded file, if any, is deleted."""
         try:
             gone = self.engine.delete([item_id]) if self.engine.get(item_id) is not None else []
-        except IndexBusyError as exc:
-            raise Busy(str(exc)) from None
+        except IndexStoreError as exc:
+            self._writable.record(exc)
+            raise
+        self._writable.record(None)
         if not gone:
             raise ItemNotFound(f"no indexed image with id {item_id}")
         logger.info("deleted image %d", item_id)
@@ -231,6 +236,8 @@ class SearchService:
         }
 
     def health(self) -> dict:
-        return {"status": "ok", "items": len(self.engine), "backend": self.engine.store.backend,
+        problem = self._writable.problem()
+        return {"status": "ok", "writable": problem is None, **({"write_problem": problem} if problem else {}),
+                "items": len(self.engine), "backend": self.engine.store.backend,
                 "runtime": self.engine.embedder.runtime, "log_head": self.engine.log_head(),
                 "uptime_s": round(time.time() - self._started, 1), "pid": os.getpid()}

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-__all__ = ["atomic_path", "atomic_write", "bytes_sha256", "file_sha256", "fsync_dir", "fsync_file"]
+__all__ = ["atomic_path", "atomic_write", "bytes_sha256", "file_sha256", "folder_write_problem", "free_bytes",
+           "fsync_dir", "fsync_file"]
 
 TEMP_SUFFIX = ".tmp"
 CHUNK_BYTES = 1 << 22  # 4 MiB: file_sha256 reads in blocks this size
@@ -39,6 +40,28 @@ def fsync_file(path: str | os.PathLike) -> None:
 def fsync_dir(directory: str | os.PathLike) -> None:
     """Make a rename, a new file or a removal in ``directory`` durable (the folder itself is synced)."""
     fsync_file(directory)
+
+
+def folder_write_problem(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be written in ``folder`` (a read-only file system, or no write permission), or None.
+    Cheap (one ``statvfs`` and one ``access``); a full disk is not seen here (see :func:`free_bytes`)."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "the file system is read-only"
+    except OSError:
+        return "the folder cannot be read"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "no permission to write in the folder"
+    return None
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Bytes that an unprivileged writer may still use on ``folder``'s file system (0 when unknown)."""
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return 0
+    return info.f_bavail * info.f_frsize
 
 
 def _temp_name(path: str) -> str:

@@ -25,7 +25,7 @@ from engine.build import add_images, open_index
 from engine.dedup import DEFAULT_NEIGHBOURS, DuplicateReport, find_duplicates
 from engine.ingestion import DEFAULT_POLICY, AddResult, DuplicateCounts, check_policy, find_in_store
 from engine.layout import UPLOADS_DIR
-from index import ItemMeta, Maintainable, Neighbor, ServerCompacted, VectorStore, Vote, majority_vote
+from index import ItemMeta, Maintainable, Neighbor, ServerCompacted, VectorStore, Vote, majority_vote, storage_error
 from similarity.checkpoint import Checkpoint, CheckpointError
 from similarity.data import LabelledImages, SkippedFile
 from similarity.embedder import ImageEmbedder
@@ -312,9 +312,12 @@ class Engine:
         return removed
 
     def _write_upload(self, data: bytes, ext: str) -> str:
-        os.makedirs(self._uploads, exist_ok=True)
         path = os.path.join(self._uploads, uuid.uuid4().hex + ext)
-        atomic_write(path, data)
+        try:
+            os.makedirs(self._uploads, exist_ok=True)
+            atomic_write(path, data)
+        except OSError as exc:  # a full or read-only disk: an index error, as SQLite's own would be
+            raise storage_error(exc, f"writing the upload {path}") from None
         return path
 
     def stats(self) -> dict:

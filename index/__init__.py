@@ -6,7 +6,8 @@ Knows nothing of torch or Flask: it takes ``(n, d) float32`` arrays, ids and met
 """
 
 from index.config import INDEX_TYPES, IndexConfig, auto_nlist, auto_pq_m, choose_index_type, estimate_hnsw_bytes
-from index.errors import IndexBusyError, IndexMismatchError, IndexStoreError, IndexUnavailableError
+from index.errors import (IndexBusyError, IndexDamagedError, IndexFullError, IndexMismatchError, IndexReadOnlyError,
+                          IndexStoreError, IndexUnavailableError, storage_error)
 from index.persist import MODEL_FIELDS
 from index.base import (MAX_LABEL_CHARS, CompactResult, ItemMeta, Maintainable, Neighbor, ServerCompacted,
                         VectorStore)
@@ -14,8 +15,9 @@ from index.store import IndexStore
 from index.vote import Vote, majority_vote
 
 __all__ = [
-    "INDEX_TYPES", "CompactResult", "IndexBusyError", "IndexConfig", "IndexMismatchError", "IndexStore",
-    "IndexStoreError", "IndexUnavailableError", "ItemMeta", "MAX_LABEL_CHARS", "MODEL_FIELDS", "Maintainable",
+    "INDEX_TYPES", "CompactResult", "IndexBusyError", "IndexConfig", "IndexDamagedError", "IndexFullError",
+    "IndexMismatchError", "IndexReadOnlyError", "IndexStore", "IndexStoreError", "IndexUnavailableError", "ItemMeta",
+    "MAX_LABEL_CHARS", "MODEL_FIELDS", "Maintainable",
     "Neighbor", "ServerCompacted", "VectorStore", "Vote", "auto_nlist", "auto_pq_m",
-    "choose_index_type", "estimate_hnsw_bytes", "majority_vote",
+    "choose_index_type", "estimate_hnsw_bytes", "majority_vote", "storage_error",
 ]

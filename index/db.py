@@ -10,7 +10,8 @@ Tables::
 An add or a delete is one ``BEGIN IMMEDIATE`` transaction that changes ``items`` and appends to ``changes``;
 it is durable when it commits (``synchronous=FULL``: the WAL is fsynced at every commit, so a commit
 survives a power cut, not only a killed process).  SQLite orders writers across threads and processes;
-a writer that cannot get the lock within ``busy_timeout_s`` gets :class:`IndexBusyError`.
+a writer that cannot get the lock within ``busy_timeout_s`` (``$SIMSEARCH_BUSY_TIMEOUT_S``) gets
+:class:`IndexBusyError`.
 
 Connections come from a small pool: a thread borrows one for a query or a transaction (a SQLite
 connection must not be used by two threads at once, and servers may start a thread per request).
@@ -30,8 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from durablefile import folder_write_problem
 from index.base import ItemMeta
-from index.errors import IndexBusyError, IndexStoreError
+from index.errors import IndexBusyError, IndexDamagedError, IndexFullError, IndexReadOnlyError, IndexStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +43,18 @@ FORMAT_VERSION = 3  # 3: the snapshots table (called checkpoints in 2)
 SYNCHRONOUS = ("full", "normal")
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
 MAX_IDLE = 8  # pooled connections kept open per process
+BUSY_TIMEOUT_ENV = "SIMSEARCH_BUSY_TIMEOUT_S"
+DEFAULT_BUSY_TIMEOUT_S = 30.0
 
-_SCHEMA = """
+
+def default_busy_timeout_s() -> float:
+    """How long a writer waits for the database lock: ``$SIMSEARCH_BUSY_TIMEOUT_S``, default 30 s."""
+    try:
+        return max(float(os.environ.get(BUSY_TIMEOUT_ENV, DEFAULT_BUSY_TIMEOUT_S)), 0.0)
+    except ValueError:
+        return DEFAULT_BUSY_TIMEOUT_S
+
+SCHEMA = """
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE items (
     id INTEGER PRIMARY KEY,
@@ -137,7 +149,7 @@ class StoreDB:
         db = cls(path, **options)
         conn = sqlite3.connect(path, isolation_level=None)  # creates the file; the schema in one transaction
         try:
-            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
         finally:
             conn.close()
         with db.transaction() as conn:
@@ -154,8 +166,29 @@ class StoreDB:
             if mode.lower() != "wal":
                 raise IndexStoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
-        except sqlite3.Error as exc:
-            raise IndexStoreError(f"cannot open the index database {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            error = _busy_or_error(exc, self.path, "cannot open")
+            if isinstance(error, IndexReadOnlyError):
+                return self._connect_read_only(error)
+            raise error from None
+        return conn
+
+    def _connect_read_only(self, error: IndexReadOnlyError) -> sqlite3.Connection:
+        """A connection for reads only, on a folder that cannot be written (a read-only file system, or no
+        permission): SQLite's WAL index (``-shm``) cannot be made there, so the file is opened as immutable,
+        which is exact only when no log (``-wal``) holds commits beyond it; with one, ``error`` is raised.
+        Every write on it fails with SQLite's "readonly" error, i.e. :class:`IndexReadOnlyError`."""
+        wal = self.path + "-wal"
+        if os.path.exists(wal) and os.path.getsize(wal) > 0:
+            raise IndexReadOnlyError(f"{error}; its write-ahead log {wal} holds commits, so it cannot be "
+                                     "read without writing either") from None
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, timeout=self._timeout,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("SELECT 1 FROM settings LIMIT 1").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _busy_or_error(exc, self.path) from None
+        logger.warning("index database %s opened read-only (%s)", self.path, error)
         return conn
 
     @contextmanager
@@ -439,8 +472,24 @@ class StoreDB:
         return dropped, int(floor)
 
 
-def _busy_or_error(exc: sqlite3.DatabaseError, path: str) -> Exception:
+def _busy_or_error(exc: sqlite3.DatabaseError, path: str, doing: str = "") -> Exception:
+    """The index error for a SQLite error, by SQLite's error code (the detail stays in the message, for the log);
+    ``doing``: what failed, e.g. "cannot open" (prefixed to the message)."""
     message = str(exc)
-    if "locked" in message or "busy" in message:
+    if doing:
+        return _busy_or_error(exc, path).__class__(f"{doing} the index database {path}: {message}")
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in message or "busy" in message:
         return IndexBusyError(f"the index database {path} is busy (another writer held it too long): {message}")
+    if code == sqlite3.SQLITE_FULL:
+        return IndexFullError(f"index database {path}: {message}")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH) or (
+            code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR) and _folder_read_only(path)):
+        return IndexReadOnlyError(f"index database {path}: {message}")
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return IndexDamagedError(f"index database {path}: {message}")
     return IndexStoreError(f"index database {path}: {message}")
+
+
+def _folder_read_only(path: str) -> bool:
+    return folder_write_problem(os.path.dirname(path) or ".") is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class IndexStoreError(Exception):
     """An index directory is missing, corrupt, or cannot be used (a clear message, never a raw faiss/sqlite error).
@@ -37,3 +39,29 @@ class IndexBusyError(IndexStoreError):
 class IndexUnavailableError(IndexStoreError):
     """The index's server (Milvus) is unreachable or timed out; nothing is known to have been written (retry:
     the store reconnects on the next call)."""
+
+
+class IndexFullError(IndexStoreError):
+    """The index's disk is full (ENOSPC/EDQUOT, or SQLite's "database or disk is full"); the write was rolled
+    back and nothing of it was stored.  Reads go on."""
+
+
+class IndexReadOnlyError(IndexStoreError):
+    """The index folder cannot be written (a read-only file system, or no permission); nothing was stored.
+    Reads go on."""
+
+
+class IndexDamagedError(IndexStoreError):
+    """A file of the index is damaged (a SQLite page fails ``quick_check``, or the database is no database)."""
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def storage_error(exc: OSError, what: str) -> IndexStoreError:
+    """The index error for an ``OSError`` met while writing ``what`` (the detail stays in the message, for
+    the log): :class:`IndexFullError`, :class:`IndexReadOnlyError`, or a plain :class:`IndexStoreError`."""
+    kind = (IndexFullError if exc.errno in FULL_ERRNOS
+            else IndexReadOnlyError if exc.errno in READ_ONLY_ERRNOS else IndexStoreError)
+    return kind(f"{what}: {exc.strerror or exc}")

@@ -30,8 +30,9 @@ from index import factory, persist
 from index.base import CompactResult, ItemMeta, Neighbor, check_label_filter, check_labels
 from index.arrays import check_ids, check_positive_int, check_strings, check_vectors, normalized
 from index.config import IndexConfig, choose_index_type
-from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path
-from index.errors import IndexStoreError
+from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path, default_busy_timeout_s
+from index.check import QUICK_CHECK_SQL, quick_check_problems
+from index.errors import IndexDamagedError, IndexStoreError
 from index.keeper import ViewKeeper, snapshot_folder
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class IndexStore:
 
     @classmethod
     def open(cls, directory: str | os.PathLike, *, expect_model: dict | None = None,
-             synchronous: str = "full", busy_timeout_s: float = 30.0) -> "IndexStore":
+             synchronous: str = "full", busy_timeout_s: float | None = None) -> "IndexStore":
         """Open the index in ``directory``: load the newest snapshot and catch up with the log.
 
         Raises ``IndexMismatchError`` when ``expect_model`` differs from the stored model identity in
@@ -104,6 +105,7 @@ class IndexStore:
                 raise IndexStoreError(f"{directory} holds an index in the old layout of simsearch 0.1; migrate it "
                                       f"once with: simsearch index migrate {directory}")
             raise IndexStoreError(f"{directory} is not an index directory: {DB_FILE} is missing")
+        busy_timeout_s = default_busy_timeout_s() if busy_timeout_s is None else busy_timeout_s
         db = StoreDB(db_path(directory), synchronous=synchronous, busy_timeout_s=busy_timeout_s)
         try:
             settings = db.settings()
@@ -112,6 +114,10 @@ class IndexStore:
                 db.upgrade()
                 settings = db.settings()
             _check_settings(settings, db.path)
+            problems = quick_check_problems(db.query(QUICK_CHECK_SQL))
+            if problems:
+                raise IndexDamagedError(f"index database {db.path} is damaged (quick_check: {'; '.join(problems[:3])});"
+                                        f" see: simsearch index check {directory}")
             if expect_model is not None:
                 persist.check_model(settings["model"], expect_model)
             store = cls(directory, db, settings)

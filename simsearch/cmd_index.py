@@ -12,6 +12,7 @@
     simsearch index migrate DIR                      (once, for an index made by simsearch 0.1)
     simsearch index backup INDEX DEST                (while servers write; a Milvus collection: milvus-backup)
     simsearch index restore DEST INDEX               (into a new folder; sha256 checked)
+    simsearch index check INDEX [--repair]           (damaged database pages or snapshots; exit 1 when damaged)
 
 INDEX is an index directory (the embedded store, the default), or a Milvus collection:
 ``milvus://HOST:PORT/COLLECTION`` (``milvus+tls://`` for TLS; the token in ``$SIMSEARCH_MILVUS_TOKEN``) or a
@@ -33,6 +34,7 @@ from engine.engine import ORPHAN_GRACE_S, Engine
 from engine.ingestion import DEFAULT_POLICY, DUPLICATE_POLICIES
 from engine.layout import DEDUP_DIR
 from index import INDEX_TYPES, IndexConfig
+from index.check import check_store, repair_store
 from index.migrate import migrate_legacy as migrate_index
 from similarity.data import fashion_mnist_folder, load_labelled_images
 from similarity.hygiene import DuplicateRule
@@ -145,6 +147,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     restore.add_argument("backup", metavar="DEST", help="a folder written by 'simsearch index backup'")
     restore.add_argument("index", metavar="INDEX", help="the new index directory (must not exist, or be empty)")
     restore.set_defaults(func=_restore)
+
+    check = commands.add_parser("check", help="say what is damaged in an index directory (SQLite quick_check, "
+                                              "snapshot sha256) and what can be recovered; exit 1 when damaged")
+    check.add_argument("index", metavar="INDEX", help="index directory")
+    check.add_argument("--repair", action="store_true", help="recover what can be recovered in place: a new "
+                       "snapshot from the database, the database's label index (REINDEX)")
+    check.set_defaults(func=_check)
     return parser
 
 
@@ -279,3 +288,12 @@ def _restore(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     print(json.dumps(summary.to_dict()))
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.index):
+        raise UserError(f"{args.index} is not an index directory")
+    report = repair_store(args.index) if args.repair else check_store(args.index)
+    print(json.dumps(report.to_dict()))
+    print(f"{args.index}: {report.summary()}", file=sys.stderr)
+    return 1 if report.damaged else 0

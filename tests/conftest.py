@@ -21,6 +21,16 @@ os.environ.setdefault("SIMSEARCH_EMBEDDING_CACHE", "off")
 from similarity.config import TrainConfig  # noqa: E402
 from similarity.data import LabelledImages, export_to_folder, load_fashion_mnist  # noqa: E402
 from similarity.presets import fashion_mnist_full  # noqa: E402
+from tests import errorscan  # noqa: E402
+from tests.errorscan import error_body_scan  # noqa: E402,F401  (autouse: every test's error bodies)
+
+
+def pytest_configure(config) -> None:
+    errorscan.configure(config)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    errorscan.summary(terminalreporter, config)
 
 
 def pytest_addoption(parser) -> None:

@@ -90,8 +90,8 @@ def _report(rule: str, offenders: list[str]) -> str:
 
 
 # What api/ and simsearch/ may take from index: its interface (types, errors, the kind of a location, the offline
-# migration), never the modules that hold an index's state, which the engine reaches through the store.
-INDEX_INTERFACE = ("index", "index.errors", "index.location", "index.migrate")
+# migration and check), never the modules that hold an index's state, which the engine reaches through the store.
+INDEX_INTERFACE = ("index", "index.errors", "index.location", "index.migrate", "index.check")
 
 
 def test_api_and_cli_leave_index_state_to_the_engine():

@@ -71,5 +71,6 @@ def test_unexpected_error_is_json_500_without_traceback(shared_service, caplog):
         raise RuntimeError("secret internals")
 
     r = app.test_client().get("/boom")
-    assert r.status_code == 500 and r.get_json() == {"error": "internal server error"}
+    assert r.status_code == 500 and r.get_json() == {"error": "internal server error",
+                                                     "request_id": r.headers["X-Request-Id"]}
     assert "RuntimeError" in caplog.text

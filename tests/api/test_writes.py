@@ -130,15 +130,26 @@ def test_concurrent_adds_from_threads_all_persist(make_writable_app, png_bytes):
     assert make_writable_app().test_client().get("/api/health").get_json()["items"] == 608
 
 
-@pytest.mark.parametrize("error", ["unavailable", "unusable", "busy"])
-def test_index_errors_are_503_not_a_bad_request(make_writable_app, png_bytes, monkeypatch, error):
-    """``IndexStoreError`` is no ``ValueError``: a down server, a broken index or a locked database answers
-    503 on reads and writes, never 400 (the request was fine)."""
-    from index import IndexBusyError, IndexStoreError, IndexUnavailableError
+@pytest.mark.parametrize("error", ["unavailable", "unusable", "busy", "full", "read-only", "damaged"])
+def test_index_errors_are_503_not_a_bad_request(make_writable_app, png_bytes, monkeypatch, caplog, error):
+    """``IndexStoreError`` is no ``ValueError``: a down server, a broken index, a locked database, a full or
+    read-only disk answers 503 (507 for a full disk) on reads and writes, never 400 (the request was fine), with
+    a fixed sentence; the detail goes to the log under the request id that the answer carries."""
+    from api.errors import (INDEX_BUSY, INDEX_DAMAGED, INDEX_FULL, INDEX_READ_ONLY, INDEX_UNAVAILABLE,
+                            INDEX_UNUSABLE)
+    from index import (IndexBusyError, IndexDamagedError, IndexFullError, IndexReadOnlyError, IndexStoreError,
+                       IndexUnavailableError)
 
-    exc = {"unavailable": IndexUnavailableError("Milvus at milvus://h:1/c is unavailable (search: timeout)"),
-           "unusable": IndexStoreError("milvus://h:1/c: the collection does not exist (search)"),
-           "busy": IndexBusyError("the index database stayed locked")}[error]
+    exc, status, message = {
+        "unavailable": (IndexUnavailableError("Milvus at milvus://h:1/c is unavailable (search: timeout)"), 503,
+                        INDEX_UNAVAILABLE),
+        "unusable": (IndexStoreError("milvus://h:1/c: the collection does not exist (search)"), 503, INDEX_UNUSABLE),
+        "busy": (IndexBusyError("the index database /srv/x/store.sqlite stayed locked"), 503, INDEX_BUSY),
+        "full": (IndexFullError("index database /srv/x/store.sqlite: database or disk is full"), 507, INDEX_FULL),
+        "read-only": (IndexReadOnlyError("index database /srv/x/store.sqlite: attempt to write a readonly "
+                                         "database"), 503, INDEX_READ_ONLY),
+        "damaged": (IndexDamagedError("index database /srv/x/store.sqlite: database disk image is malformed"), 503,
+                    INDEX_DAMAGED)}[error]
     assert not isinstance(exc, ValueError)
     app = make_writable_app()
     store = app.extensions["simsearch"].engine.store
@@ -150,9 +161,13 @@ def test_index_errors_are_503_not_a_bad_request(make_writable_app, png_bytes, mo
     monkeypatch.setattr(store, "add", fail)
     client = app.test_client()
     searched = client.post("/api/search", data={"image": (io.BytesIO(png_bytes), "q.png")},
-                           content_type="multipart/form-data")
+                           content_type="multipart/form-data", headers={"X-Request-Id": "client-id-42"})
     added = add(client, png_bytes)
     for r in (searched, added):
-        assert r.status_code == 503 and str(exc) in r.get_json()["error"], r.get_data(as_text=True)
-    if error == "unavailable":
+        body = r.get_json()
+        assert r.status_code == status and body["error"] == message, r.get_data(as_text=True)
+        assert str(exc) not in r.get_data(as_text=True) and body["request_id"] == r.headers["X-Request-Id"]
+        assert f"request {body['request_id']} " in caplog.text  # the detail is logged under the same id
+    assert searched.get_json()["request_id"] == "client-id-42" and str(exc) in caplog.text
+    if error in ("unavailable", "busy"):
         assert searched.headers["Retry-After"] == "5"

@@ -90,8 +90,10 @@ def test_unexpected_error_is_a_json_500_without_details(built_index, monkeypatch
 
         monkeypatch.setattr(service, "stats", broken)
         r = create_app(service=service).test_client().get("/api/stats")
-        assert r.status_code == 500 and r.get_json() == {"error": "internal server error"}
+        body = r.get_json()
+        assert r.status_code == 500 and body == {"error": "internal server error", "request_id": body["request_id"]}
         assert b"Traceback" not in r.data and b"secret detail" not in r.data
+        assert body["request_id"] == r.headers["X-Request-Id"] and body["request_id"] in caplog.text
         assert "secret detail" in caplog.text  # logged for the operator, not sent to the client
     finally:
         service.close()

@@ -1,0 +1,113 @@
+"""Damaged files of a copy of the test index: a SQLite page overwritten (found by ``quick_check``, at open and by
+``simsearch index check``) and a snapshot overwritten (found by its sha256, and rebuilt from the intact truth)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import pytest
+
+from index import IndexDamagedError, IndexStore
+from index.check import check_store
+from index.db import db_path
+from index.keeper import SNAPSHOT_DIR
+from simsearch.cli import main
+
+pytestmark = pytest.mark.embedded_only
+
+
+def _overwrite(path: str, offset: int, size: int = 64) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(b"\xa5" * size)
+
+
+def _page_of(index_dir: str, name: str) -> int:
+    """The byte offset of the root page of the table or index ``name``."""
+    conn = sqlite3.connect(db_path(index_dir))
+    try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
+    finally:
+        conn.close()
+    return (root - 1) * page_size
+
+
+def _snapshot_file(index_dir: str) -> str:
+    folder = os.path.join(index_dir, SNAPSHOT_DIR)
+    return os.path.join(folder, sorted(os.listdir(folder))[-1])
+
+
+def _check(index_dir: str, *options: str, capsys) -> tuple[int, dict, str]:
+    code = main(["index", "check", *options, index_dir])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def test_an_intact_index_checks_ok(index_copy, capsys):
+    code, report, line = _check(index_copy, capsys=capsys)
+    assert code == 0 and report["damaged"] is False and report["database"] == "ok"
+    assert [s["status"] for s in report["snapshots"]] == ["ok"] and "ok:" in line
+
+
+def test_a_damaged_snapshot_is_found_and_rebuilt_from_the_truth(index_copy, capsys, caplog):
+    with _Open(index_copy) as store:
+        expected = len(store)
+    _overwrite(_snapshot_file(index_copy), 4096)
+
+    code, report, line = _check(index_copy, capsys=capsys)
+    assert code == 1 and report["damaged"] is True and report["database"] == "ok"
+    assert report["snapshots"][0]["status"] == "damaged" and "--repair" in report["recovery"][0]
+    assert "newest snapshot 1 damaged" in line
+
+    with _Open(index_copy) as store:  # opening builds the view from the truth meanwhile
+        assert len(store) == expected
+    assert "sha256 does not match" in caplog.text
+
+    code, report, line = _check(index_copy, "--repair", capsys=capsys)
+    assert code == 0 and report["damaged"] is False and report["repaired"] == ["wrote snapshot 2 from the truth"]
+    assert report["snapshots"][0]["status"] == "ok" and report["snapshots"][1]["status"] == "damaged"
+    with _Open(index_copy) as store:
+        assert len(store) == expected and store.stats()["snapshot"]["gen"] == 2
+
+
+def test_a_damaged_table_page_is_refused_at_open_and_reported(index_copy, capsys):
+    _overwrite(db_path(index_copy), _page_of(index_copy, "items") + 100, 512)
+
+    with pytest.raises(IndexDamagedError, match="damaged|malformed"):
+        IndexStore.open(index_copy).close()
+    code, report, line = _check(index_copy, capsys=capsys)
+    assert code == 1 and report["database"] == "damaged" and report["database_problems"]
+    assert "simsearch index restore" in " ".join(report["recovery"]) and line.startswith(index_copy + ": damaged")
+    code, report, _line = _check(index_copy, "--repair", capsys=capsys)  # nothing it can do in place
+    assert code == 1 and report["repaired"] == []
+
+
+def test_a_damaged_label_index_is_recovered_from_the_tables(index_copy, capsys):
+    with _Open(index_copy) as store:
+        before = {m.id: (m.label, m.path) for m in store.iter_items()}
+        head = store.log_head()
+    _overwrite(db_path(index_copy), _page_of(index_copy, "items_label") + 8, 256)
+
+    code, report, _line = _check(index_copy, capsys=capsys)
+    assert code == 1 and report["database"] == "damaged" and report["tables_readable"] is True
+    assert "copies the rows into a new database" in report["recovery"][0]
+    code, report, _line = _check(index_copy, "--repair", capsys=capsys)
+    assert code == 0 and report["database"] == "ok" and report["repaired"][0].startswith("copied every row")
+    with _Open(index_copy) as store:  # every item back, the log head kept, the label index usable
+        assert {m.id: (m.label, m.path) for m in store.iter_items()} == before and store.log_head() == head
+        label = next(iter(before.values()))[0]
+        assert len(store.search(store.reconstruct(0)[None], 5, label=label)[0]) == 5
+
+
+class _Open:
+    def __init__(self, directory: str) -> None:
+        self.store = IndexStore.open(directory)
+
+    def __enter__(self) -> IndexStore:
+        return self.store
+
+    def __exit__(self, *exc) -> None:
+        self.store.close()
