@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import tempfile
 
 from bench import DEMO_INDEX, REPO, copy_index
 from bench.machine import emit
-from bench.reliability.faults import (disk_full_trial, mount_problem, read_only_trial, slow_fsync_trial,
-                                      unmount)
+from bench.reliability.faults import (disk_full_trial, middle_page_offset, mount_problem, newest_snapshot_file,
+                                      overwrite, read_only_trial, root_page_offset, slow_fsync_trial, unmount)
 from bench.reliability.server import ServerProcess
 from index import IndexStore, IndexStoreError
 from index.check import check_store, repair_store
 from index.db import db_path
-from index.keeper import SNAPSHOT_DIR
 
 TOKEN = "bench-faults-" + os.urandom(8).hex()
 
@@ -50,30 +48,10 @@ def _brief(result: dict) -> dict:
     return out
 
 
-def _overwrite(path: str, offset: int, size: int) -> None:
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        handle.write(b"\xa5" * size)
 
 
-def _root_page_offset(index_dir: str, name: str) -> int:
-    conn = sqlite3.connect(db_path(index_dir))
-    try:
-        page = conn.execute("PRAGMA page_size").fetchone()[0]
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
-    finally:
-        conn.close()
-    return (root - 1) * page
 
 
-def _middle_page(index_dir: str) -> int:
-    """The offset of the page at the middle of the database file (items' vectors fill most of it)."""
-    conn = sqlite3.connect(db_path(index_dir))
-    try:
-        page = conn.execute("PRAGMA page_size").fetchone()[0]
-    finally:
-        conn.close()
-    return os.path.getsize(db_path(index_dir)) // 2 // page * page
 
 
 def _items(index_dir: str) -> int | str:
@@ -90,10 +68,10 @@ def _items(index_dir: str) -> int | str:
 def damaged_files(source: str, work: str) -> dict:
     """Each damage on its own copy: what check says, what --repair does, and the items before and after."""
     out = {}
-    for name, damage in (("snapshot", lambda d: _overwrite(_newest_snapshot(d), 4096, 64)),
-                         ("label index page", lambda d: _overwrite(db_path(d), _root_page_offset(d, "items_label") + 8,
+    for name, damage in (("snapshot", lambda d: overwrite(newest_snapshot_file(d), 4096, 64)),
+                         ("label index page", lambda d: overwrite(db_path(d), root_page_offset(d, "items_label") + 8,
                                                                    256)),
-                         ("middle of the database", lambda d: _overwrite(db_path(d), _middle_page(d), 8192))):
+                         ("middle of the database", lambda d: overwrite(db_path(d), middle_page_offset(d), 8192))):
         index_dir = copy_index(source, os.path.join(work, name.replace(" ", "-")))
         items_before = _items(index_dir)
         damage(index_dir)
@@ -106,9 +84,6 @@ def damaged_files(source: str, work: str) -> dict:
     return out
 
 
-def _newest_snapshot(index_dir: str) -> str:
-    folder = os.path.join(index_dir, SNAPSHOT_DIR)
-    return max((os.path.join(folder, f) for f in os.listdir(folder)), key=os.path.getmtime)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from PIL import Image
 from bench import copy_index
 from bench.reliability.server import ServerProcess
 from durablefile import TEMP_SUFFIX
+from index.db import db_path
+from index.keeper import SNAPSHOT_DIR
 
 IMAGE_SIDE = 160  # random RGB noise: ~77 KB per PNG, so a few MB fill up in tens of adds
 
@@ -185,6 +188,40 @@ def read_only_trial(source_index: str, disk: str, start: Starter, *, token: str,
 FSYNC_SHIM_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                  "tests", "reliability", "fsync_delay.c")
 FSYNC_DELAY_ENV = "SIMSEARCH_FSYNC_DELAY_FILE"
+
+
+def overwrite(path: str, offset: int, size: int = 64) -> None:
+    """Damage a file in place: ``size`` bytes of 0xA5 at ``offset``."""
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(b"\xa5" * size)
+
+
+def root_page_offset(index_dir: str, name: str) -> int:
+    """The byte offset of the root page of the table or index ``name`` in an index's database."""
+    conn = sqlite3.connect(db_path(index_dir))
+    try:
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
+    finally:
+        conn.close()
+    return (root - 1) * page
+
+
+def middle_page_offset(index_dir: str) -> int:
+    """The byte offset of the page at the middle of an index's database (items' vectors fill most of it)."""
+    conn = sqlite3.connect(db_path(index_dir))
+    try:
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    return os.path.getsize(db_path(index_dir)) // 2 // page * page
+
+
+def newest_snapshot_file(index_dir: str) -> str:
+    """The path of an index's newest FAISS snapshot file."""
+    folder = os.path.join(index_dir, SNAPSHOT_DIR)
+    return os.path.join(folder, sorted(os.listdir(folder))[-1])
 
 
 def build_fsync_shim(folder: str) -> str | None:

@@ -4,40 +4,16 @@
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 
 import pytest
 
+from bench.reliability.faults import newest_snapshot_file, overwrite, root_page_offset
 from index import IndexDamagedError, IndexStore
 from index.check import check_store
 from index.db import db_path
-from index.keeper import SNAPSHOT_DIR
 from simsearch.cli import main
 
 pytestmark = pytest.mark.embedded_only
-
-
-def _overwrite(path: str, offset: int, size: int = 64) -> None:
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        handle.write(b"\xa5" * size)
-
-
-def _page_of(index_dir: str, name: str) -> int:
-    """The byte offset of the root page of the table or index ``name``."""
-    conn = sqlite3.connect(db_path(index_dir))
-    try:
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
-    finally:
-        conn.close()
-    return (root - 1) * page_size
-
-
-def _snapshot_file(index_dir: str) -> str:
-    folder = os.path.join(index_dir, SNAPSHOT_DIR)
-    return os.path.join(folder, sorted(os.listdir(folder))[-1])
 
 
 def _check(index_dir: str, *options: str, capsys) -> tuple[int, dict, str]:
@@ -55,7 +31,7 @@ def test_an_intact_index_checks_ok(index_copy, capsys):
 def test_a_damaged_snapshot_is_found_and_rebuilt_from_the_truth(index_copy, capsys, caplog):
     with _Open(index_copy) as store:
         expected = len(store)
-    _overwrite(_snapshot_file(index_copy), 4096)
+    overwrite(newest_snapshot_file(index_copy), 4096)
 
     code, report, line = _check(index_copy, capsys=capsys)
     assert code == 1 and report["damaged"] is True and report["database"] == "ok"
@@ -74,7 +50,7 @@ def test_a_damaged_snapshot_is_found_and_rebuilt_from_the_truth(index_copy, caps
 
 
 def test_a_damaged_table_page_is_refused_at_open_and_reported(index_copy, capsys):
-    _overwrite(db_path(index_copy), _page_of(index_copy, "items") + 100, 512)
+    overwrite(db_path(index_copy), root_page_offset(index_copy, "items") + 100, 512)
 
     with pytest.raises(IndexDamagedError, match="damaged|malformed"):
         IndexStore.open(index_copy).close()
@@ -89,7 +65,7 @@ def test_a_damaged_label_index_is_recovered_from_the_tables(index_copy, capsys):
     with _Open(index_copy) as store:
         before = {m.id: (m.label, m.path) for m in store.iter_items()}
         head = store.log_head()
-    _overwrite(db_path(index_copy), _page_of(index_copy, "items_label") + 8, 256)
+    overwrite(db_path(index_copy), root_page_offset(index_copy, "items_label") + 8, 256)
 
     code, report, _line = _check(index_copy, capsys=capsys)
     assert code == 1 and report["database"] == "damaged" and report["tables_readable"] is True
