@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from index.db import DB_FILE, db_path
+from index.db import DB_FILE, StoreDB, db_path
 from index.errors import IndexStoreError
 from index.keeper import SNAPSHOT_DIR
 
@@ -78,12 +78,12 @@ def _read_copy(path: str) -> tuple[int, int, list[str]]:
     """``(log head, live items, snapshot file names)`` of a copied database."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+        head = StoreDB.head(conn)
         items = conn.execute("SELECT count(*) FROM items").fetchone()[0]
-        names = [r[0] for r in conn.execute("SELECT file FROM snapshots ORDER BY gen")]
+        names = StoreDB.snapshot_files(conn)
     finally:
         conn.close()
-    return int(row[0]) if row else 0, int(items), names
+    return head, int(items), names
 
 
 def _copy_snapshots(directory: str, dest: str, names: list[str]) -> list[str]:

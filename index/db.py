@@ -441,6 +441,11 @@ class StoreDB:
         return SnapshotRow(*row[:7], np.frombuffer(row[7], dtype=np.int64).copy(), row[8], bool(row[9]), row[10])
 
     @staticmethod
+    def snapshot_files(conn: sqlite3.Connection) -> list[str]:
+        """The file names of every recorded snapshot, oldest first."""
+        return [row[0] for row in conn.execute("SELECT file FROM snapshots ORDER BY gen")]
+
+    @staticmethod
     def newest_snapshot_time(conn: sqlite3.Connection) -> tuple[int, float] | None:
         """``(seq, created_at)`` of the newest snapshot, or None (cheap: no tombstone list)."""
         row = conn.execute("SELECT seq, created_at FROM snapshots ORDER BY gen DESC LIMIT 1").fetchone()
