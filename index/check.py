@@ -95,6 +95,11 @@ def quick_check(path: str) -> list[str]:
         conn.close()
 
 
+def looks_like_index(directory: str) -> bool:
+    """Whether ``directory`` is an index directory, damaged or not: it holds the database or the snapshots folder."""
+    return os.path.isfile(db_path(directory)) or os.path.isdir(os.path.join(directory, SNAPSHOT_DIR))
+
+
 def check_store(directory: str) -> CheckReport:
     """Check the truth and the snapshots of the index in ``directory`` without changing anything."""
     report = CheckReport()

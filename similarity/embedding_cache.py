@@ -100,18 +100,24 @@ class EmbeddingCache:
             return None
 
     def save(self, model_id: str, data: LabelledImages, embeddings: np.ndarray, kept: np.ndarray,
-             skipped: list[SkippedFile] = ()) -> Path:
-        """Store one result (atomically; not fsynced: a cache survives a crash or is rebuilt) and prune old models."""
+             skipped: list[SkippedFile] = ()) -> Path | None:
+        """Store one result (atomically; not fsynced: a cache survives a crash or is rebuilt) and prune old models.
+        A cache that cannot be written (no space, no permission) costs time later, never the caller's result:
+        the error is logged and None returned."""
         path = self.path_for(model_id, data)
-        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         np.savez(buffer, format=np.int64(FORMAT), ids=np.asarray(data.ids, dtype=str),
                  embeddings=np.asarray(embeddings, np.float32), kept=np.asarray(kept, np.int64),
                  skipped_paths=np.asarray([s.path for s in skipped], dtype=str),
                  skipped_reasons=np.asarray([s.reason for s in skipped], dtype=str))
-        atomic_write(path, buffer.getbuffer(), durable=False)
-        os.utime(path.parent)
-        self.prune()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, buffer.getbuffer(), durable=False)
+            os.utime(path.parent)
+            self.prune()
+        except OSError as exc:
+            log.warning("could not store embeddings in the cache %s: %s", self.root, exc)
+            return None
         return path
 
     def prune(self) -> None:

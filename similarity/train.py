@@ -203,14 +203,11 @@ def _cache_embeddings(model_id: str, data: LabelledImages, test_data: LabelledIm
         chunks.append(result.embeddings)
     order = np.argsort(np.concatenate(rows), kind="stable")
     kept = np.concatenate(rows)[order]
-    try:
-        cache.save(model_id, data, np.concatenate(chunks)[order], kept)
-        if "test" in final:  # the official test set, or the part carved from data (a report's queries)
-            test = final["test"]
-            cache.save(model_id, test_data if test_data is not None else sets.test, test.embeddings, test.kept,
-                       test.skipped)
-    except OSError as exc:  # a cache that cannot be written costs time later, not this result
-        log.warning("could not store the embeddings in the cache %s: %s", cache.root, exc)
+    cache.save(model_id, data, np.concatenate(chunks)[order], kept)
+    if "test" in final:  # the official test set, or the part carved from data (a report's queries)
+        test = final["test"]
+        cache.save(model_id, test_data if test_data is not None else sets.test, test.embeddings, test.kept,
+                   test.skipped)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from engine.engine import ORPHAN_GRACE_S, Engine
 from engine.ingestion import DEFAULT_POLICY, DUPLICATE_POLICIES
 from engine.layout import DEDUP_DIR
 from index import INDEX_TYPES, IndexConfig
-from index.check import check_store, repair_store
+from index.check import check_store, looks_like_index, repair_store
 from index.migrate import migrate_legacy as migrate_index
 from similarity.data import fashion_mnist_folder, load_labelled_images
 from similarity.hygiene import DuplicateRule
@@ -152,7 +152,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                               "snapshot sha256) and what can be recovered; exit 1 when damaged")
     check.add_argument("index", metavar="INDEX", help="index directory")
     check.add_argument("--repair", action="store_true", help="recover what can be recovered in place: a new "
-                       "snapshot from the database, the database's label index (REINDEX)")
+                       "snapshot from the database; a new database from its rows when its pages are damaged but "
+                       "every row reads back (the damaged files are kept in damaged-TIME/)")
     check.set_defaults(func=_check)
     return parser
 
@@ -291,8 +292,8 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    if not os.path.isdir(args.index):
-        raise UserError(f"{args.index} is not an index directory")
+    if not looks_like_index(args.index):
+        raise UserError(f"{args.index} is not an index directory (no database, no snapshots)")
     report = repair_store(args.index) if args.repair else check_store(args.index)
     print(json.dumps(report.to_dict()))
     print(f"{args.index}: {report.summary()}", file=sys.stderr)

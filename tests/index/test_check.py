@@ -87,3 +87,12 @@ class _Open:
 
     def __exit__(self, *exc) -> None:
         self.store.close()
+
+
+def test_a_folder_that_is_no_index_is_refused_not_called_damaged(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"not an index")
+    assert main(["index", "check", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "is not an index directory" in err and "damaged" not in err

@@ -110,3 +110,15 @@ def test_training_leaves_what_index_build_and_report_read(fmnist_small, fmnist_f
     fresh = load_checkpoint(result.checkpoint_path).embedder().embed_data(folder, progress=False)
     cached = EmbeddingCache(tmp_path / "cache").load(result.checkpoint_sha256, folder)
     np.testing.assert_allclose(cached.embeddings, fresh.embeddings, atol=1e-5)
+
+
+def test_a_cache_that_cannot_be_written_costs_time_not_the_result(checkpoint_path, fmnist_small, tmp_path, caplog):
+    """The cache folder is a file (or a full or read-only disk): the embeddings are returned all the same."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"x")
+    embedder = load_checkpoint(checkpoint_path).embedder()
+    caplog.set_level(logging.WARNING, logger="similarity.embedding_cache")
+    result = embedder.embed_data(fmnist_small, progress=False, cache=EmbeddingCache(blocker))
+    fresh = embedder.embed_data(fmnist_small, progress=False)
+    np.testing.assert_array_equal(result.embeddings, fresh.embeddings)
+    assert any("could not store" in r.getMessage() for r in caplog.records)
