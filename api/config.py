@@ -6,6 +6,7 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 
+from api.querylog import check_settings as check_query_log_settings
 from similarity.runtime import DEFAULT_RUNTIME, EmbedRuntime
 
 TOKEN_ENV = "SIMSEARCH_API_TOKEN"
@@ -40,6 +41,9 @@ class ApiConfig:
     torch_threads: int | None = None  # intra-op threads of the model runtime (torch, or the ONNX Runtime session)
     runtime: str = DEFAULT_RUNTIME  # torch | onnx | auto (see similarity.runtime.load_embedder)
     onnx_path: str | None = None  # the ONNX model to run (default: the cache beside the checkpoint)
+    query_log: str | None = None  # folder of the query log (api.querylog); None: queries are not logged
+    query_log_rate: float = 0.1  # share of the searched images logged (a seeded draw with random_seed)
+    query_log_max_bytes: int = 100 * 2**20  # logging stops while the folder holds more than this
 
     def __post_init__(self) -> None:
         if not self.index:
@@ -61,6 +65,9 @@ class ApiConfig:
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads!r}")
         EmbedRuntime(self.runtime, self.onnx_path, self.torch_threads)  # ValueError for a bad runtime
+        if self.query_log is not None and not self.query_log:
+            raise ValueError("query_log must name a folder, or be None")
+        check_query_log_settings(self.query_log_rate, self.query_log_max_bytes)
 
     @property
     def embed_runtime(self) -> EmbedRuntime:

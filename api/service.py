@@ -20,9 +20,11 @@ from PIL import Image
 
 from api.config import ApiConfig
 from api.errors import InvalidImage, InvalidRequest, ItemNotFound, TooManyPixels
+from api.querylog import QueryLog
 from api.writable import WritableState
 from engine.engine import Engine, PixelBudgetExceeded, SearchResult, make_rng, mime_type, set_torch_threads
 from engine.ingestion import DEFAULT_POLICY, AddResult
+from engine.live import LiveEngine
 from index import MAX_LABEL_CHARS, IndexStoreError, ItemMeta
 from similarity.imageio import ImageDecodeError, scale_to_fit
 
@@ -58,14 +60,17 @@ class ThumbnailCache:
 class SearchService:
     """Search, classify and maintain one index directory with the model it was built with."""
 
-    def __init__(self, engine: Engine, config: ApiConfig) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | LiveEngine, config: ApiConfig) -> None:
+        self.live = engine if isinstance(engine, LiveEngine) else LiveEngine.of(engine)
         self.config = config
         self._rng = make_rng(config.random_seed)
         self._rng_lock = threading.Lock()
         self._thumbnails = ThumbnailCache(config.thumbnail_cache_items)
         self._started = time.time()
-        self._writable = WritableState(engine.directory)
+        self._writable = WritableState(self.live.engine.directory)
+        self._query_log = None if config.query_log is None else QueryLog(
+            config.query_log, rate=config.query_log_rate, max_bytes=config.query_log_max_bytes,
+            seed=config.random_seed)
 
     @classmethod
     def from_config(cls, config: ApiConfig) -> "SearchService":
@@ -73,13 +78,19 @@ class SearchService:
         another model.  Raises ``CheckpointError`` / ``IndexStoreError``."""
         if config.torch_threads:
             set_torch_threads(config.torch_threads)
-        engine = Engine.open(config.index, config.checkpoint, runtime=config.embed_runtime)
-        logger.info("serving %s with model %s (%d classes), runtime %s", config.index,
+        live = LiveEngine(config.index, config.checkpoint, runtime=config.embed_runtime)
+        engine = live.engine
+        logger.info("serving %s (%s) with model %s (%d classes), runtime %s", config.index, live.target,
                     engine.checkpoint.sha256[:12], len(engine.checkpoint.class_names), engine.embedder.runtime)
-        return cls(engine, config)
+        return cls(live, config)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine in use now (an alias's switch changes it): a request takes it once."""
+        return self.live.engine
 
     def close(self) -> None:
-        self.engine.close()
+        self.live.close()
 
     # ------------------------------------------------------------------ queries
     def search(self, uploads: list[bytes], *, k: int, weighted: bool = False,
@@ -89,14 +100,20 @@ class SearchService:
         if not uploads:
             raise InvalidRequest("no image given")
         names = ["image"] if len(uploads) == 1 else [f"images[{i}]" for i in range(len(uploads))]
+        engine = self.engine  # once: the model that answers is the one the query log names
         try:
-            return self.engine.search(uploads, k=k, weighted=weighted, unknown_below=self.config.unknown_below,
-                                      names=names, max_pixels=self.config.max_pixels,
-                                      request_pixels=self.config.max_request_pixels, label=label)
+            results = engine.search(uploads, k=k, weighted=weighted, unknown_below=self.config.unknown_below,
+                                    names=names, max_pixels=self.config.max_pixels,
+                                    request_pixels=self.config.max_request_pixels, label=label)
         except ImageDecodeError as exc:
             raise InvalidImage(str(exc)) from None
         except PixelBudgetExceeded as exc:
             raise TooManyPixels(str(exc)) from None
+        if self._query_log is not None:
+            for upload, result in zip(uploads, results):
+                self._query_log.maybe_log(upload, k=k, label=label, neighbor_ids=[n.id for n in result.neighbors],
+                                          model_sha=engine.checkpoint.sha256)
+        return results
 
     def similar(self, item_id: int, *, k: int, weighted: bool = False,
                 label: str | None = None) -> tuple[ItemMeta, SearchResult]:
@@ -179,7 +196,8 @@ class SearchService:
         indexed image (``keep``, ``skip`` or ``flag``, see :meth:`Engine.add_image`)."""
         label = self.check_label(label, "form field 'label'")
         try:
-            result = self.engine.add_image(data, label, max_pixels=self.config.max_pixels, duplicates=duplicates)
+            result = self.live.write(lambda engine: engine.add_image(data, label, max_pixels=self.config.max_pixels,
+                                                                      duplicates=duplicates))
         except ImageDecodeError as exc:
             raise InvalidImage(str(exc)) from None
         except IndexStoreError as exc:
@@ -193,7 +211,7 @@ class SearchService:
     def delete(self, item_id: int) -> None:
         """Remove an item for good (durable before returning); its uploaded file, if any, is deleted."""
         try:
-            gone = self.engine.delete([item_id]) if self.engine.get(item_id) is not None else []
+            gone = self.live.write(lambda engine: engine.delete([item_id]) if engine.get(item_id) is not None else [])
         except IndexStoreError as exc:
             self._writable.record(exc)
             raise
@@ -230,6 +248,7 @@ class SearchService:
                                                    "changes_since_snapshot", "location", "collection")
                       if key in stats},
             "writes_enabled": self.config.writes_enabled,
+            **self._alias_info(),
             "limits": {"default_k": self.config.default_k, "max_k": self.config.max_k,
                        "max_batch": self.config.max_batch, "max_upload_bytes": self.config.max_upload_bytes,
                        "thumbnail_sizes": list(self.config.thumbnail_sizes)},
@@ -240,4 +259,10 @@ class SearchService:
         return {"status": "ok", "writable": problem is None, **({"write_problem": problem} if problem else {}),
                 "items": len(self.engine), "backend": self.engine.store.backend,
                 "runtime": self.engine.embedder.runtime, "log_head": self.engine.log_head(),
-                "uptime_s": round(time.time() - self._started, 1), "pid": os.getpid()}
+                "uptime_s": round(time.time() - self._started, 1), "pid": os.getpid(), **self._alias_info()}
+
+    def _alias_info(self) -> dict:
+        """``{"alias": {"name", "target", "switches"}}`` when serving an alias (switches: seen by this worker)."""
+        if self.live.alias is None:
+            return {}
+        return {"alias": {"name": self.live.alias, "target": self.live.target, "switches": self.live.switches}}

@@ -7,17 +7,18 @@ Knows nothing of torch or Flask: it takes ``(n, d) float32`` arrays, ids and met
 
 from index.config import INDEX_TYPES, IndexConfig, auto_nlist, auto_pq_m, choose_index_type, estimate_hnsw_bytes
 from index.errors import (IndexBusyError, IndexDamagedError, IndexFullError, IndexMismatchError, IndexReadOnlyError,
-                          IndexStoreError, IndexUnavailableError, storage_error)
+                          IndexStoreError, IndexSupersededError, IndexUnavailableError, storage_error)
 from index.persist import MODEL_FIELDS
-from index.base import (MAX_LABEL_CHARS, CompactResult, ItemMeta, Maintainable, Neighbor, ServerCompacted,
-                        VectorStore)
+from index.base import (MAX_LABEL_CHARS, CompactResult, ItemMeta, Maintainable, Neighbor, ReplicaState, Replicable,
+                        ServerCompacted, VectorStore)
 from index.store import IndexStore
 from index.vote import Vote, majority_vote
 
 __all__ = [
     "INDEX_TYPES", "CompactResult", "IndexBusyError", "IndexConfig", "IndexDamagedError", "IndexFullError",
-    "IndexMismatchError", "IndexReadOnlyError", "IndexStore", "IndexStoreError", "IndexUnavailableError", "ItemMeta",
+    "IndexMismatchError", "IndexReadOnlyError", "IndexStore", "IndexStoreError", "IndexSupersededError",
+    "IndexUnavailableError", "ItemMeta",
     "MAX_LABEL_CHARS", "MODEL_FIELDS", "Maintainable",
-    "Neighbor", "ServerCompacted", "VectorStore", "Vote", "auto_nlist", "auto_pq_m",
+    "Neighbor", "ReplicaState", "Replicable", "ServerCompacted", "VectorStore", "Vote", "auto_nlist", "auto_pq_m",
     "choose_index_type", "estimate_hnsw_bytes", "majority_vote", "storage_error",
 ]

@@ -148,3 +148,51 @@ class ServerCompacted(Protocol):
     deleted rows); one may only ask it to start now."""
 
     def request_compaction(self) -> str: ...  # what the server was asked to do, in words
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    """What makes a store a *replica*: it holds the items of the store at ``location`` (the same ids, labels,
+    paths and times, embedded by its own model) up to that store's log position ``seq`` (None: not known yet,
+    or a source without a log).  A replica takes no ordinary writes (:class:`index.errors.IndexSupersededError`):
+    only :meth:`Replicable.replicate` changes it, so no id can be taken twice."""
+
+    location: str
+    seq: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "ReplicaState | None":
+        return None if not data else cls(str(data["location"]), None if data.get("seq") is None else int(data["seq"]))
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """A source's changes after some log position, for a replica to apply: the ids added since and still alive
+    (``added``, with their metadata, in id order), the ids deleted since (``deleted``), and the ``head`` they
+    lead up to."""
+
+    head: int
+    added: list[ItemMeta]
+    deleted: list[int]
+
+
+@runtime_checkable
+class Replicable(Protocol):
+    """A store that can be the replica of another, for re-embedding an index behind a live server and switching
+    an alias to it (see :mod:`engine.lifecycle`).  Both stores implement it."""
+
+    def replica_state(self) -> ReplicaState | None: ...
+    def set_replica_state(self, state: ReplicaState | None) -> None: ...  # durable when it returns
+
+    def replicate(self, vectors: np.ndarray, items: list[ItemMeta], *, deleted=(),
+                  state: ReplicaState | None = None) -> tuple[int, int]:
+        """Add ``items`` with their own ids (ids already present are skipped) and ``vectors: (n, d) float32``,
+        delete the ids ``deleted``, and record ``state`` if given: one durable step, allowed on a replica.
+        Returns (added, deleted)."""
+        ...
+
+    def log_tail(self, seq: int) -> LogTail | None: ...  # None: no log, or pruned past ``seq`` (diff the ids)
+    def live_ids(self) -> np.ndarray: ...  # every live id, ``(n,) int64`` sorted

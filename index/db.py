@@ -306,6 +306,48 @@ class StoreDB:
         return ids
 
     @staticmethod
+    def insert_replicated(conn: sqlite3.Connection, xb: np.ndarray, items: Sequence[ItemMeta]) -> int:
+        """Inside a transaction: store ``items`` under their own ids with ``xb: (n, d) float32`` (a replica's
+        copy of another store's items; ids already present are left as they are) and log the adds; the id
+        counter moves past every id.  Returns how many were new."""
+        now = time.time()
+        added = []
+        for x, item in zip(xb, items, strict=True):
+            cur = conn.execute("INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                               (int(item.id), x.tobytes(), item.label, item.path, float(item.added_at), item.source))
+            if cur.rowcount:
+                added.append(int(item.id))
+        conn.executemany("INSERT INTO changes (op, item_id, at) VALUES ('add', ?, ?)", ((i, now) for i in added))
+        if items:
+            top = max(int(item.id) for item in items) + 1
+            if top > int(StoreDB.get_setting(conn, "next_id", 0)):
+                StoreDB.set_setting(conn, "next_id", top)
+        return len(added)
+
+    @staticmethod
+    def log_tail(conn: sqlite3.Connection, seq: int) -> tuple[int, list[int], list[int]] | None:
+        """``(head, ids added after seq and still alive, ids deleted after seq that existed before it)``, or None
+        when the log no longer reaches back to ``seq`` (pruned by compaction)."""
+        if seq < int(StoreDB.get_setting(conn, "log_floor", 0)):
+            return None
+        head = StoreDB.head(conn)
+        added: set[int] = set()
+        deleted: set[int] = set()
+        for op, item_id in conn.execute("SELECT c.op, c.item_id FROM changes c WHERE c.seq > ? AND c.seq <= ? "
+                                        "ORDER BY c.seq", (seq, head)):
+            if op == "add":
+                added.add(item_id)
+                deleted.discard(item_id)
+            else:
+                added.discard(item_id)
+                deleted.add(item_id)
+        return head, sorted(added), sorted(deleted)
+
+    def live_ids(self) -> np.ndarray:
+        rows = self.query("SELECT id FROM items ORDER BY id")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    @staticmethod
     def delete_items(conn: sqlite3.Connection, ids: Sequence[int]) -> list[ItemMeta]:
         """Inside a transaction: delete the live items among ``ids`` and log it; returns what was deleted."""
         gone = list(StoreDB.get_items(conn, ids).values())

@@ -51,6 +51,17 @@ class IndexReadOnlyError(IndexStoreError):
     Reads go on."""
 
 
+class IndexSupersededError(IndexStoreError):
+    """The index takes no ordinary writes: it is a replica of ``successor`` (a re-embedded index being caught
+    up before an alias switches to it, or the previous target after the switch).  Nothing was written; write
+    through the alias, which now names (or is about to name) ``successor``."""
+
+    def __init__(self, location: str, successor: str) -> None:
+        self.successor = successor
+        super().__init__(f"{location} takes no writes: it is a replica of {successor} (write through the alias, or "
+                         "switch it with: simsearch alias set)")
+
+
 class IndexDamagedError(IndexStoreError):
     """A file of the index is damaged (a SQLite page fails ``quick_check``, or the database is no database)."""
 

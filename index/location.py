@@ -99,7 +99,11 @@ def default_home(location: str | os.PathLike) -> str:
 
 
 def open_store(location: str | os.PathLike, *, expect_model: dict | None = None) -> VectorStore:
-    """Open the store ``location`` names (see the module docstring)."""
+    """Open the store ``location`` names (see the module docstring); an alias (:mod:`index.alias`) opens the
+    index it names now."""
+    from index.alias import resolve
+
+    location = resolve(location)
     parsed = parse_location(os.fspath(location))
     if parsed is None:
         return IndexStore.open(os.fspath(location), expect_model=expect_model)

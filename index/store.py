@@ -27,12 +27,12 @@ import numpy as np
 
 from durablefile import atomic_path
 from index import factory, persist
-from index.base import CompactResult, ItemMeta, Neighbor, check_label_filter, check_labels
+from index.base import CompactResult, ItemMeta, LogTail, Neighbor, ReplicaState, check_label_filter, check_labels
 from index.arrays import check_ids, check_positive_int, check_strings, check_vectors, normalized
 from index.config import IndexConfig, choose_index_type
 from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path, default_busy_timeout_s
 from index.check import QUICK_CHECK_SQL, quick_check_problems
-from index.errors import IndexDamagedError, IndexStoreError
+from index.errors import IndexDamagedError, IndexStoreError, IndexSupersededError
 from index.keeper import ViewKeeper, snapshot_folder
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,7 @@ class IndexStore:
         if n == 0:
             return np.zeros(0, dtype=np.int64)
         with self._db.transaction() as conn:
+            self._check_primary(conn)
             if StoreDB.get_setting(conn, "factory") is None:
                 self._decide_index_type(conn, n)
             self._check_trainable(conn, n)
@@ -202,10 +203,64 @@ class IndexStore:
         if not len(ids):
             return []
         with self._db.transaction() as conn:
+            self._check_primary(conn)
             gone = StoreDB.delete_items(conn, ids)
         if gone:
             self._after_commit()
         return gone
+
+    def _check_primary(self, conn) -> None:
+        """Refuse an ordinary write to a replica, inside the write's own transaction: a switch records the
+        replica state in a transaction too, so every write either commits before it (and is carried over by
+        the switch's last catch-up) or is refused."""
+        state = ReplicaState.from_dict(StoreDB.get_setting(conn, "replica_of"))
+        if state is not None:
+            raise IndexSupersededError(self._directory, state.location)
+
+    # ------------------------------------------------------------------ replication (engine.lifecycle)
+    def replica_state(self) -> ReplicaState | None:
+        with self._db.read_transaction() as conn:
+            return ReplicaState.from_dict(StoreDB.get_setting(conn, "replica_of"))
+
+    def set_replica_state(self, state: ReplicaState | None) -> None:
+        with self._db.transaction() as conn:
+            StoreDB.set_setting(conn, "replica_of", None if state is None else state.to_dict())
+
+    def replicate(self, vectors: np.ndarray, items: list[ItemMeta], *, deleted=(),
+                  state: ReplicaState | None = None) -> tuple[int, int]:
+        """Add ``items`` under their own ids with ``vectors: (n, d) float32`` (ids already present are skipped),
+        delete ``deleted`` and record ``state`` (if given), in one durable transaction that a replica accepts."""
+        xb = check_vectors(vectors, self._dim, "vectors") if len(items) else np.zeros((0, self._dim), np.float32)
+        if len(xb) != len(items):
+            raise ValueError(f"{len(items)} items but {len(xb)} vectors")
+        check_labels([item.label for item in items])
+        if self._config.normalize and len(xb):
+            xb = normalized(xb, "vectors")
+        deleted = check_ids(list(deleted)) if len(deleted) else np.zeros(0, np.int64)
+        with self._db.transaction() as conn:
+            if items and StoreDB.get_setting(conn, "factory") is None:
+                self._decide_index_type(conn, max(len(items), self._config.expected_size or 0))
+            added = StoreDB.insert_replicated(conn, xb, items)
+            gone = StoreDB.delete_items(conn, deleted) if len(deleted) else []
+            if state is not None:
+                StoreDB.set_setting(conn, "replica_of", state.to_dict())
+        if added or gone:
+            self._after_commit()
+        return added, len(gone)
+
+    def log_tail(self, seq: int) -> LogTail | None:
+        """The changes after log position ``seq`` (None when compaction pruned the log past it)."""
+        with self._db.read_transaction() as conn:
+            tail = StoreDB.log_tail(conn, seq)
+            if tail is None:
+                return None
+            head, added, deleted = tail
+            metas = StoreDB.get_items(conn, added)
+        return LogTail(head, [metas[i] for i in added if i in metas], deleted)
+
+    def live_ids(self) -> np.ndarray:
+        """Every live id, ``(n,) int64`` in order."""
+        return self._db.live_ids()
 
     def _after_commit(self) -> None:
         """Catch this process's view up and apply the snapshot policy.  The write is durable already: a
@@ -338,6 +393,7 @@ class IndexStore:
             head = StoreDB.head(conn)
             row = StoreDB.snapshot_row(conn)
             floor = StoreDB.get_setting(conn, "log_floor", 0)
+            replica = StoreDB.get_setting(conn, "replica_of")
         snapshot = None if row is None else {"gen": row.gen, "seq": row.seq, "file": row.file,
                                                "created_at": _iso(row.created_at)}
         return {"backend": self.backend, "ntotal": view.live, "stored_vectors": view.stored, "tombstones": view.tombstone_count,
@@ -345,7 +401,8 @@ class IndexStore:
                 "dim": self._dim, "metric": self._config.metric, "model": dict(self._settings["model"]),
                 "config": self._config.to_dict(), "log_head": head, "log_floor": floor, "view_seq": view.seq,
                 "snapshot": snapshot, "changes_since_snapshot": head - (row.seq if row else 0),
-                "created_at": self._settings["created_at"], "directory": self._directory}
+                "created_at": self._settings["created_at"], "directory": self._directory,
+                "replica_of": replica}
 
     # ------------------------------------------------------------------ snapshots and compaction
     def snapshot(self) -> int:

@@ -15,14 +15,16 @@ class UserError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     from similarity.version import simsearch_version
-    from simsearch import cmd_export, cmd_index, cmd_query, cmd_report, cmd_serve, cmd_train, cmd_tune
+    from simsearch import (cmd_alias, cmd_evaluate, cmd_export, cmd_index, cmd_query, cmd_report, cmd_serve,
+                           cmd_train, cmd_tune)
 
     parser = argparse.ArgumentParser(prog="simsearch", description="Image similarity search: train, export, "
                                      "index, query, serve and report.")
     parser.add_argument("--version", action="version", version=f"simsearch {simsearch_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (cmd_train, cmd_tune, cmd_export, cmd_index, cmd_query, cmd_serve, cmd_report):
+    for module in (cmd_train, cmd_tune, cmd_export, cmd_index, cmd_alias, cmd_query, cmd_serve, cmd_report,
+                   cmd_evaluate):
         module.add_parser(sub)
     return parser
 

@@ -13,6 +13,7 @@
     simsearch index backup INDEX DEST                (while servers write; a Milvus collection: milvus-backup)
     simsearch index restore DEST INDEX               (into a new folder; sha256 checked)
     simsearch index check INDEX [--repair]           (damaged database pages or snapshots; exit 1 when damaged)
+    simsearch index reembed INDEX --checkpoint NEW.pt --out NEW_INDEX   (while INDEX serves; resumes after a kill)
 
 INDEX is an index directory (the embedded store, the default), or a Milvus collection:
 ``milvus://HOST:PORT/COLLECTION`` (``milvus+tls://`` for TLS; the token in ``$SIMSEARCH_MILVUS_TOKEN``) or a
@@ -31,6 +32,8 @@ from engine.backup import BackupError, backup_index, restore_index
 from engine.build import build_index, copy_index, drop_index
 from engine.dedup import DEFAULT_NEIGHBOURS, write_duplicates
 from engine.engine import ORPHAN_GRACE_S, Engine
+from engine.lifecycle import CHUNK, reembed
+from engine.live import LiveEngine
 from engine.ingestion import DEFAULT_POLICY, DUPLICATE_POLICIES
 from engine.layout import DEDUP_DIR
 from index import INDEX_TYPES, IndexConfig
@@ -155,6 +158,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        "snapshot from the database; a new database from its rows when its pages are damaged but "
                        "every row reads back (the damaged files are kept in damaged-TIME/)")
     check.set_defaults(func=_check)
+
+    reembed = commands.add_parser("reembed", help="re-embed an index's images with another checkpoint into a new "
+                                                  "index, while the old one serves; writes made meanwhile are "
+                                                  "carried over; rerun to resume after a kill")
+    reembed.add_argument("index", metavar="INDEX", help=f"the index in use: {INDEX_HELP}, or an alias")
+    reembed.add_argument("--checkpoint", required=True, help="the new model (model.pt)")
+    reembed.add_argument("--out", required=True, help=f"the new index: {INDEX_HELP}")
+    reembed.add_argument("--home", default=None, help="Milvus only: folder for model.pt and uploads")
+    reembed.add_argument("--type", choices=INDEX_TYPES, default=None,
+                         help="index type of the new index (default: the old one's)")
+    reembed.add_argument("--batch-size", type=int, default=256)
+    reembed.add_argument("--workers", type=int, default=0, help="DataLoader workers for decoding")
+    reembed.add_argument("--chunk", type=int, default=CHUNK,
+                         help="images embedded and committed per step (a kill loses at most one step)")
+    reembed.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_runtime_arguments(reembed)
+    reembed.set_defaults(func=_reembed)
     return parser
 
 
@@ -191,14 +211,14 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    engine = Engine.open(args.index, args.checkpoint, runtime=runtime_from_args(args))
+    live = LiveEngine(args.index, args.checkpoint, runtime=runtime_from_args(args))  # follows an alias's switch
     try:
         data = load_labelled_images(args.data, min_per_class=1)  # indexing needs no pairs
-        ids, skipped, duplicates = engine.add_collection(data, num_workers=args.workers, progress=not args.quiet,
-                                                         duplicates=args.duplicates)
-        total = len(engine)
+        ids, skipped, duplicates = live.write(lambda engine: engine.add_collection(
+            data, num_workers=args.workers, progress=not args.quiet, duplicates=args.duplicates))
+        total = len(live.engine)
     finally:
-        engine.close()
+        live.close()
     _report_skipped(data.skipped + skipped)
     print(json.dumps({"added": len(ids), "first_id": int(ids[0]) if len(ids) else None,
                       "last_id": int(ids[-1]) if len(ids) else None, "ntotal": total,
@@ -207,11 +227,11 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    engine = Engine.open(args.index)
+    live = LiveEngine(args.index)
     try:
-        gone = engine.delete(args.ids)
+        gone = live.write(lambda engine: engine.delete(args.ids))
     finally:
-        engine.close()
+        live.close()
     print(json.dumps({"removed": [item.id for item in gone], "requested": len(args.ids)}))
     return 0
 
@@ -298,3 +318,18 @@ def _check(args: argparse.Namespace) -> int:
     print(json.dumps(report.to_dict()))
     print(f"{args.index}: {report.summary()}", file=sys.stderr)
     return 1 if report.damaged else 0
+
+
+def _reembed(args: argparse.Namespace) -> int:
+    summary = reembed(args.index, args.checkpoint, args.out, runtime=runtime_from_args(args), home=args.home,
+                      index_type=args.type, batch_size=args.batch_size, num_workers=args.workers,
+                      progress=not args.quiet, chunk=args.chunk)
+    _report_skipped(summary.catch_up.skipped)
+    print(json.dumps({"source": summary.source, "index": summary.index, "items": summary.items,
+                      "copied": summary.copied, "resumed": summary.resumed,
+                      "caught_up": {"added": summary.catch_up.added, "deleted": summary.catch_up.deleted,
+                                    "rounds": summary.catch_up.rounds},
+                      "skipped": len(summary.catch_up.skipped), "seconds": round(summary.seconds, 1),
+                      "next": f"simsearch evaluate --old {summary.source} --new {summary.index} --queries DIR; "
+                              f"then simsearch alias set ALIAS {summary.index}"}, indent=2))
+    return 0

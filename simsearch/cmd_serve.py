@@ -52,6 +52,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--unknown-below", type=float, default=None,
                         help="flag a prediction as unknown when its best cosine is below this "
                              "(default: ApiConfig.unknown_below, never)")
+    parser.add_argument("--log-queries", default=None, metavar="DIR",
+                        help="keep a sample of the searched images in DIR, for `simsearch evaluate --from-log DIR` "
+                             "(default: none are kept)")
+    parser.add_argument("--log-queries-rate", type=float, default=None, metavar="F",
+                        help="with --log-queries: share of the searched images kept, in [0, 1] "
+                             "(default: ApiConfig.query_log_rate, 0.1)")
+    parser.add_argument("--log-queries-max-mb", type=float, default=None, metavar="N",
+                        help="with --log-queries: stop keeping images while DIR holds more than N MiB "
+                             "(default: ApiConfig.query_log_max_bytes, 100 MiB)")
     parser.add_argument("--timeout", type=int, default=60, help="gunicorn worker timeout in seconds")
     parser.add_argument("--dev", action="store_true", help="Flask's development server (one process)")
     parser.add_argument("--token-env", default=None,
@@ -133,17 +142,35 @@ def _config(args: argparse.Namespace, torch_threads: int, token_env: str):
     except ValueError as exc:
         print(f"simsearch serve: {exc}", file=sys.stderr)
         return None
-    if not milvus and checkpoint is None and not os.path.isfile(os.path.join(index, MODEL_FILE)):
+    from index.alias import resolve
+
+    try:
+        resolved = resolve(index)  # an alias: the checks below are of the index it names now
+    except IndexStoreError as exc:
+        print(f"simsearch serve: cannot serve {index}: {exc}", file=sys.stderr)
+        return None
+    if checkpoint is not None and resolved != index:
+        print("simsearch serve: each index an alias names has its own model.pt: --checkpoint does not apply to an "
+              "alias", file=sys.stderr)
+        return None
+    if not milvus and checkpoint is None and not os.path.isfile(os.path.join(resolved, MODEL_FILE)):
         try:
-            check_index(index)  # not an index at all, or an old layout: say that first
+            check_index(resolved)  # not an index at all, or an old layout: say that first
         except IndexStoreError as exc:
             print(f"simsearch serve: cannot serve {index}: {exc}", file=sys.stderr)
             return None
-        print(f"simsearch serve: {index} has no {MODEL_FILE}; pass --checkpoint", file=sys.stderr)
+        print(f"simsearch serve: {resolved} has no {MODEL_FILE}; pass --checkpoint", file=sys.stderr)
+        return None
+    if not args.log_queries and (args.log_queries_rate is not None or args.log_queries_max_mb is not None):
+        print("simsearch serve: --log-queries-rate and --log-queries-max-mb need --log-queries DIR", file=sys.stderr)
         return None
     try:
         limits = {"max_k": args.max_k, "unknown_below": args.unknown_below,
-                  "max_upload_bytes": None if args.max_upload_mb is None else int(args.max_upload_mb * 2**20)}
+                  "max_upload_bytes": None if args.max_upload_mb is None else int(args.max_upload_mb * 2**20),
+                  "query_log": os.path.abspath(args.log_queries) if args.log_queries else None,
+                  "query_log_rate": args.log_queries_rate,
+                  "query_log_max_bytes": (None if args.log_queries_max_mb is None
+                                          else int(args.log_queries_max_mb * 2**20))}
         config = ApiConfig.from_env(index, token_env=token_env, checkpoint=checkpoint, torch_threads=torch_threads,
                                     runtime=runtime.name, onnx_path=runtime.onnx_path,
                                     **{name: value for name, value in limits.items() if value is not None})

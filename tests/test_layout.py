@@ -91,7 +91,7 @@ def _report(rule: str, offenders: list[str]) -> str:
 
 # What api/ and simsearch/ may take from index: its interface (types, errors, the kind of a location, the offline
 # migration and check), never the modules that hold an index's state, which the engine reaches through the store.
-INDEX_INTERFACE = ("index", "index.errors", "index.location", "index.migrate", "index.check")
+INDEX_INTERFACE = ("index", "index.errors", "index.location", "index.alias", "index.migrate", "index.check")
 
 
 def test_api_and_cli_leave_index_state_to_the_engine():

@@ -24,9 +24,10 @@ queue on a server; Milvus Lite's write-ahead log, flushed to the OS on every wri
 process but not a power cut).  Server down or slow: calls raise :class:`IndexUnavailableError` after the
 timeout, and the next call reconnects (gRPC channels reconnect by themselves).
 
-Modules: :mod:`index.milvus.store` (the store), :mod:`index.milvus.client` (connecting),
-:mod:`index.milvus.errors` (pymilvus's errors in simsearch's words); a location is parsed by
-:func:`index.location.parse_location`.
+Modules: :mod:`index.milvus.store` (the store), :mod:`index.milvus.replica` (the store as a replica, for a
+re-embed behind a live server), :mod:`index.milvus.alias` (Milvus's aliases as simsearch aliases, with their
+history), :mod:`index.milvus.client` (connecting), :mod:`index.milvus.errors` (pymilvus's errors in simsearch's
+words); a location is parsed by :func:`index.location.parse_location`.
 """
 
 from index.location import MilvusLocation, parse_location

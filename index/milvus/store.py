@@ -9,6 +9,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from index.errors import IndexStoreError
 from index.location import MilvusLocation
 from index.milvus.client import connect, import_pymilvus, timeout_s
 from index.milvus.errors import NotLoaded, call
+from index.milvus.replica import MilvusReplication
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,9 @@ def milvus_index_params(index_type: str, config: IndexConfig, n: int) -> tuple[s
     return "IVF_FLAT", {"nlist": config.ivf_nlist or auto_nlist(max(n, 1))}
 
 
-class MilvusStore:
-    """Create with :meth:`create`, reopen with :meth:`open`; thread-safe, one per process is enough."""
+class MilvusStore(MilvusReplication):
+    """Create with :meth:`create`, reopen with :meth:`open`; thread-safe, one per process is enough.  Also
+    :class:`index.base.Replicable` (see :mod:`index.milvus.replica`)."""
 
     backend = "milvus"
 
@@ -119,13 +122,20 @@ class MilvusStore:
     def open(cls, location: MilvusLocation, *, expect_model: dict | None = None, client=None) -> "MilvusStore":
         """Open an existing collection and load it.  Raises ``IndexMismatchError`` when ``expect_model``
         differs from the stored model stamp, ``IndexStoreError`` when the collection is missing or was not
-        made by simsearch, ``IndexUnavailableError`` when the server cannot be reached."""
+        made by simsearch, ``IndexUnavailableError`` when the server cannot be reached.
+
+        A Milvus alias opens the collection it names now: the store never follows a later switch of the alias
+        into a collection embedded by another model (a server follows the alias by reopening)."""
         client = client or cls.connect(location)
         try:
             if not call(location, "check the collection", client.has_collection, location.collection):
                 raise IndexStoreError(f"{location.display}: no such collection; build it with "
                                       f"simsearch index build --index {location.display} ...")
             described = call(location, "describe the collection", client.describe_collection, location.collection)
+            named = described.get("collection_name") or location.collection
+            if named != location.collection:
+                logger.info("%s is an alias of %s", location.display, named)
+                location = replace(location, collection=named)
             raw = (described.get("properties") or {}).get(META_PROPERTY)
             if raw is None:
                 raise IndexStoreError(f"{location.display} is not a simsearch collection (no {META_PROPERTY} "
@@ -209,6 +219,22 @@ class MilvusStore:
         batch goes in chunks of ``INSERT_ROWS``; if one fails, every chunk tried is deleted again before the error
         is raised, the failed one included (an insert that timed out may still have been applied; a delete by
         primary key is safe to repeat), so a failed add leaves no item behind."""
+        xb, labels, paths, sources = self._rows(vectors, labels, paths, sources)
+        n = len(xb)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        ids = self._new_ids(n) if ids is None else check_ids(ids)
+        if len(ids) != n:
+            raise ValueError(f"got {len(ids)} ids for {n} vectors")
+        times = np.full(n, time.time()) if added_at is None else np.asarray(added_at, dtype=np.float64)
+        if len(times) != n:
+            raise ValueError(f"got {len(times)} times for {n} vectors")
+        self._check_primary()
+        self._insert(xb, ids, labels, paths, sources, times)
+        return ids
+
+    def _rows(self, vectors: np.ndarray, labels: list[str], paths: list[str], sources: list[str] | None):
+        """The checked (and normalised) columns of a batch: ``(xb (n, d) float32, labels, paths, sources)``."""
         xb = check_vectors(vectors, self._dim, "vectors")
         n = len(xb)
         labels = check_labels(check_strings(labels, n, "labels"))
@@ -217,16 +243,14 @@ class MilvusStore:
         _check_bytes(labels, LABEL_BYTES, "label")
         _check_bytes(paths, PATH_BYTES, "path")
         _check_bytes([s for s in sources if s], SOURCE_BYTES, "source")
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        if self._config.normalize:
+        if n and self._config.normalize:
             xb = normalized(xb, "vectors")
-        ids = self._new_ids(n) if ids is None else check_ids(ids)
-        if len(ids) != n:
-            raise ValueError(f"got {len(ids)} ids for {n} vectors")
-        times = np.full(n, time.time()) if added_at is None else np.asarray(added_at, dtype=np.float64)
-        if len(times) != n:
-            raise ValueError(f"got {len(times)} times for {n} vectors")
+        return xb, labels, paths, sources
+
+    def _insert(self, xb: np.ndarray, ids: np.ndarray, labels: list[str], paths: list[str],
+                sources: list[str] | None, times: np.ndarray) -> None:
+        """Insert checked rows under ``ids`` (see :meth:`add`: a failed insert deletes what it sent)."""
+        n = len(xb)
         tried = 0  # rows sent so far, the failing chunk included: it may have been applied before a timeout
         try:
             for start in range(0, n, INSERT_ROWS):
@@ -239,7 +263,6 @@ class MilvusStore:
         except BaseException:
             self._undo_insert(ids[:tried], n)
             raise
-        return ids
 
     def _undo_insert(self, ids: np.ndarray, n: int) -> None:
         """Delete the rows of a failed add (those inserted and those whose insert may have been applied)."""
@@ -272,6 +295,10 @@ class MilvusStore:
         ids = check_ids(ids)
         if not len(ids):
             return []
+        self._check_primary()
+        return self._remove(ids)
+
+    def _remove(self, ids: np.ndarray) -> list[ItemMeta]:
         found = self.get_many(ids)
         if found:
             self._run("delete items", self._client.delete, self._location.collection, ids=sorted(found))
@@ -370,14 +397,18 @@ class MilvusStore:
         return rng.choice(np.array(sorted(picked), dtype=np.int64), size=min(want, len(picked)), replace=False)
 
     def record_import(self, ids: np.ndarray) -> None:
-        """Remember the range of ids copied in from another index (see :meth:`random_ids`); ids already in
-        the random range [ID_LOW, ID_HIGH) need no record."""
+        """Remember the range of ids copied in from another index (see :meth:`random_ids`), widening the range
+        already recorded (read afresh from the server); ids in the random range [ID_LOW, ID_HIGH) need no record."""
         ids = np.asarray(ids, dtype=np.int64)
         ids = ids[ids < ID_LOW]
         if not len(ids):
             return
-        imported = {"low": int(ids.min()), "high": int(ids.max()), "count": int(len(ids))}
-        meta = dict(self._meta, imported=imported)
+        described = self._run("read the collection", self._client.describe_collection, self._location.collection)
+        meta = json.loads((described.get("properties") or {}).get(META_PROPERTY) or json.dumps(self._meta))
+        old = meta.get("imported") or {"low": int(ids.min()), "high": int(ids.max()), "count": 0}
+        imported = {"low": min(old["low"], int(ids.min())), "high": max(old["high"], int(ids.max())),
+                    "count": int(old["count"]) + int(len(ids))}
+        meta = dict(meta, imported=imported)
         self._run("record the copied ids", self._client.alter_collection_properties, self._location.collection,
                   properties={META_PROPERTY: json.dumps(meta, sort_keys=True)})
         self._meta = meta
@@ -410,7 +441,7 @@ class MilvusStore:
                 "index_type": self.index_type, "factory": self.factory, "dim": self._dim,
                 "metric": self._config.metric, "model": dict(self._meta["model"]), "config": self._config.to_dict(),
                 "created_at": self._meta["created_at"], "location": self.location, "home": self.home,
-                "collection": self._location.collection}
+                "collection": self._location.collection, "replica_of": _state_dict(self.replica_state())}
 
     # ------------------------------------------------------------------ maintenance (Milvus's own)
     # Not :class:`index.base.Maintainable`: Milvus keeps its own log and compacts its segments by itself.
@@ -462,6 +493,10 @@ def _check_bytes(values: list[str], limit: int, what: str) -> None:
     for value in values:
         if len(value.encode("utf-8")) > limit:
             raise ValueError(f"a {what} is longer than {limit} UTF-8 bytes: {value[:60]!r}...")
+
+
+def _state_dict(state) -> dict | None:
+    return None if state is None else state.to_dict()
 
 
 def _meta(row: dict) -> ItemMeta:
