@@ -24,12 +24,11 @@ import uuid
 from dataclasses import dataclass
 
 from durablefile import atomic_write
-from engine.engine import UPLOAD_FORMATS, _sniff_format
+from engine.engine import upload_extension
 
 logger = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".json"
-UNKNOWN_EXTENSION = ".img"
 REMEASURE_EVERY = 100  # sampled queries between two measures of the folder (other workers write to it too)
 
 
@@ -72,7 +71,7 @@ class QueryLog:
             if self.rate <= 0.0 or self._random.random() >= self.rate:
                 return None
         stem = f"{time.time_ns() // 1000:016d}-{uuid.uuid4().hex}"
-        ext = UPLOAD_FORMATS.get(_sniff_format(image_bytes), (UNKNOWN_EXTENSION, None))[0]
+        ext = upload_extension(image_bytes)
         sidecar = json.dumps({"image": stem + ext, "logged_at": round(time.time(), 3), "k": int(k), "label": label,
                               "neighbor_ids": [int(i) for i in neighbor_ids],
                               "model_sha256": model_sha}).encode("utf-8")

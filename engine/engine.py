@@ -219,7 +219,7 @@ class Engine:
             if existing is not None:  # else deleted since the search: add the upload after all
                 logger.info("skipped an upload (%s): duplicates image %d", label, existing.id)
                 return AddResult(existing, existing.id, finding.similarity, finding.exact, skipped=True)
-        ext = UPLOAD_FORMATS.get(_sniff_format(data), (".img", None))[0]
+        ext = upload_extension(data)
         path = self._write_upload(data, ext)
         try:
             ids = self.store.add(xb, labels=[label], paths=[path], sources=[source])
@@ -346,6 +346,11 @@ def _decode(source: ImageSource, name: str, max_pixels: int) -> Image.Image:
         return open_image(source, max_pixels=max_pixels)
     except ImageDecodeError as exc:
         raise ImageDecodeError(str(exc).replace("upload:", f"{name}:", 1)) from None
+
+
+def upload_extension(data: bytes) -> str:
+    """The file extension an image's bytes are stored under (``.img`` for a format not in UPLOAD_FORMATS)."""
+    return UPLOAD_FORMATS.get(_sniff_format(data), (".img", None))[0]
 
 
 def _sniff_format(data: bytes) -> str | None:

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from durablefile import atomic_write, file_sha256
 from engine.engine import Engine, SearchResult
-from engine.layout import MODEL_FILE
+from engine.layout import EVALUATION_DIR, MODEL_FILE, VERDICTS_DIR
 from engine.reporting import index_embeddings, without_paths
 from index.location import is_milvus
 from report.evaluation import render_evaluation
@@ -50,8 +50,6 @@ from similarity.runtime import EmbedRuntime
 
 logger = logging.getLogger(__name__)
 
-EVALUATION_DIR = "evaluation"  # <new home>/evaluation/: the last evaluation (JSON + HTML), the default --out
-VERDICTS_DIR = "evaluations"  # <new home>/evaluations/<old model sha256>.json: what the lifecycle reads
 EVALUATION_JSON = "evaluation.json"
 EVALUATION_HTML = "evaluation.html"
 SCHEMA = 1
@@ -112,7 +110,8 @@ class EvaluationResult:
     verdict_path: str
 
 
-def evaluate_indexes(old: str | os.PathLike, new: str | os.PathLike, *, queries: str | os.PathLike | None = None,
+def evaluate_indexes(old: str | os.PathLike, new: str | os.PathLike, *,
+                     queries: str | os.PathLike | LabelledImages | None = None,
                      traffic: Sequence[TrafficQuery] | None = None, traffic_source: str | None = None,
                      out_dir: str | os.PathLike | None = None, config: EvaluationConfig = EvaluationConfig(),
                      runtime: EmbedRuntime = EmbedRuntime(), progress: bool = True) -> EvaluationResult:
@@ -123,7 +122,8 @@ def evaluate_indexes(old: str | os.PathLike, new: str | os.PathLike, *, queries:
         raise EvaluationError("give labelled queries or logged traffic (exactly one)")
     if _same_location(old, new):
         raise EvaluationError(f"--old and --new name the same index ({old}); evaluate a re-embedded copy")
-    data = load_labelled_images(queries, min_per_class=1) if queries is not None else None
+    data = queries if isinstance(queries, LabelledImages) or queries is None else load_labelled_images(
+        queries, min_per_class=1)
     if traffic is not None and not traffic:
         raise EvaluationError(f"no logged queries in {traffic_source or 'the query log'}")
     old_engine = Engine.open(old, runtime=runtime)
@@ -134,8 +134,8 @@ def evaluate_indexes(old: str | os.PathLike, new: str | os.PathLike, *, queries:
                 raise EvaluationError(f"--old and --new open the same index ({new_engine.location})")
             evaluation = evaluate(old_engine, new_engine, queries=data, traffic=traffic, config=config,
                                   progress=progress)
-            evaluation["queries"]["source"] = os.path.abspath(os.fspath(queries if queries is not None
-                                                                         else traffic_source or ""))
+            evaluation["queries"]["source"] = (data.source if data is not None and data.source
+                                               else os.path.abspath(os.fspath(traffic_source or "")))
             out = out_dir if out_dir is not None else os.path.join(new_engine.directory, EVALUATION_DIR)
             return write_evaluation(evaluation, out, new_home=new_engine.directory)
         finally:

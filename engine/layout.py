@@ -4,6 +4,8 @@
     <index_dir>/uploads/     images added through the API, referenced by their items
     <index_dir>/report/      the last report (served by the API at /report)
     <index_dir>/dedup/       the last ``simsearch index dedup`` listing (duplicates.json, duplicates.html)
+    <index_dir>/evaluation/  the last ``simsearch evaluate`` of this index against another (json, html)
+    <index_dir>/evaluations/ the verdict of each evaluation, by the other model's sha256 (read by ``alias set``)
 """
 
 from __future__ import annotations
@@ -16,3 +18,5 @@ UPLOADS_DIR = "uploads"
 REPORT_DIR = "report"
 REPORT_HTML = HTML_FILE
 DEDUP_DIR = "dedup"
+EVALUATION_DIR = "evaluation"
+VERDICTS_DIR = "evaluations"

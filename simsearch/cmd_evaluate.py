@@ -7,8 +7,11 @@ import argparse
 
 from api.querylog import read_query_log
 from engine.evaluate import EvaluationConfig, TrafficQuery, evaluate_indexes
+from similarity.data import fashion_mnist_folder
 from simsearch.cli import UserError
 from simsearch.runtime_args import add_runtime_arguments, runtime_from_args
+
+FASHION_MNIST_SPLITS = {"fashion-mnist": "train", "fashion-mnist-test": "test"}
 
 DEFAULTS = EvaluationConfig()
 
@@ -23,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--new", required=True, metavar="INDEX", help="the re-embedded index (the new model)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--queries", metavar="DATA",
-                        help="labelled query images: a folder with one sub-folder per class, or a CSV of path,label")
+                        help="labelled query images: a folder with one sub-folder per class, a CSV of path,label, "
+                             "or fashion-mnist-test (the 10k test images, with the data set's class names)")
     source.add_argument("--from-log", metavar="DIR",
                         help="images logged by `simsearch serve --log-queries DIR`, replayed on both indexes")
     p.add_argument("-k", "--k", type=int, default=DEFAULTS.k,
@@ -48,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     traffic = None
     if args.from_log is not None:
         traffic = [TrafficQuery(q.image_path, q.label) for q in read_query_log(args.from_log)]
-    result = evaluate_indexes(args.old, args.new, queries=args.queries, traffic=traffic, traffic_source=args.from_log,
+    queries = args.queries
+    if queries in FASHION_MNIST_SPLITS:  # the class names of the data set, as the index holds them
+        queries = fashion_mnist_folder(FASHION_MNIST_SPLITS[queries])
+    result = evaluate_indexes(args.old, args.new, queries=queries, traffic=traffic, traffic_source=args.from_log,
                               out_dir=args.out, config=config, runtime=runtime_from_args(args),
                               progress=not args.quiet)
     for line in summary_lines(result.evaluation):
