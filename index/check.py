@@ -154,10 +154,11 @@ def rebuild_database(directory: str) -> str:
     with atomic_path(path + ".rebuilt") as tmp:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # as StoreDB.create: before the first table
             conn.executescript("BEGIN;" + SCHEMA + "COMMIT;")
             conn.execute("ATTACH DATABASE ? AS old", (f"file:{path}?mode=ro",))
             conn.execute("BEGIN")
-            for table in TABLES:
+            for table in TABLES:  # label_counts is filled by its triggers as the items are copied
                 # WHERE 1: no raw copy of b-trees (SQLite's transfer optimisation would read the damaged ones)
                 conn.execute(f"INSERT INTO main.{table} SELECT * FROM old.{table} NOT INDEXED WHERE 1")
             conn.execute("DELETE FROM main.sqlite_sequence")
