@@ -93,6 +93,9 @@ CREATE TRIGGER label_counts_relabel AFTER UPDATE OF label ON items WHEN new.labe
 END;
 """
 FILL_LABEL_COUNTS = "INSERT INTO label_counts SELECT label, count(*) FROM items GROUP BY label"
+# each snapshot row of a format-3 database descends from the newest rebuilt row at or before it (0: none kept)
+FILL_LINEAGE = ("UPDATE snapshots SET lineage = coalesce((SELECT max(r.gen) FROM snapshots r "
+                "WHERE r.rebuilt AND r.gen <= snapshots.gen), 0)")
 
 SCHEMA = """
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -315,8 +318,7 @@ class StoreDB:
             if version == 2:
                 conn.execute("ALTER TABLE checkpoints RENAME TO snapshots")
             conn.execute("ALTER TABLE snapshots ADD COLUMN lineage INTEGER NOT NULL DEFAULT 0")
-            conn.execute("UPDATE snapshots SET lineage = coalesce((SELECT max(r.gen) FROM snapshots r "
-                         "WHERE r.rebuilt AND r.gen <= snapshots.gen), 0)")
+            conn.execute(FILL_LINEAGE)
             for statement in _statements(LABEL_COUNTS_SCHEMA):
                 conn.execute(statement)
             conn.execute(FILL_LABEL_COUNTS)
