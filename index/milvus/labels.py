@@ -3,8 +3,9 @@ which labels exist).
 
 Milvus has no transaction in which a count could be kept with each insert, and no grouped count.  So the labels
 ever added are recorded in a collection property of their own, ``simsearch.labels`` (a JSON list), extended
-before the rows of an add that brings a new label are inserted (read afresh from the server; a process
-remembers what it has seen, so an add of known labels costs nothing).  :meth:`MilvusLabels.label_counts` then
+before the rows of an add that brings a new label are inserted (read afresh from the server, one thread of a
+process at a time; a process remembers what it has seen, so an add of known labels costs nothing).  Recording
+only saves :meth:`MilvusLabels.label_counts` a lookup: an add whose label could not be recorded goes on.  :meth:`MilvusLabels.label_counts` then
 asks one ``count(*)`` per recorded label, plus one query for an item whose label is not recorded: two writers
 that record different new labels at the same moment can overwrite each other's property, and a collection made
 before the property existed has none; such a label is found there, recorded, and counted.
@@ -19,8 +20,14 @@ one query that counts 0 (it is left out of the answer).
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+
+from index.errors import IndexStoreError
+
+logger = logging.getLogger(__name__)
 
 LABELS_PROPERTY = "simsearch.labels"
 MAX_DISCOVERED = 64  # unrecorded labels looked up one query each; beyond that, one pass over every label
@@ -37,6 +44,7 @@ class MilvusLabels:
     ``_run``, ``_client``, ``_location`` and ``_iterate``)."""
 
     _labels_seen: frozenset[str] | None = None  # recorded labels this process knows of (None: not read yet)
+    _labels_lock = threading.Lock()  # one recording at a time in a process (Milvus Lite fails concurrent alters)
 
     def label_counts(self) -> dict[str, int]:
         """Live items per label, sorted by label: one count per recorded label (see the module docstring)."""
@@ -67,12 +75,19 @@ class MilvusLabels:
         return dict(sorted(counts.items()))
 
     def _note_labels(self, labels: list[str]) -> None:
-        """Before inserting rows with ``labels``: record those this process has not seen recorded."""
-        if self._labels_seen is None:
-            self._labels_seen = frozenset(self._recorded_labels())
-        new = set(labels) - self._labels_seen
-        if new:
-            self._record_labels(new)
+        """Before inserting rows with ``labels``: record those this process has not seen recorded.  A failure
+        is logged, not raised: :meth:`label_counts` finds an unrecorded label by itself."""
+        if self._labels_seen is not None and set(labels) <= self._labels_seen:
+            return
+        try:
+            with self._labels_lock:
+                if self._labels_seen is None:
+                    self._labels_seen = frozenset(self._recorded_labels())
+                new = set(labels) - self._labels_seen
+                if new:
+                    self._record_labels(new)
+        except IndexStoreError as exc:
+            logger.warning("could not record the new labels of an add (label_counts finds them later): %s", exc)
 
     def _recorded_labels(self) -> set[str]:
         described = self._run("read the labels", self._client.describe_collection, self._location.collection)
