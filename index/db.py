@@ -540,6 +540,11 @@ class StoreDB:
         """Live items (the sum of ``label_counts``: O(labels), not O(items))."""
         return int(self.query("SELECT coalesce(sum(n), 0) FROM label_counts")[0][0])
 
+    @staticmethod
+    def live_count(conn: sqlite3.Connection) -> int:
+        """Live items, inside a transaction (as :meth:`count`)."""
+        return int(conn.execute("SELECT coalesce(sum(n), 0) FROM label_counts").fetchone()[0])
+
     def label_counts(self) -> dict[str, int]:
         """Live items per label, sorted by label (the ``label_counts`` table: O(labels))."""
         return dict(self.query("SELECT label, n FROM label_counts ORDER BY label"))

@@ -289,7 +289,7 @@ class IndexStore:
         if not fstring.startswith("IVF") or conn.execute("SELECT 1 FROM snapshots LIMIT 1").fetchone():
             return  # only IVF trains, and a snapshot means it has been trained
         need = factory.training_need(factory.new_index(fstring, self._dim, self._config), self._config)
-        have = int(conn.execute("SELECT count(*) FROM items").fetchone()[0]) if need else 0
+        have = StoreDB.live_count(conn) if need else 0
         if need and have + n < need:
             raise ValueError(f"an IVF-PQ index needs at least {need} vectors to train, got {have + n}; "
                              "add a larger first batch or use index_type='flat'/'hnsw'")
