@@ -245,7 +245,8 @@ class SearchService:
             "model": model,
             "index": {key: stats[key] for key in ("backend", "index_type", "factory", "dim", "metric", "created_at",
                                                    "stored_vectors", "tombstones", "log_head", "snapshot",
-                                                   "changes_since_snapshot", "location", "collection")
+                                                   "changes_since_snapshot", "compaction_due", "compaction_reason",
+                                                   "location", "collection")
                       if key in stats},
             "writes_enabled": self.config.writes_enabled,
             **self._alias_info(),
@@ -259,6 +260,7 @@ class SearchService:
         return {"status": "ok", "writable": problem is None, **({"write_problem": problem} if problem else {}),
                 "items": len(self.engine), "backend": self.engine.store.backend,
                 "runtime": self.engine.embedder.runtime, "log_head": self.engine.log_head(),
+                "compaction_due": self.engine.compaction_due(),
                 "uptime_s": round(time.time() - self._started, 1), "pid": os.getpid(), **self._alias_info()}
 
     def _alias_info(self) -> dict:

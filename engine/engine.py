@@ -284,6 +284,11 @@ class Engine:
         log (Milvus keeps its own)."""
         return self.store.log_head() if isinstance(self.store, Maintainable) else None
 
+    def compaction_due(self) -> bool:
+        """Whether ``simsearch index compact`` would rebuild the index now (False where the store compacts
+        itself, as Milvus does).  Serving processes never rebuild a large index on their own."""
+        return isinstance(self.store, Maintainable) and bool(self.store.compaction_reason())
+
     def orphan_uploads(self) -> list[str]:
         """Files in ``uploads/`` that no live item references.  Matched by file name (each upload gets a
         fresh uuid name), so a directory reached through a symlink, moved or restored still matches."""

@@ -39,7 +39,8 @@ class ItemMeta:
 @dataclass(frozen=True)
 class CompactResult:
     """What :meth:`Maintainable.compact` did: ``rebuilt`` (the search index from the truth) and why, the
-    snapshot it wrote (generation and the log seq it covers), and how many tombstones it dropped."""
+    snapshot it wrote (generation and the log seq it covers), how many tombstones it dropped, and the bytes
+    of disk space it gave back."""
 
     rebuilt: bool
     reason: str
@@ -47,6 +48,7 @@ class CompactResult:
     snapshot_seq: int
     dropped_tombstones: int
     seconds: float
+    reclaimed_bytes: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,6 +142,7 @@ class Maintainable(Protocol):
     def log_head(self) -> int: ...  # the seq of the newest committed change
     def snapshot(self) -> int: ...  # write the search index as a snapshot file; returns its generation
     def compact(self, *, force: bool = False) -> CompactResult: ...  # a snapshot, rebuilt first when due
+    def compaction_reason(self) -> str: ...  # why compact() would rebuild now; "" when it would not
 
 
 @runtime_checkable

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from durablefile import atomic_path, file_sha256, fsync_dir
-from index.db import DB_FILE, SCHEMA, db_path
+from index.db import DB_FILE, FILL_LINEAGE, FORMAT_VERSION, SCHEMA, StoreDB, db_path
 from index.keeper import SNAPSHOT_DIR
 
 logger = logging.getLogger(__name__)
@@ -148,18 +148,25 @@ def _tables_readable(path: str) -> bool:
 
 def rebuild_database(directory: str) -> str:
     """Copy every row of the (damaged, but readable by full scans) database into a new one with the schema and
-    the log's sequence, then put it in place; the damaged files move to ``damaged-<time>/`` (returned).  Only
-    with no process using the index."""
+    the log's sequence, then put it in place; the damaged files move to ``damaged-<time>/`` (returned).  A
+    database of format 3 comes out in format 4 (as :meth:`StoreDB.upgrade` makes it).  Only with no process
+    using the index."""
     path = db_path(directory)
     with atomic_path(path + ".rebuilt") as tmp:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # as StoreDB.create: before the first table
             conn.executescript("BEGIN;" + SCHEMA + "COMMIT;")
             conn.execute("ATTACH DATABASE ? AS old", (f"file:{path}?mode=ro",))
             conn.execute("BEGIN")
-            for table in TABLES:
+            for table in TABLES:  # label_counts is filled by its triggers as the items are copied
+                names = ", ".join(row[1] for row in conn.execute(f"PRAGMA old.table_info({table})"))
                 # WHERE 1: no raw copy of b-trees (SQLite's transfer optimisation would read the damaged ones)
-                conn.execute(f"INSERT INTO main.{table} SELECT * FROM old.{table} NOT INDEXED WHERE 1")
+                conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM old.{table} NOT INDEXED "
+                             "WHERE 1")
+            if StoreDB.get_setting(conn, "format_version") == 3:
+                conn.execute(FILL_LINEAGE)
+                StoreDB.set_setting(conn, "format_version", FORMAT_VERSION)
             conn.execute("DELETE FROM main.sqlite_sequence")
             conn.execute("INSERT INTO main.sqlite_sequence SELECT * FROM old.sqlite_sequence")
             conn.execute("COMMIT")

@@ -6,6 +6,13 @@ head with the view (one cheap query) and applies only what is new.  Snapshots ar
 compaction (a rebuild from the truth).  When another process writes a rebuilt snapshot, it is loaded in a
 background thread and swapped in; a snapshot that merely copies a view is adopted as it is.
 
+Lineage: every snapshot records the rebuilt snapshot its structure descends from (a rebuild is its own).  A
+process whose view descends from an older rebuild than the newest recorded one loads the newer structure
+before it writes a snapshot, so a process that missed a rebuild (and the plain snapshots written after it)
+never records its stale structure as the newest.  The automatic policy writes snapshots only; a rebuild
+(compaction) runs when asked for (``simsearch index compact``), or in the background of a small index only
+(``IndexConfig.background_rebuild_max_vectors``).
+
 Locks: the catch-up lock lets one thread at a time apply changes (the others wait, then find nothing to
 do); the snapshot lock (an ``flock`` on ``snapshots/.lock``) lets one process at a time write snapshot
 files; it guards the derived files only, never the data, which SQLite orders.  A thread that holds the
@@ -20,6 +27,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from durablefile import atomic_write, bytes_sha256, file_sha256
@@ -27,6 +35,7 @@ from index import factory
 from index.base import CompactResult
 from index.config import IndexConfig, choose_index_type
 from index.db import SnapshotRow, StoreDB
+from index.errors import IndexStoreError
 from index.view import IndexView
 
 logger = logging.getLogger(__name__)
@@ -67,6 +76,8 @@ class ViewKeeper:
         self._own_files: set[str] = set()  # snapshot files this process wrote (never reloaded from disk)
         self._opened_at = time.time()
         self._damaged_gen = 0  # a snapshot found unusable here: the next snapshot() replaces it
+        # the lineage of each view this keeper made (see the module docstring); 0: older than every rebuild
+        self._lineages: weakref.WeakKeyDictionary[IndexView, int] = weakref.WeakKeyDictionary()
         snapshot_folder(directory)  # e.g. only store.sqlite restored, or the folder of format version 2
         self._view: IndexView = self._load_view()
 
@@ -74,6 +85,10 @@ class ViewKeeper:
     def view(self) -> IndexView:
         """The current view (call :meth:`refresh` first to include every committed change)."""
         return self._view
+
+    def lineage_of(self, view: IndexView) -> int:
+        """The generation of the rebuilt snapshot whose structure ``view`` carries (0: none recorded)."""
+        return self._lineages.get(view, 0)
 
     def after_write(self) -> None:
         """Include this process's own write at once, then apply the automatic snapshot policy."""
@@ -133,15 +148,17 @@ class ViewKeeper:
             if file_sha256(handle) != row.sha256:
                 raise ValueError("sha256 does not match the database")
             handle.seek(0)
-            return IndexView.from_file(handle, dim=self._dim, config=self._config, index_type=row.index_type,
+            view = IndexView.from_file(handle, dim=self._dim, config=self._config, index_type=row.index_type,
                                        factory_string=row.factory, seq=row.seq, gen=row.gen,
                                        tombstones=row.tombstones, trained_on=row.trained_on)
+        self._lineages[view] = row.lineage
+        return view
 
     def _rebuild_view(self, fstring: str | None = None) -> IndexView:
         """A view built from every vector in the truth (the slow path: compaction, or a lost snapshot).
 
-        It takes the generation of the newest snapshot, which it is at least as new as: with gen 0, an
-        unusable newest snapshot would start a background reload (another full rebuild) at every read."""
+        It takes the generation and lineage of the newest snapshot, which it is at least as new as: with gen 0,
+        an unusable newest snapshot would start a background reload (another full rebuild) at every read."""
         with self._db.read_transaction() as conn:
             seq = StoreDB.head(conn)
             newest = StoreDB.snapshot_row(conn)
@@ -156,6 +173,7 @@ class ViewKeeper:
         view = IndexView.build(ids, xb, dim=self._dim, config=self._config, index_type=index_type,
                                factory_string=fstring, seq=seq)
         view.gen = gen
+        self._lineages[view] = newest.lineage if newest is not None else 0
         logger.info("built %s over %d vectors at seq %d in %.1f s", fstring, len(ids), seq,
                     time.perf_counter() - started)
         return view
@@ -182,8 +200,10 @@ class ViewKeeper:
             fstring = StoreDB.get_setting(conn, "factory")
             changes = StoreDB.changes_since(conn, view.seq, self._dim) if view.seq >= floor else None
         if view.index is None and fstring is not None and changes is not None:  # a first add decided the type
+            lineage = self.lineage_of(view)
             view = IndexView.empty(self._dim, self._config, factory.index_type_of(fstring), fstring, seq=view.seq,
                                    gen=view.gen)
+            self._lineages[view] = lineage
         if changes is None or (len(changes.add_ids) and not view.is_trained):
             return self._caught_up(self._snapshot_view())
         if len(changes) or changes.head != view.seq:
@@ -197,16 +217,22 @@ class ViewKeeper:
                     view.seq, old.gen, old.seq)
 
     def _on_new_snapshot(self, view: IndexView) -> None:
-        """Another process wrote a snapshot.  A copy of a view changes nothing for this one (adopt its
-        generation); a rebuilt one (fewer tombstones, another index type, a retrained IVF) is loaded."""
+        """Another process wrote a snapshot.  A copy of a view of the same lineage changes nothing for this
+        one (adopt its generation); one that descends from a newer rebuild (fewer tombstones, another index
+        type, a retrained IVF), even through plain snapshots written after it, is loaded."""
         with self._db.read_transaction() as conn:
             row = StoreDB.snapshot_row(conn)
         if row is None or row.gen <= view.gen or row.file in self._own_files:
             return  # (its writer sets the generation of the view it wrote)
-        if row.rebuilt or row.factory != view.factory:
+        if self._is_newer_structure(row, view):
             self._reload_in_background()
         else:
             view.gen = row.gen
+
+    def _is_newer_structure(self, row: SnapshotRow, view: IndexView) -> bool:
+        """Whether snapshot ``row`` carries a structure newer than ``view``'s: a later rebuild, or another
+        index type (a newer snapshot always has the newer lineage of the two)."""
+        return row.lineage > self.lineage_of(view) or (row.gen > view.gen and row.factory != view.factory)
 
     def _reload_in_background(self) -> None:
         """Another process wrote a newer snapshot (e.g. a compaction): load it aside, then swap it in."""
@@ -284,8 +310,7 @@ class ViewKeeper:
         with self._db.read_transaction() as conn:
             newest = StoreDB.snapshot_row(conn)
         view = self._view
-        if (newest is not None and newest.gen > view.gen and newest.file not in self._own_files
-                and (newest.rebuilt or newest.factory != view.factory)):
+        if newest is not None and newest.file not in self._own_files and self._is_newer_structure(newest, view):
             fresh = self._snapshot_view()
             with self._catch_up_lock:
                 self._swap(self._caught_up(fresh))
@@ -293,10 +318,12 @@ class ViewKeeper:
 
     def _write_snapshot(self, view: IndexView, rebuilt: bool = False) -> int:
         """Serialise ``view`` (under its read lock: a memory copy), write it aside, fsync, rename, then record
-        it in SQLite (the commit point) and prune older snapshots and the log they covered.  Caller holds
-        the snapshot lock."""
+        it in SQLite (the commit point) and prune older snapshots and the log they covered; then checkpoint
+        and truncate SQLite's log.  Caller holds the snapshot lock, and has adopted any newer rebuild
+        (:meth:`_adopt_rebuilt_snapshot`): a view of an older lineage is not recorded (returns the newest gen)."""
         if view.index is None:
             return 0
+        lineage = self.lineage_of(view)
         with view.lock.read():
             blob, seq, tombstones = view.serialize(), view.seq, view.tombstones()
             stored = view.stored
@@ -305,17 +332,39 @@ class ViewKeeper:
         self._own_files.add(name)
         atomic_write(os.path.join(folder, name), blob)
         with self._db.transaction() as conn:
-            gen = StoreDB.record_snapshot(conn, seq=seq, file=name, sha256=bytes_sha256(blob),
-                                            index_type=view.index_type, factory=view.factory, stored=stored,
-                                            tombstones=tombstones, trained_on=view.trained_on, rebuilt=rebuilt)
-            StoreDB.set_setting(conn, "index_type", view.index_type)
-            StoreDB.set_setting(conn, "factory", view.factory)
-            StoreDB.prune(conn)
-        view.gen = gen
+            newest = StoreDB.newest_lineage(conn)
+            stale = not rebuilt and lineage < newest
+            if not stale:
+                gen = StoreDB.record_snapshot(conn, seq=seq, file=name, sha256=bytes_sha256(blob),
+                                              index_type=view.index_type, factory=view.factory, stored=stored,
+                                              tombstones=tombstones, trained_on=view.trained_on, rebuilt=rebuilt,
+                                              lineage=lineage)
+                StoreDB.set_setting(conn, "index_type", view.index_type)
+                StoreDB.set_setting(conn, "factory", view.factory)
+                StoreDB.prune(conn)
+            else:
+                gen = StoreDB.snapshot_row(conn).gen
         self._remove_stale_snapshot_files(folder)
+        if stale:  # not reached while every writer adopts first; kept as the guard of the invariant
+            logger.warning("index %s: not recording a snapshot of lineage %d below the newest, %d", self._directory,
+                           lineage, newest)
+            return gen
+        view.gen = gen
+        self._lineages[view] = gen if rebuilt else lineage
         logger.info("snapshot %d of %s at seq %d: %d vectors, %d tombstones, %.1f MB", gen, self._directory, seq,
                     stored, len(tombstones), blob.nbytes / 1e6)
+        self._checkpoint_wal()
         return gen
+
+    def _checkpoint_wal(self) -> None:
+        """Truncate SQLite's log after a snapshot (here, not at every write: the process that did the snapshot's
+        work pays for it).  The snapshot is recorded already: a failure is only logged."""
+        try:
+            if not self._db.checkpoint_wal():
+                logger.info("index %s: the database was busy; its log is checkpointed at the next snapshot",
+                            self._directory)
+        except IndexStoreError as exc:
+            logger.warning("index %s: could not checkpoint the database log: %s", self._directory, exc)
 
     def _remove_stale_snapshot_files(self, folder: str) -> None:
         """Delete snapshot files no row names (older generations, and leftovers of a crash mid-write);
@@ -328,13 +377,14 @@ class ViewKeeper:
                 except OSError as exc:  # harmless: the next snapshot retries
                     logger.warning("could not remove stale snapshot file %s: %s", name, exc)
 
-    def compact(self, *, force: bool = False, blocking: bool = True) -> CompactResult | None:
+    def compact(self, *, force: bool = False, blocking: bool = True, rebuild: bool = True) -> CompactResult | None:
         """Write a new snapshot.  Rebuild the FAISS index from the truth first when tombstones exceed
         ``config.compact_fraction`` of the stored vectors (any tombstone with ``force``), when an ``auto``
         index has outgrown its type, or when IVF has outgrown its training sample (4x); otherwise the
         current view is written as it is, unless the newest snapshot already covers it.  Searches continue
         meanwhile (in this and other processes).  With ``blocking`` off, returns None at once when another
-        process or thread holds the snapshot lock."""
+        process or thread holds the snapshot lock.  With ``rebuild`` off, never rebuilds (the automatic
+        policy: a due rebuild is only reported, see :meth:`rebuild_due`)."""
         started = time.perf_counter()
         with self._snapshot_lock(blocking) as got:
             if not got:
@@ -343,6 +393,10 @@ class ViewKeeper:
             newest = self._adopt_rebuilt_snapshot()
             view = self._view
             reason = self._rebuild_reason(view, force)
+            if reason and not rebuild:
+                logger.info("index %s: compaction due (%s); run: simsearch index compact %s", self._directory,
+                            reason, self._directory)
+                reason = ""
             if not reason and newest is not None and newest.seq >= view.seq and newest.gen != self._damaged_gen:
                 return CompactResult(False, "the newest snapshot covers the view", newest.gen, newest.seq, 0,
                                      round(time.perf_counter() - started, 3))
@@ -360,6 +414,12 @@ class ViewKeeper:
             gen = self._write_snapshot(view, rebuilt=bool(reason))
         return CompactResult(bool(reason), reason or "snapshot only", gen, view.seq, dropped,
                              round(time.perf_counter() - started, 3))
+
+    def rebuild_due(self) -> str:
+        """Why a compaction would rebuild the view now, or "" when it would not (cheap: no I/O beyond the
+        catch-up of :meth:`refresh`)."""
+        self.refresh()
+        return self._rebuild_reason(self._view, False)
 
     def _target_factory(self, view: IndexView) -> str:
         if self._config.index_type == "auto" or view.index_type == "ivfpq":
@@ -381,8 +441,10 @@ class ViewKeeper:
 
     def _maybe_snapshot_in_background(self) -> None:
         """The automatic policy: after ``config.snapshot_every`` changes since the newest snapshot, or
-        after ``config.snapshot_interval_s`` with any change pending, snapshot (compacting if due) in a
-        background thread of whichever process notices first (the others skip: the lock is taken)."""
+        after ``config.snapshot_interval_s`` with any change pending, snapshot in a background thread of
+        whichever process notices first (the others skip: the lock is taken).  A rebuild that is due runs
+        there only while the view holds at most ``config.background_rebuild_max_vectors`` (0 by default:
+        never, so that no API worker spends minutes of CPU on it; ``simsearch index compact`` does it)."""
         with self._db.read_transaction() as conn:
             head = StoreDB.head(conn)
             newest = StoreDB.newest_snapshot_time(conn)  # (seq, created_at) or None: no tombstone blob
@@ -393,7 +455,9 @@ class ViewKeeper:
 
         def run() -> None:
             try:
-                self.compact(blocking=False)  # another process or thread at it: nothing to do here
+                # another process or thread at it: nothing to do here
+                self.compact(blocking=False,
+                             rebuild=self._view.stored <= self._config.background_rebuild_max_vectors)
             except Exception:  # noqa: BLE001 - the log stays the truth; the next write tries again
                 logger.exception("automatic snapshot of %s failed", self._directory)
 

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path, default_
 from index.check import QUICK_CHECK_SQL, quick_check_problems
 from index.errors import IndexDamagedError, IndexStoreError, IndexSupersededError
 from index.keeper import ViewKeeper, snapshot_folder
+from index.label_filter import LabelFilter
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class IndexStore:
         self._dim = int(settings["dim"])
         self._config = IndexConfig.from_dict(settings["config"])
         self._keeper = ViewKeeper(directory, db, self._dim, self._config)
+        self._label_filter = LabelFilter(db, self._dim, self._config.exact_filter_max)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -109,8 +112,8 @@ class IndexStore:
         db = StoreDB(db_path(directory), synchronous=synchronous, busy_timeout_s=busy_timeout_s)
         try:
             settings = db.settings()
-            if settings.get("format") == FORMAT and settings.get("format_version") == 2:
-                snapshot_folder(directory)  # checkpoints/ -> snapshots/ before the rows name files in it
+            if settings.get("format") == FORMAT and settings.get("format_version") in (2, 3):
+                snapshot_folder(directory)  # (2) checkpoints/ -> snapshots/ before the rows name files in it
                 db.upgrade()
                 settings = db.settings()
             _check_settings(settings, db.path)
@@ -286,7 +289,7 @@ class IndexStore:
         if not fstring.startswith("IVF") or conn.execute("SELECT 1 FROM snapshots LIMIT 1").fetchone():
             return  # only IVF trains, and a snapshot means it has been trained
         need = factory.training_need(factory.new_index(fstring, self._dim, self._config), self._config)
-        have = int(conn.execute("SELECT count(*) FROM items").fetchone()[0]) if need else 0
+        have = StoreDB.live_count(conn) if need else 0
         if need and have + n < need:
             raise ValueError(f"an IVF-PQ index needs at least {need} vectors to train, got {have + n}; "
                              "add a larger first batch or use index_type='flat'/'hnsw'")
@@ -298,9 +301,10 @@ class IndexStore:
 
         Returns one list per query, shorter than ``k`` when the index holds fewer live items.
         ``ef_search`` (HNSW, raised to ``k`` if below) and ``nprobe`` (IVF) override the config defaults
-        for this call.  ``label``: only items with this label (the filter runs inside the FAISS search, an
-        ``IDSelector`` over the label's ids from SQLite, so a rare label still gets its ``k`` hits).  Every
-        search sees every committed write: catching up with the log first is one cheap query.
+        for this call.  ``label``: only items with this label, ``k`` of them whenever the label has as many
+        (see :mod:`index.label_filter`: exact over the class up to ``config.exact_filter_max`` items, else
+        an ``IDSelector`` inside the FAISS search).  Every search sees every committed write: catching up
+        with the log first is one cheap query.
         """
         xq = check_vectors(xq, self._dim, "xq")
         k = check_positive_int(k, "k")
@@ -311,9 +315,11 @@ class IndexStore:
             xq = normalized(xq, "xq")
         self._keeper.refresh()
         view = self._keeper.view
-        allowed = None if label is None else self._db.ids_with_label(label)
-        with view.lock.read():
-            D, I = view.search(xq, k, ef_search=ef_search, nprobe=nprobe, allowed=allowed)
+        if label is None:
+            with view.lock.read():
+                D, I = view.search(xq, k, ef_search=ef_search, nprobe=nprobe)
+        else:
+            D, I = self._label_filter.search(view, xq, k, label, ef_search=ef_search, nprobe=nprobe)
         metas = self._db.items(np.unique(I[I >= 0]).tolist()) if I.size else {}
         results = []
         for dists, ids in zip(D.tolist(), I.tolist()):
@@ -395,14 +401,15 @@ class IndexStore:
             floor = StoreDB.get_setting(conn, "log_floor", 0)
             replica = StoreDB.get_setting(conn, "replica_of")
         snapshot = None if row is None else {"gen": row.gen, "seq": row.seq, "file": row.file,
-                                               "created_at": _iso(row.created_at)}
+                                               "created_at": _iso(row.created_at), "lineage": row.lineage}
+        due = self._keeper.rebuild_due()
         return {"backend": self.backend, "ntotal": view.live, "stored_vectors": view.stored, "tombstones": view.tombstone_count,
                 "label_counts": self.label_counts(), "index_type": view.index_type, "factory": view.factory,
                 "dim": self._dim, "metric": self._config.metric, "model": dict(self._settings["model"]),
                 "config": self._config.to_dict(), "log_head": head, "log_floor": floor, "view_seq": view.seq,
                 "snapshot": snapshot, "changes_since_snapshot": head - (row.seq if row else 0),
                 "created_at": self._settings["created_at"], "directory": self._directory,
-                "replica_of": replica}
+                "replica_of": replica, "compaction_due": bool(due), "compaction_reason": due or None}
 
     # ------------------------------------------------------------------ snapshots and compaction
     def snapshot(self) -> int:
@@ -412,8 +419,17 @@ class IndexStore:
 
     def compact(self, *, force: bool = False) -> CompactResult:
         """Write a new snapshot, rebuilding the FAISS index from the truth first when it is due (see
-        :meth:`ViewKeeper.compact`); searches continue meanwhile, here and in other processes."""
-        return self._keeper.compact(force=force)
+        :meth:`ViewKeeper.compact`); searches continue meanwhile, here and in other processes.  Then give
+        the database's free pages back to the file system (:meth:`StoreDB.reclaim_space`; with ``force``, a
+        database made before format 4 is rewritten once so that it can)."""
+        result = self._keeper.compact(force=force)
+        return replace(result, reclaimed_bytes=self._db.reclaim_space(rewrite=force))
+
+    def compaction_reason(self) -> str:
+        """Why :meth:`compact` would rebuild the FAISS view now ("" when it would only snapshot): the
+        automatic policy never rebuilds a large view in a serving process, so a cron job or timer runs
+        ``simsearch index compact`` when this says so."""
+        return self._keeper.rebuild_due()
 
     def wait_for_background(self, timeout: float | None = None) -> None:
         """Wait for this process's background reloads and snapshots (tests and benchmarks use it)."""

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -21,6 +20,7 @@ from index.errors import IndexStoreError
 from index.location import MilvusLocation
 from index.milvus.client import connect, import_pymilvus, timeout_s
 from index.milvus.errors import NotLoaded, call
+from index.milvus.labels import MilvusLabels, label_literal
 from index.milvus.replica import MilvusReplication
 
 logger = logging.getLogger(__name__)
@@ -40,11 +40,6 @@ CONSISTENCY_LEVELS = ("Strong", "Bounded")
 _META_FIELDS = ["id", "label", "path", "added_at", "source"]
 
 
-def _literal(text: str) -> str:
-    """A string literal for a Milvus boolean expression (JSON's escaping: quotes and backslashes)."""
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _id_list(ids) -> str:
     return "[" + ",".join(str(int(i)) for i in ids) + "]"
 
@@ -60,9 +55,10 @@ def milvus_index_params(index_type: str, config: IndexConfig, n: int) -> tuple[s
     return "IVF_FLAT", {"nlist": config.ivf_nlist or auto_nlist(max(n, 1))}
 
 
-class MilvusStore(MilvusReplication):
+class MilvusStore(MilvusReplication, MilvusLabels):
     """Create with :meth:`create`, reopen with :meth:`open`; thread-safe, one per process is enough.  Also
-    :class:`index.base.Replicable` (see :mod:`index.milvus.replica`)."""
+    :class:`index.base.Replicable` (see :mod:`index.milvus.replica`); labels are counted as
+    :mod:`index.milvus.labels` describes."""
 
     backend = "milvus"
 
@@ -251,6 +247,7 @@ class MilvusStore(MilvusReplication):
                 sources: list[str] | None, times: np.ndarray) -> None:
         """Insert checked rows under ``ids`` (see :meth:`add`: a failed insert deletes what it sent)."""
         n = len(xb)
+        self._note_labels(labels)  # before the rows: a crash leaves a label recorded with no item, never the reverse
         tried = 0  # rows sent so far, the failing chunk included: it may have been applied before a timeout
         try:
             for start in range(0, n, INSERT_ROWS):
@@ -324,7 +321,7 @@ class MilvusStore(MilvusReplication):
         kind = self._meta["milvus_index"]
         params = {"ef": max(ef_search, k)} if kind == "HNSW" else {"nprobe": nprobe} if kind.startswith("IVF") else {}
         found = self._run("search", self._client.search, self._location.collection, data=xq.tolist(), limit=k,
-                          filter="" if label is None else f"label == {_literal(label)}",
+                          filter="" if label is None else f"label == {label_literal(label)}",
                           output_fields=["label", "path", "source"],
                           search_params={"metric_type": "IP", "params": params},
                           consistency_level=consistency)
@@ -354,11 +351,6 @@ class MilvusStore(MilvusReplication):
                                  consistency_level=consistency):
                 out[int(row["id"])] = _meta(row)
         return out
-
-    def label_counts(self) -> dict[str, int]:
-        """Items per label, sorted by label (one pass over the label field: O(n))."""
-        counts = Counter(row["label"] for row in self._iterate(["label"]))
-        return dict(sorted(counts.items()))
 
     def random_ids(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``min(n, len(self))`` distinct ids drawn with ``rng``, without a scan: ids are uniform random in

@@ -10,7 +10,8 @@ from api import create_app
 
 
 def test_health_and_stats(client, fmnist_folder):
-    assert client.get("/api/health").get_json()["status"] == "ok"
+    health = client.get("/api/health").get_json()
+    assert health["status"] == "ok" and health["compaction_due"] is False
     stats = client.get("/api/stats").get_json()
     assert stats["items"] == 600 and set(stats["label_counts"]) == set(fmnist_folder.class_names)
     assert all(v == 60 for v in stats["label_counts"].values())

@@ -99,6 +99,23 @@ def test_delete_removes_for_good(make_writable_app, png_bytes, index_copy, ids):
     assert fresh.get("/api/health").get_json()["items"] == 599
 
 
+@pytest.mark.embedded_only
+def test_health_and_stats_say_when_compaction_is_due(make_writable_app, ids):
+    """A server snapshots on its own but never rebuilds the index: once deletes reach compact_fraction (20%),
+    /api/health and /api/stats say a compaction is due, until simsearch index compact has run."""
+    app = make_writable_app()
+    client = app.test_client()
+    assert client.get("/api/health").get_json()["compaction_due"] is False
+    engine = app.extensions["simsearch"].engine
+    engine.store.remove(ids[:150])  # 25% of 600
+    assert client.get("/api/health").get_json()["compaction_due"] is True
+    index = client.get("/api/stats").get_json()["index"]
+    assert index["compaction_due"] is True and "150 tombstones" in index["compaction_reason"]
+    assert engine.compact()["index"]["rebuilt"]
+    index = client.get("/api/stats").get_json()["index"]
+    assert index["compaction_due"] is False and index["compaction_reason"] is None and index["tombstones"] == 0
+
+
 def test_writes_are_visible_across_processes(make_writable_app, png_bytes):
     """Two services on one directory (as two gunicorn workers): each reloads what the other saved."""
     a, b = make_writable_app().test_client(), make_writable_app().test_client()

@@ -186,6 +186,38 @@ def test_an_open_store_switches_to_a_new_compaction(tmp_path):
     assert reader.search(xq, 10) == writer.search(xq, 10)
 
 
+def test_a_store_that_missed_a_rebuild_never_records_its_older_structure(tmp_path):
+    """Snapshot lineage.  A rebuilds (compact --force) and then writes a plain snapshot of its rebuilt view;
+    B, which last read just before the rebuild, applies its own newer writes and snapshots.  The newest
+    snapshot B sees is no rebuild, yet it descends from one: B loads that structure before writing, so its
+    stale one (with the 100 tombstones the rebuild dropped) never becomes the newest snapshot."""
+    directory = tmp_path / "lineage"
+    a = IndexStore.create(directory, DIM, config=manual("hnsw"), model_info=model_info())
+    ids = add_items(a, vectors(400))
+    a.snapshot()
+    b = IndexStore.open(directory)
+    a.remove(ids[:100])
+    xq = vectors(10, seed=2)
+    b.search(xq, 5)  # B's view: the 100 deletes as tombstones
+    rebuild = a.compact(force=True)
+    assert rebuild.rebuilt and rebuild.dropped_tombstones == 100
+    add_items(a, vectors(5, seed=1), prefix="a")
+    a.snapshot()  # a copy of the rebuilt structure: not itself a rebuild
+    add_items(b, vectors(5, seed=2), prefix="b")  # B's first look since the rebuild
+    gen = b.snapshot()
+    b.wait_for_background()
+    c = IndexStore.open(directory)  # loads the newest snapshot
+    try:
+        stats = c.stats()
+        assert stats["snapshot"]["gen"] == gen and gen > rebuild.snapshot_gen + 1  # B wrote it
+        assert stats["tombstones"] == 0 and stats["stored_vectors"] == 310 and len(c) == 310
+        assert stats["snapshot"]["lineage"] == rebuild.snapshot_gen
+        assert ids_of(c.search(xq, 5)) == ids_of(b.search(xq, 5)) == ids_of(a.search(xq, 5))
+    finally:
+        for store in (a, b, c):
+            store.close()
+
+
 def test_snapshots_and_log_are_pruned_and_a_store_behind_reloads(tmp_path):
     directory = tmp_path / "prune"
     store = IndexStore.create(directory, DIM, config=manual("flat"), model_info=model_info())

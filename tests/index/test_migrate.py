@@ -114,6 +114,15 @@ def test_migrating_what_is_not_an_old_index_is_refused(tmp_path):
         migrate_legacy(tmp_path / "bad")
 
 
+def as_format_3(conn: sqlite3.Connection) -> None:
+    """Turn a database of the current format back into format version 3 (no label_counts, no lineage)."""
+    for trigger in ("label_counts_add", "label_counts_delete", "label_counts_relabel"):
+        conn.execute(f"DROP TRIGGER {trigger}")
+    conn.execute("DROP TABLE label_counts")
+    conn.execute("ALTER TABLE snapshots DROP COLUMN lineage")
+    conn.execute("UPDATE settings SET value = '3' WHERE key = 'format_version'")
+
+
 def test_an_index_of_format_2_with_its_checkpoints_folder_opens_and_is_upgraded(tmp_path, caplog):
     """Format version 2 called the FAISS snapshots "checkpoints" (folder, table, config fields); opening such
     an index renames them once and loads its snapshot as it is (no rebuild)."""
@@ -131,6 +140,7 @@ def test_an_index_of_format_2_with_its_checkpoints_folder_opens_and_is_upgraded(
     os.rename(directory / "snapshots", directory / "checkpoints")
     conn = sqlite3.connect(directory / "store.sqlite")
     with conn:
+        as_format_3(conn)
         conn.execute("ALTER TABLE snapshots RENAME TO checkpoints")
         conn.execute("UPDATE settings SET value = '2' WHERE key = 'format_version'")
         saved = json.loads(conn.execute("SELECT value FROM settings WHERE key = 'config'").fetchone()[0])
@@ -154,5 +164,38 @@ def test_an_index_of_format_2_with_its_checkpoints_folder_opens_and_is_upgraded(
     version = json.loads(conn.execute("SELECT value FROM settings WHERE key = 'format_version'").fetchone()[0])
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
-    assert version == 3 and "snapshots" in tables and "checkpoints" not in tables
+    assert version == 4 and {"snapshots", "label_counts"} <= tables and "checkpoints" not in tables
     IndexStore.open(directory).close()  # a second open finds nothing to upgrade
+
+
+def test_an_index_of_format_3_gains_label_counts_and_snapshot_lineage(tmp_path):
+    """Format 4 keeps the live items per label in a table (updated by triggers in every write transaction)
+    and records which rebuild each snapshot descends from: opening a format-3 index fills both once."""
+    directory = tmp_path / "v3"
+    store = IndexStore.create(directory, DIM, config=IndexConfig(index_type="flat", auto_snapshot=False),
+                              model_info=model_info())
+    ids = store.add(vectors(40), labels=["a"] * 25 + ["b"] * 15, paths=[f"p/{i}.png" for i in range(40)])
+    store.remove(ids[:2])
+    assert store.compact(force=True).rebuilt  # gen 1, rebuilt
+    store.add(vectors(3, seed=1), labels=["c"] * 3, paths=["x", "y", "z"])
+    store.snapshot()  # gen 2, a copy of the rebuilt structure
+    store.close()
+    conn = sqlite3.connect(directory / "store.sqlite")
+    with conn:
+        as_format_3(conn)
+    conn.close()
+
+    again = IndexStore.open(directory)
+    try:
+        assert again.label_counts() == {"a": 23, "b": 15, "c": 3}
+        assert again.stats()["snapshot"]["lineage"] == 1  # gen 2 descends from the rebuild of gen 1
+        again.remove([int(ids[2])])
+        again.add(vectors(1, seed=2), labels=["d"], paths=["d"])
+        assert again.label_counts() == {"a": 22, "b": 15, "c": 3, "d": 1}  # the triggers keep it from now on
+    finally:
+        again.close()
+    conn = sqlite3.connect(directory / "store.sqlite")
+    version = json.loads(conn.execute("SELECT value FROM settings WHERE key = 'format_version'").fetchone()[0])
+    lineages = conn.execute("SELECT gen, rebuilt, lineage FROM snapshots ORDER BY gen").fetchall()
+    conn.close()
+    assert version == 4 and lineages == [(1, 1, 1), (2, 0, 1)]

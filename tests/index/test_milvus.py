@@ -228,3 +228,39 @@ def test_an_insert_applied_then_timed_out_leaves_no_item(store, monkeypatch):
     monkeypatch.undo()
     assert len(store) == 0 and store.label_counts() == {}
     assert store.search(xb[4:8], 1) == [[], [], [], []]  # the applied chunk is gone too
+
+
+def test_a_rare_class_gets_exactly_the_k_exact_hits(store):
+    """A label filter on an HNSW collection keeps its promise for a 0.5% class: ``k`` hits, the exact ones
+    (Milvus searches a selective filter by brute force over the rows that pass it)."""
+    n, rare = 10_000, 50
+    xb = vectors(n, seed=11)
+    labels = np.array(["common"] * n, dtype=object)
+    labels[np.random.default_rng(5).choice(n, rare, replace=False)] = "rare"
+    store.add(xb, labels=list(labels), paths=[f"/p/{i}.png" for i in range(n)])
+    store.flush()  # sealed segments, searched through their HNSW index
+    ids, stored = store.all_vectors()
+    mine = {item.id for item in store.iter_items() if item.label == "rare"}
+    keep = np.array([int(i) in mine for i in ids])
+    xq = vectors(20, seed=99)
+    xq /= np.linalg.norm(xq, axis=1, keepdims=True)
+    order = np.argsort(-(xq @ stored[keep].T), axis=1, kind="stable")[:, :10]
+    results = store.search(xq, 10, label="rare")
+    assert all(len(hits) == 10 and {h.label for h in hits} == {"rare"} for hits in results)
+    assert [[h.id for h in hits] for hits in results] == ids[keep][order].tolist()
+
+
+def test_label_counts_count_per_label_without_reading_every_item(store, monkeypatch):
+    """The labels ever added are a collection property; label_counts asks one count per label and finds a
+    label missing from the property (two writers at once, or a collection made before it) with one query."""
+    store.add(vectors(30), labels=["a"] * 10 + ["b"] * 20, paths=["/p"] * 30)
+    store.remove(store.live_ids()[:1])
+    expected = store.scan_label_counts()
+    assert sum(expected.values()) == 29
+    monkeypatch.setattr(store, "_iterate", lambda fields: pytest.fail("label_counts read every item"))
+    assert store.label_counts() == expected
+    store._client.alter_collection_properties(store._location.collection, properties={"simsearch.labels": '["a"]'})
+    assert store.label_counts() == expected  # "b" found again, and recorded
+    assert store._recorded_labels() == {"a", "b"}
+    store.add(vectors(2, seed=1), labels=['say "c"', "a"], paths=["/q", "/r"])
+    assert store.label_counts() == {**expected, "a": expected["a"] + 1, 'say "c"': 1}
