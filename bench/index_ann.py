@@ -41,15 +41,17 @@ def mixture(n: int, d: int, centres: int, noise: float, rng: np.random.Generator
     return x
 
 
-def mixture_chunks(n: int, d: int, centres: int, noise: float, seed: int,
-                   chunk: int = 100_000) -> Iterator[np.ndarray]:
-    """The distribution of :func:`mixture` with ``rng = default_rng(seed)`` (the same centres), as ``(<= chunk, d)
-    float32`` blocks drawn from per-block seeded generators: a 10M collection never sits in memory, and any
-    process can draw it again block by block."""
+MIXTURE_BLOCK = 100_000  # vectors per seeded block of mixture_chunks (the data depend on it: keep it fixed)
+
+
+def mixture_chunks(n: int, d: int, centres: int, noise: float, seed: int) -> Iterator[np.ndarray]:
+    """The distribution of :func:`mixture` with ``rng = default_rng(seed)`` (the same centres), as
+    ``(<= MIXTURE_BLOCK, d) float32`` blocks drawn from per-block seeded generators: a 10M collection never sits
+    in memory, and any process draws the same collection again, block by block."""
     c = _centres(d, centres, seed)
-    for i, start in enumerate(range(0, n, chunk)):
+    for i, start in enumerate(range(0, n, MIXTURE_BLOCK)):
         rng = np.random.default_rng([seed, i])
-        m = min(chunk, n - start)
+        m = min(MIXTURE_BLOCK, n - start)
         x = c[rng.integers(0, centres, m)]
         x += noise * rng.standard_normal((m, d), dtype=np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)

@@ -32,7 +32,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from bench.index_ann import mixture_chunks, mixture_queries, recall_at
+from bench.index_ann import MIXTURE_BLOCK, mixture_chunks, mixture_queries, recall_at
 from bench.machine import emit, machine_info
 from index import IndexConfig, IndexStore, recall_table
 from index.config import setting_params
@@ -59,10 +59,10 @@ def ground_truth(data: dict, xq: np.ndarray, k: int, xb: np.ndarray | None = Non
     """``(nq, k) int64`` exact inner-product neighbours of ``xq`` among the collection (ids = positions),
     searched chunk by chunk and merged in a faiss ``ResultHeap``."""
     heap = faiss.ResultHeap(len(xq), k, keep_max=True)
-    blocks = (xb[s:s + 100_000] for s in range(0, len(xb), 100_000)) if xb is not None else \
+    blocks = (xb[s:s + MIXTURE_BLOCK] for s in range(0, len(xb), MIXTURE_BLOCK)) if xb is not None else \
         mixture_chunks(data["n"], data["dim"], data["centres"], data["noise"], data["seed"])
     offset = 0
-    for block in tqdm(blocks, total=-(-data["n"] // 100_000), desc="exact ground truth", file=sys.stderr):
+    for block in tqdm(blocks, total=-(-data["n"] // MIXTURE_BLOCK), desc="exact ground truth", file=sys.stderr):
         flat = faiss.IndexFlatIP(block.shape[1])
         flat.add(block)
         D, I = flat.search(xq, k)

@@ -39,12 +39,11 @@ def memory_mb() -> dict:
 
 def data_chunks(data: dict, chunk: int = CHUNK) -> Iterator[np.ndarray]:
     """The collection of ``data`` (a synthetic mixture, or a ``.npy`` file) as ``(<= chunk, d) float32`` blocks."""
-    if data["kind"] == "npy":
-        x = np.load(data["path"], mmap_mode="r")
-        for start in range(0, len(x), chunk):
-            yield np.ascontiguousarray(x[start:start + chunk], dtype=np.float32)
-    else:
-        yield from mixture_chunks(data["n"], data["dim"], data["centres"], data["noise"], data["seed"], chunk)
+    blocks = ([np.load(data["path"], mmap_mode="r")] if data["kind"] == "npy" else
+              mixture_chunks(data["n"], data["dim"], data["centres"], data["noise"], data["seed"]))
+    for block in blocks:
+        for start in range(0, len(block), chunk):
+            yield np.ascontiguousarray(block[start:start + chunk], dtype=np.float32)
 
 
 def batches(blocks: Iterator[np.ndarray], first: int) -> Iterator[np.ndarray]:

@@ -38,11 +38,11 @@ class IndexConfig:
     ``ivf_nlist=None`` / ``pq_m=None`` are derived from the collection size / dimension
     (:func:`auto_nlist`, :func:`auto_pq_m`).  ``rerank``: an ``ivfpq`` search takes this many candidates from
     the compressed codes and re-ranks them by their exact vectors read from SQLite (0: no re-ranking; the
-    scores are then approximate).  ``recall_floor``: the least measured recall@10 that ``"auto"`` accepts.  ``expected_size`` lets ``"auto"`` resolve before the first
-    ``add``; without it the first added batch decides.  Searches of fewer than ``parallel_min_queries``
-    queries run in one OpenMP thread: a single query gains nothing from a thread team, and on a loaded
-    machine the team's barrier costs milliseconds (measured: HNSW single-query 8400 -> 124 QPS with 2
-    threads on 2 busy cores).
+    scores are then approximate).  ``recall_floor``: the least measured recall@10 that ``"auto"`` accepts.
+    ``expected_size`` lets ``"auto"`` resolve before the first ``add``; without it the first added batch
+    decides.  Searches of fewer than ``parallel_min_queries`` queries (and adds of fewer vectors) run in one
+    OpenMP thread: a single query gains nothing from a thread team, and on a loaded machine the team's
+    barrier costs milliseconds (measured: HNSW single-query 8400 -> 124 QPS with 2 threads on 2 busy cores).
     """
 
     index_type: str = "auto"

@@ -152,11 +152,13 @@ class ViewKeeper:
             if fstring is None:
                 return IndexView.empty(self._dim, self._config, None, None, seq=seq, gen=gen)
             index_type = factory.index_type_of(fstring) or index_type
-            view = IndexView.build(
-                StoreDB.iter_vectors(conn, self._dim), dim=self._dim, config=self._config, index_type=index_type,
-                sample=lambda size: StoreDB.sample_vectors(
-                    conn, self._dim, lambda n: factory.sample_positions(n, size, self._config.seed)),
-                factory_string=fstring, seq=seq)
+
+            def sample(size: int):  # the seeded training sample, read by id
+                return StoreDB.sample_vectors(conn, self._dim,
+                                              lambda n: factory.sample_positions(n, size, self._config.seed))
+
+            view = IndexView.build(StoreDB.iter_vectors(conn, self._dim), sample=sample, dim=self._dim,
+                                   config=self._config, index_type=index_type, factory_string=fstring, seq=seq)
         view.gen = gen
         logger.info("built %s over %d vectors at seq %d in %.1f s", fstring, view.stored, seq,
                     time.perf_counter() - started)
@@ -295,8 +297,8 @@ class ViewKeeper:
 
     def _write_snapshot(self, view: IndexView, rebuilt: bool = False) -> int:
         """Write ``view`` to a temporary file under its read lock (streamed, no copy in memory), then hash,
-        fsync and rename it, then record it in SQLite (the commit point) and prune older snapshots and the log they covered.  Caller holds
-        the snapshot lock."""
+        fsync and rename it, then record it in SQLite (the commit point) and prune older snapshots and the log
+        they covered.  Caller holds the snapshot lock."""
         if view.index is None:
             return 0
         folder = os.path.join(self._directory, SNAPSHOT_DIR)

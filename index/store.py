@@ -35,6 +35,7 @@ from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path, default_
 from index.check import QUICK_CHECK_SQL, quick_check_problems
 from index.errors import IndexDamagedError, IndexStoreError, IndexSupersededError
 from index.keeper import ViewKeeper, snapshot_folder
+from index.view import IndexView
 from index.rerank import rerank as exact_rerank
 
 logger = logging.getLogger(__name__)
@@ -316,10 +317,10 @@ class IndexStore:
         self._keeper.refresh()
         view = self._keeper.view
         allowed = None if label is None else self._db.ids_with_label(label)
-        depth = view.candidates(k, rerank)
+        depth = view.rerank_depth(k, rerank)
         with view.lock.read():
-            D, I = view.search(xq, depth, ef_search=ef_search, nprobe=nprobe, allowed=allowed)
-        if depth > k:  # compressed codes: order the candidates by their exact vectors from the truth
+            D, I = view.search(xq, depth or k, ef_search=ef_search, nprobe=nprobe, allowed=allowed)
+        if depth:  # compressed codes: order the candidates by their exact vectors from the truth
             D, I = exact_rerank(xq, I, lambda ids: self._db.vectors_of(ids, self._dim), k)
         metas = self._db.items(np.unique(I[I >= 0]).tolist()) if I.size else {}
         results = []
@@ -411,7 +412,7 @@ class IndexStore:
                 "created_at": self._settings["created_at"], "directory": self._directory,
                 "replica_of": replica, **self._quality(view)}
 
-    def _quality(self, view) -> dict:
+    def _quality(self, view: IndexView) -> dict:
         """The index type's search settings, its resident bytes per vector, and the recall@10 the benchmark
         measured for that setting near this size (:mod:`index.recall_table`; None: not measured)."""
         if view.index_type is None:
