@@ -11,9 +11,13 @@ whole collection but the index itself); ``--real INDEX`` also measures the real 
 60k Fashion-MNIST demo: ``runs/demo/index``), 1000 of them held out as queries.  ``--table`` writes the
 recall@10 / p50 rows into ``index/recall_table.json``, which ``--type auto`` reads.
 
-    .venv/bin/python -m bench.scale --n 100000 --real runs/demo/index --table   # ~15 min on 2 cores
-    .venv/bin/python -m bench.scale --n 1000000 --table
-    .venv/bin/python -m bench.scale --n 10000000 --rows hnsw,ivfpq,hnswlib --table
+The outside reference needs ``pip install hnswlib==0.8.0`` (built from source; its row is skipped without it).
+
+    .venv/bin/python -m bench.scale --n 100000 --real runs/demo/index --table   # ~6 min on 2 cores
+    .venv/bin/python -m bench.scale --n 1000000 --table                          # ~30 min, ~2 GB peak
+    .venv/bin/python -m bench.scale --n 10000000 --rows ivfpq,hnswlib --table    # ~1.5-2 h, hnswlib ~10-14 GB
+    .venv/bin/python -m bench.scale --n 10000000 --rows hnsw --no-compaction \
+        --out bench/results/scale_10m_hnsw.json --table                          # ~1.5 h, ~9 GB
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from index.db import StoreDB
 from index.rerank import rerank
 from tests.index.conftest import DIM, add_items, exact_ids, ids_of, measured, model_info, vectors
 
-COMPRESSED = IndexConfig(index_type="ivfpq", ivf_nlist=16, pq_m=8, pq_nbits=4, nprobe=16, rerank=64, auto_snapshot=False)
+COMPRESSED = IndexConfig(index_type="ivfpq", ivf_nlist=16, pq_m=8, pq_nbits=4, nprobe=16, rerank=64,
+                         train_sample=256, auto_snapshot=False)
 
 
 def recall(store: IndexStore, xq: np.ndarray, k: int = 10, **search) -> float:
@@ -34,7 +35,7 @@ def test_layout_is_ivf_with_an_hnsw_quantizer_and_pq_codes(compressed):
     assert compressed.index_type == "ivfpq" and compressed.factory == "IVF16_HNSW32,PQ8x4"
     stats = compressed.stats()
     assert stats["index_params"] == {"code": "PQ8x4", "nprobe": 16, "rerank": 64}
-    assert 12 <= stats["bytes_per_vector"] < 4 * DIM  # 4-byte codes (8 x 4 bits) + 8-byte ids (+ centroids): not the floats
+    assert 12 <= stats["bytes_per_vector"] < 4 * DIM  # 4-byte codes + 8-byte ids (+ centroids): not the floats
 
 
 def test_rerank_raises_recall_over_the_codes_alone(compressed):
@@ -177,7 +178,8 @@ def test_auto_never_picks_a_setting_measured_below_the_recall_floor(monkeypatch)
 
 def test_table_lookup_takes_the_worst_data_set_at_the_nearest_larger_size():
     row = {"index_type": "ivfpq", "params": {"nprobe": 16}, "p50_ms": 0.5, "bytes_per_vector": 41.0}
-    rows = ({**row, "data": "a", "n": 10**5, "recall_at_10": 0.99}, {**row, "data": "a", "n": 10**6, "recall_at_10": 0.97},
+    rows = ({**row, "data": "a", "n": 10**5, "recall_at_10": 0.99},
+            {**row, "data": "a", "n": 10**6, "recall_at_10": 0.97},
             {**row, "data": "b", "n": 6 * 10**4, "recall_at_10": 0.96})
     found = recall_table.expected("ivfpq", {"nprobe": 16}, 2 * 10**5, rows)
     assert (found.recall_at_10, found.measured_n, found.data, found.extrapolated) == (0.96, 6 * 10**4, "b", True)
@@ -199,3 +201,15 @@ def test_the_shipped_table_backs_every_automatic_choice():
         quality = expected_quality(chosen, n, 128, config)
         assert chosen == "flat" or quality.recall_at_10 >= config.recall_floor, (n, chosen, quality)
         assert chosen == "flat" or estimate_bytes(chosen, n, 128, config) <= config.memory_budget_bytes
+
+
+def test_a_collection_larger_than_its_training_sample_is_not_retrained_at_every_compaction(tmp_path):
+    """The quantizer trains on a sample (here 39 x 16 = 624 of 3000 vectors) that stands for the whole
+    collection: compaction retrains once the collection has grown 4x past it, not at every snapshot."""
+    store = IndexStore.create(tmp_path / "t", DIM, config=COMPRESSED, model_info=model_info())
+    add_items(store, vectors(3000))
+    assert store.stats()["snapshot"] is not None  # the first training wrote one
+    add_items(store, vectors(10, seed=1))
+    assert not store.compact().rebuilt and not store.compact().rebuilt
+    add_items(store, vectors(9000, seed=2))
+    assert "IVF trained on 3000 vectors, now 12010" in store.compact().reason
