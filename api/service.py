@@ -243,10 +243,11 @@ class SearchService:
             "items": stats["ntotal"],
             "label_counts": stats["label_counts"],
             "model": model,
-            "index": {key: stats[key] for key in ("backend", "index_type", "factory", "dim", "metric", "created_at",
-                                                   "stored_vectors", "tombstones", "log_head", "snapshot",
-                                                   "changes_since_snapshot", "compaction_due", "compaction_reason",
-                                                   "location", "collection")
+            "index": {key: stats[key] for key in ("backend", "index_type", "factory", "index_params",
+                                                   "bytes_per_vector", "expected_recall", "dim", "metric",
+                                                   "created_at", "stored_vectors", "tombstones", "log_head",
+                                                   "snapshot", "changes_since_snapshot", "compaction_due",
+                                                   "compaction_reason", "location", "collection")
                       if key in stats},
             "writes_enabled": self.config.writes_enabled,
             **self._alias_info(),

@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Iterator
 
 import faiss
 import numpy as np
@@ -38,6 +39,39 @@ def mixture(n: int, d: int, centres: int, noise: float, rng: np.random.Generator
     x += noise * rng.standard_normal((n, d), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
+
+
+MIXTURE_BLOCK = 100_000  # vectors per seeded block of mixture_chunks (the data depend on it: keep it fixed)
+
+
+def mixture_chunks(n: int, d: int, centres: int, noise: float, seed: int) -> Iterator[np.ndarray]:
+    """The distribution of :func:`mixture` with ``rng = default_rng(seed)`` (the same centres), as
+    ``(<= MIXTURE_BLOCK, d) float32`` blocks drawn from per-block seeded generators: a 10M collection never sits
+    in memory, and any process draws the same collection again, block by block."""
+    c = _centres(d, centres, seed)
+    for i, start in enumerate(range(0, n, MIXTURE_BLOCK)):
+        rng = np.random.default_rng([seed, i])
+        m = min(MIXTURE_BLOCK, n - start)
+        x = c[rng.integers(0, centres, m)]
+        x += noise * rng.standard_normal((m, d), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        yield x
+
+
+def mixture_queries(nq: int, d: int, centres: int, noise: float, seed: int) -> np.ndarray:
+    """``(nq, d) float32`` fresh points around the centres that :func:`mixture` drew from ``default_rng(seed)``."""
+    c = _centres(d, centres, seed)
+    q_rng = np.random.default_rng(seed + 1)
+    xq = c[q_rng.integers(0, centres, nq)]
+    xq += noise * q_rng.standard_normal(xq.shape, dtype=np.float32)
+    xq /= np.linalg.norm(xq, axis=1, keepdims=True)
+    return xq
+
+
+def _centres(d: int, centres: int, seed: int) -> np.ndarray:
+    c = np.random.default_rng(seed).standard_normal((centres, d), dtype=np.float32)  # mixture()'s first draw
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    return c
 
 
 def recall_at(I: np.ndarray, gt: np.ndarray, k: int) -> float:
@@ -108,14 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         data = {"source": os.path.abspath(args.embeddings), "held_out_queries": nq}
     else:
         xb = mixture(args.n, args.dim, args.centres, args.noise, rng)
-        # queries: fresh points around the same centres (mixture() draws the centres first from rng)
-        c_rng = np.random.default_rng(args.seed)
-        centres = c_rng.standard_normal((args.centres, args.dim), dtype=np.float32)
-        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-        q_rng = np.random.default_rng(args.seed + 1)
-        xq = centres[q_rng.integers(0, args.centres, args.queries)]
-        xq += args.noise * q_rng.standard_normal(xq.shape, dtype=np.float32)
-        xq /= np.linalg.norm(xq, axis=1, keepdims=True)
+        xq = mixture_queries(args.queries, args.dim, args.centres, args.noise, args.seed)
         data = {"source": "synthetic Gaussian mixture on the unit sphere (not uniform: uniform random "
                           "vectors lack neighbourhood structure and are an unrealistic ANN worst case)",
                 "centres": args.centres, "noise_std_per_dim": args.noise, "seed": args.seed}

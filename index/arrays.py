@@ -42,6 +42,13 @@ def check_positive_int(value: object, name: str, *, allow_none: bool = False) ->
     return int(value)
 
 
+def check_count(value: object, name: str) -> int:
+    """``value`` as an int >= 0, or ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
 def check_ids(ids: object) -> np.ndarray:
     """Return ``ids`` (an int or a sequence/array of ints) as a ``(n,) int64`` array."""
     if isinstance(ids, int | np.integer) and not isinstance(ids, bool):

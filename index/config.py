@@ -1,21 +1,32 @@
 """Typed, frozen configuration of an index, and the rule that resolves ``index_type="auto"``.
 
-The ``auto`` rule (:func:`choose_index_type`), for ``n`` vectors of dimension ``d``:
+The ``auto`` rule (:func:`choose_index_type`), for ``n`` vectors of dimension ``d``, never picks a setting
+whose measured recall@10 is below ``recall_floor`` (0.95): the recall table (:mod:`index.recall_table`,
+written by ``python -m bench.scale``) says what each setting reached at each size, and how fast it was.
 
-1. ``n < flat_max_vectors`` (default 200k) -> ``"flat"``: exact search, and brute force over 200k x 128-d
-   still answers a query in a few milliseconds.
-2. otherwise, if the estimated HNSW footprint (:func:`estimate_hnsw_bytes`, raw float32 vectors plus the
-   graph links plus the id map) fits ``memory_budget_bytes`` -> ``"hnsw"``: approximate, high recall, fast.
-3. otherwise -> ``"ivfpq"``: compressed codes of ``pq_m * pq_nbits / 8`` bytes per vector, lower recall.
+1. ``n < flat_max_vectors`` (default 20k) -> ``"flat"``: exact, and brute force over 20k x 128-d answers a
+   query in well under a millisecond.
+2. otherwise, among ``"hnsw"`` and ``"ivfpq"`` (IVF-PQ codes in RAM, re-ranked exactly from the truth), the
+   fastest whose measured recall@10 at this size, with this config's search settings, reaches
+   ``recall_floor`` and whose estimated footprint (:func:`estimate_bytes`) fits ``memory_budget_bytes``.
+3. when neither qualifies (not measured at this size, or below the floor): ``"flat"`` if it fits the memory
+   budget (exact, slower), else ``"ivfpq"`` (the only case below the floor: nothing exact fits the budget);
+   both are logged as warnings, and ``IndexStore.stats`` shows the expected recall, never a silent choice.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 
+from index import recall_table
+
+logger = logging.getLogger(__name__)
+
 INDEX_TYPES = ("flat", "hnsw", "ivfpq", "auto")
 METRICS = ("ip",)
+RERANK_DEFAULT = 200  # candidates re-ranked exactly: recall@10 >= 0.95 on the real embeddings (docs/benchmarks.md)
 
 
 @dataclass(frozen=True)
@@ -25,11 +36,13 @@ class IndexConfig:
     metric ``"ip"`` is the inner product; with ``normalize=True`` every added and query vector is
     L2-normalised first, so the inner product is the cosine similarity.
     ``ivf_nlist=None`` / ``pq_m=None`` are derived from the collection size / dimension
-    (:func:`auto_nlist`, :func:`auto_pq_m`).  ``expected_size`` lets ``"auto"`` resolve before the first
-    ``add``; without it the first added batch decides.  Searches of fewer than ``parallel_min_queries``
-    queries run in one OpenMP thread: a single query gains nothing from a thread team, and on a loaded
-    machine the team's barrier costs milliseconds (measured: HNSW single-query 8400 -> 124 QPS with 2
-    threads on 2 busy cores).
+    (:func:`auto_nlist`, :func:`auto_pq_m`).  ``rerank``: an ``ivfpq`` search takes this many candidates from
+    the compressed codes and re-ranks them by their exact vectors read from SQLite (0: no re-ranking; the
+    scores are then approximate).  ``recall_floor``: the least measured recall@10 that ``"auto"`` accepts.
+    ``expected_size`` lets ``"auto"`` resolve before the first ``add``; without it the first added batch
+    decides.  Searches of fewer than ``parallel_min_queries`` queries (and adds of fewer vectors) run in one
+    OpenMP thread: a single query gains nothing from a thread team, and on a loaded machine the team's
+    barrier costs milliseconds (measured: HNSW single-query 8400 -> 124 QPS with 2 threads on 2 busy cores).
 
     ``exact_filter_max``: a label filter matching at most this many live items is answered by brute force
     over that class's vectors (exact, always ``k`` hits), not by a filtered graph walk, which on HNSW
@@ -50,9 +63,11 @@ class IndexConfig:
     pq_m: int | None = None
     pq_nbits: int = 8
     nprobe: int = 16
+    rerank: int = RERANK_DEFAULT
     train_sample: int = 100_000
     memory_budget_bytes: int = 4 * 2**30
-    flat_max_vectors: int = 200_000
+    flat_max_vectors: int = 20_000
+    recall_floor: float = 0.95
     expected_size: int | None = None
     compact_fraction: float = 0.2
     parallel_min_queries: int = 16
@@ -81,6 +96,10 @@ class IndexConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if not isinstance(self.rerank, int) or isinstance(self.rerank, bool) or self.rerank < 0:
+            raise ValueError(f"rerank must be an int >= 0, got {self.rerank!r}")
+        if not 0.0 <= self.recall_floor <= 1.0:
+            raise ValueError(f"recall_floor must be in [0, 1], got {self.recall_floor!r}")
         if not isinstance(self.snapshot_every, int) or self.snapshot_every < 1:
             raise ValueError(f"snapshot_every must be a positive int, got {self.snapshot_every!r}")
         if not self.snapshot_interval_s > 0:
@@ -112,14 +131,68 @@ def estimate_hnsw_bytes(n: int, dim: int, hnsw_m: int) -> int:
     return int(n * (4 * dim + links + 4 + 8 + 40))
 
 
+def estimate_bytes(index_type: str, n: int, dim: int, config: IndexConfig) -> int:
+    """Approximate RAM of a resolved ``index_type`` holding ``n`` vectors of dimension ``dim``."""
+    if index_type == "flat":  # vectors + the IDMap2 id map and its reverse hash map
+        return int(n * (4 * dim + 8 + 40))
+    if index_type == "hnsw":
+        return estimate_hnsw_bytes(n, dim, config.hnsw_m)
+    if index_type == "ivfpq":  # codes + ids in the inverted lists, and the HNSW coarse quantizer's centroids
+        nlist = config.ivf_nlist or auto_nlist(n)
+        code = (config.pq_m or auto_pq_m(dim)) * config.pq_nbits // 8
+        return int(n * (code + 8) + estimate_hnsw_bytes(nlist, dim, config.hnsw_m))
+    raise ValueError(f"no size estimate for index_type {index_type!r}")
+
+
+def setting_params(index_type: str, dim: int, config: IndexConfig) -> dict:
+    """The parameters of ``config`` that decide the recall of a resolved ``index_type``: the key under which
+    the recall table stores a setting's measurements (``ivf_nlist`` is not in it: the table measures the
+    :func:`auto_nlist` rule)."""
+    if index_type == "flat":
+        return {}
+    if index_type == "hnsw":
+        return {"hnsw_m": config.hnsw_m, "ef_construction": config.ef_construction, "ef_search": config.ef_search}
+    if index_type == "ivfpq":
+        return {"code": f"PQ{config.pq_m or auto_pq_m(dim)}x{config.pq_nbits}", "nprobe": config.nprobe,
+                "rerank": config.rerank}
+    raise ValueError(f"no setting for index_type {index_type!r}")
+
+
+def expected_quality(index_type: str, n: int, dim: int, config: IndexConfig) -> recall_table.Expectation | None:
+    """What the recall table says ``index_type`` with ``config``'s settings reaches at ``n`` vectors (exact
+    Flat: recall 1 by construction), or None when that setting was not measured near this size."""
+    found = recall_table.expected(index_type, setting_params(index_type, dim, config), n)
+    if index_type == "flat":
+        return found or recall_table.Expectation.exact(n)
+    return found
+
+
 def choose_index_type(n: int, dim: int, config: IndexConfig) -> str:
     """Resolve ``config.index_type`` for a collection of ``n`` vectors (see the module docstring)."""
     if config.index_type != "auto":
         return config.index_type
     if n < config.flat_max_vectors:
         return "flat"
-    if estimate_hnsw_bytes(n, dim, config.hnsw_m) <= config.memory_budget_bytes:
-        return "hnsw"
+    fits = {t: estimate_bytes(t, n, dim, config) <= config.memory_budget_bytes for t in ("flat", "hnsw", "ivfpq")}
+    options = []
+    for index_type in ("hnsw", "ivfpq"):
+        quality = expected_quality(index_type, n, dim, config)
+        if quality is not None and quality.recall_at_10 >= config.recall_floor and fits[index_type]:
+            options.append((quality.p50_ms if quality.p50_ms is not None else math.inf, index_type))
+    if options:
+        return min(options)[1]
+    if fits["flat"]:
+        logger.warning("auto index type for %d vectors: no approximate setting measured at recall@10 >= %.2f "
+                       "fits the memory budget of %.1f GiB; using exact flat (slower). Measure this size with: "
+                       "python -m bench.scale --n %d --table", n, config.recall_floor,
+                       config.memory_budget_bytes / 2**30, n)
+        return "flat"
+    quality = expected_quality("ivfpq", n, dim, config)
+    measured = "not measured near this size" if quality is None else f"measured {quality.recall_at_10:.3f}"
+    logger.warning("auto index type for %d vectors: only ivfpq fits the memory budget of %.1f GiB, and its "
+                   "recall@10 with nprobe=%d, rerank=%d was %s; raise the budget, nprobe or rerank, or measure "
+                   "this size with: python -m bench.scale --n %d --table", n, config.memory_budget_bytes / 2**30,
+                   config.nprobe, config.rerank, measured, n)
     return "ivfpq"
 
 

@@ -35,7 +35,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -529,12 +529,25 @@ class StoreDB:
                 raise _busy_or_error(exc, self.path) from None
 
     def vectors(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
-        out = {}
-        for i in sorted({int(i) for i in ids}):
-            row = self.query("SELECT vector FROM items WHERE id = ?", (i,))
-            if row:
-                out[i] = np.frombuffer(row[0][0], dtype=np.float32).reshape(dim).copy()
-        return out
+        found, xb = self.vectors_of(np.asarray(sorted({int(i) for i in ids}), dtype=np.int64), dim)
+        return {int(i): x for i, x in zip(found, xb)}
+
+    def vectors_of(self, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(found (f,) int64 sorted, xb (f, d) float32)``: the stored vectors of the live ids among ``ids``
+        (one query per 900 ids; the exact re-ranking of :mod:`index.rerank` reads its candidates here)."""
+        ids = [int(i) for i in ids]
+        rows = []
+        with self._borrow() as conn:
+            try:
+                for start in range(0, len(ids), _CHUNK):
+                    chunk = ids[start:start + _CHUNK]
+                    rows += conn.execute(f"SELECT id, vector FROM items WHERE id IN ({','.join('?' * len(chunk))})",
+                                         chunk).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise _busy_or_error(exc, self.path) from None
+        rows.sort()
+        found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return found, _vector_block(rows, dim)
 
     def count(self) -> int:
         """Live items (the sum of ``label_counts``: O(labels), not O(items))."""
@@ -606,18 +619,48 @@ class StoreDB:
         n = int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
         ids = np.empty(n, dtype=np.int64)
         xb = np.empty((n, dim), dtype=np.float32)
-        filled, last = 0, -1
-        while filled < n:
+        filled = 0
+        for chunk_ids, chunk in StoreDB.iter_vectors(conn, dim, batch):
+            m = min(len(chunk_ids), n - filled)
+            ids[filled:filled + m], xb[filled:filled + m] = chunk_ids[:m], chunk[:m]
+            filled += m
+        return ids[:filled], xb[:filled]
+
+    @staticmethod
+    def iter_vectors(conn: sqlite3.Connection, dim: int,
+                     batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every live item as chunks ``(ids (c,) int64, xb (c, d) float32)`` in id order, ``batch`` rows each
+        (call inside a read transaction: the chunks are one consistent state)."""
+        last = -1
+        while True:
             rows = conn.execute("SELECT id, vector FROM items WHERE id > ? ORDER BY id LIMIT ?",
                                 (last, batch)).fetchall()
             if not rows:
-                break
-            m = len(rows)
-            ids[filled:filled + m] = [r[0] for r in rows]
-            xb[filled:filled + m] = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(m, dim)
-            filled += m
+                return
+            yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), _vector_block(rows, dim)
             last = rows[-1][0]
-        return ids[:filled], xb[:filled]
+
+    @staticmethod
+    def sample_vectors(conn: sqlite3.Connection, dim: int, positions: Callable[[int], np.ndarray],
+                       batch: int = 100_000) -> np.ndarray:
+        """``(s, d) float32``: the vectors of the live items at ``positions(n)`` (sorted positions in id order of
+        the ``n`` live items), read without loading the others (call inside a read transaction)."""
+        parts, last = [], -1
+        while True:  # the ids alone, 8 bytes an item
+            rows = conn.execute("SELECT id FROM items WHERE id > ? ORDER BY id LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                break
+            parts.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+            last = rows[-1][0]
+        ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        chosen = ids[positions(len(ids))].tolist()
+        rows = []
+        for start in range(0, len(chosen), _CHUNK):
+            chunk = chosen[start:start + _CHUNK]
+            rows += conn.execute(f"SELECT id, vector FROM items WHERE id IN ({','.join('?' * len(chunk))})",
+                                 chunk).fetchall()
+        rows.sort()
+        return _vector_block(rows, dim)
 
     # ------------------------------------------------------------------ snapshots
     @staticmethod
@@ -689,6 +732,13 @@ def _statements(script: str) -> list[str]:
             statements.append(current.strip())
             current = ""
     return statements
+
+
+def _vector_block(rows: list[tuple], dim: int) -> np.ndarray:
+    """``(len(rows), dim) float32`` from rows whose second column is a vector blob."""
+    if not rows:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim).copy()
 
 
 def _busy_or_error(exc: sqlite3.DatabaseError, path: str, doing: str = "") -> Exception:

@@ -29,8 +29,8 @@ import time
 import uuid
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
-from durablefile import atomic_write, bytes_sha256, file_sha256
+from contextlib import ExitStack, contextmanager
+from durablefile import atomic_path, file_sha256
 from index import factory
 from index.base import CompactResult
 from index.config import IndexConfig, choose_index_type
@@ -159,22 +159,26 @@ class ViewKeeper:
 
         It takes the generation and lineage of the newest snapshot, which it is at least as new as: with gen 0,
         an unusable newest snapshot would start a background reload (another full rebuild) at every read."""
-        with self._db.read_transaction() as conn:
+        started = time.perf_counter()
+        with self._db.read_transaction() as conn:  # one consistent state, read in chunks
             seq = StoreDB.head(conn)
             newest = StoreDB.snapshot_row(conn)
             index_type = StoreDB.get_setting(conn, "index_type")
             fstring = fstring or StoreDB.get_setting(conn, "factory")
-            ids, xb = StoreDB.all_vectors(conn, self._dim)
-        gen = newest.gen if newest is not None else 0
-        if fstring is None:
-            return IndexView.empty(self._dim, self._config, None, None, seq=seq, gen=gen)
-        index_type = factory.index_type_of(fstring) or index_type
-        started = time.perf_counter()
-        view = IndexView.build(ids, xb, dim=self._dim, config=self._config, index_type=index_type,
-                               factory_string=fstring, seq=seq)
+            gen = newest.gen if newest is not None else 0
+            if fstring is None:
+                return IndexView.empty(self._dim, self._config, None, None, seq=seq, gen=gen)
+            index_type = factory.index_type_of(fstring) or index_type
+
+            def sample(size: int):  # the seeded training sample, read by id
+                return StoreDB.sample_vectors(conn, self._dim,
+                                              lambda n: factory.sample_positions(n, size, self._config.seed))
+
+            view = IndexView.build(StoreDB.iter_vectors(conn, self._dim), sample=sample, dim=self._dim,
+                                   config=self._config, index_type=index_type, factory_string=fstring, seq=seq)
         view.gen = gen
         self._lineages[view] = newest.lineage if newest is not None else 0
-        logger.info("built %s over %d vectors at seq %d in %.1f s", fstring, len(ids), seq,
+        logger.info("built %s over %d vectors at seq %d in %.1f s", fstring, view.stored, seq,
                     time.perf_counter() - started)
         return view
 
@@ -317,25 +321,29 @@ class ViewKeeper:
         return newest
 
     def _write_snapshot(self, view: IndexView, rebuilt: bool = False) -> int:
-        """Serialise ``view`` (under its read lock: a memory copy), write it aside, fsync, rename, then record
-        it in SQLite (the commit point) and prune older snapshots and the log they covered; then checkpoint
-        and truncate SQLite's log.  Caller holds the snapshot lock, and has adopted any newer rebuild
-        (:meth:`_adopt_rebuilt_snapshot`): a view of an older lineage is not recorded (returns the newest gen)."""
+        """Write ``view`` to a temporary file under its read lock (streamed, no copy in memory), then hash,
+        fsync and rename it, then record it in SQLite (the commit point) and prune older snapshots and the log
+        they covered; then checkpoint and truncate SQLite's log.  Caller holds the snapshot lock, and has adopted
+        any newer rebuild (:meth:`_adopt_rebuilt_snapshot`): a view of an older lineage is not recorded (returns
+        the newest gen)."""
         if view.index is None:
             return 0
         lineage = self.lineage_of(view)
-        with view.lock.read():
-            blob, seq, tombstones = view.serialize(), view.seq, view.tombstones()
-            stored = view.stored
         folder = os.path.join(self._directory, SNAPSHOT_DIR)
-        name = f"view.{seq}.{uuid.uuid4().hex[:8]}.faiss"
-        self._own_files.add(name)
-        atomic_write(os.path.join(folder, name), blob)
+        with ExitStack() as reading:
+            reading.enter_context(view.lock.read())
+            seq, tombstones, stored = view.seq, view.tombstones(), view.stored
+            name = f"view.{seq}.{uuid.uuid4().hex[:8]}.faiss"
+            self._own_files.add(name)
+            with atomic_path(os.path.join(folder, name)) as tmp:
+                view.write(tmp)  # streamed to the file: no second copy of the index in memory
+                reading.close()  # searches and catch-up go on while the file is hashed and synced
+                sha256, nbytes = file_sha256(tmp), os.path.getsize(tmp)
         with self._db.transaction() as conn:
             newest = StoreDB.newest_lineage(conn)
             stale = not rebuilt and lineage < newest
             if not stale:
-                gen = StoreDB.record_snapshot(conn, seq=seq, file=name, sha256=bytes_sha256(blob),
+                gen = StoreDB.record_snapshot(conn, seq=seq, file=name, sha256=sha256,
                                               index_type=view.index_type, factory=view.factory, stored=stored,
                                               tombstones=tombstones, trained_on=view.trained_on, rebuilt=rebuilt,
                                               lineage=lineage)
@@ -352,7 +360,7 @@ class ViewKeeper:
         view.gen = gen
         self._lineages[view] = gen if rebuilt else lineage
         logger.info("snapshot %d of %s at seq %d: %d vectors, %d tombstones, %.1f MB", gen, self._directory, seq,
-                    stored, len(tombstones), blob.nbytes / 1e6)
+                    stored, len(tombstones), nbytes / 1e6)
         self._checkpoint_wal()
         return gen
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from index.db import StoreDB
 from index.view import IndexView
+from index.rerank import rerank as exact_rerank
 
 CLASS_CACHE_BYTES = 128 * 2**20  # cached class vectors per process (a 20k x 128-d class is 10 MB)
 FILTER_EF_MAX = 2048  # the widest HNSW walk of a filtered search (~3 ms a query at 100k x 64-d)
@@ -82,16 +83,20 @@ class LabelFilter:
         self._lock = threading.Lock()
 
     def search(self, view: IndexView, xq: np.ndarray, k: int, label: str, *, ef_search: int,
-               nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(D, I)`` as :meth:`IndexView.search`, among the live items carrying ``label`` only."""
+               nprobe: int, rerank: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(D, I)`` as :meth:`IndexView.search`, among the live items carrying ``label`` only (compressed
+        codes: the FAISS candidates re-ranked by their exact vectors, as unfiltered searches are)."""
         count = self._db.label_count(label)
         if count == 0:  # (nothing cached for a label no item carries)
             return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
         if count <= self._exact_max:
             return exact_search(xq, *self.vectors(label), k)
         ef_search = max(ef_search, min(k * max(view.live, 1) // count, FILTER_EF_MAX))
+        depth = view.rerank_depth(k, rerank)
         with view.lock.read():
-            D, I = view.search(xq, k, ef_search=ef_search, nprobe=nprobe, allowed=self.ids(label))
+            D, I = view.search(xq, depth or k, ef_search=ef_search, nprobe=nprobe, allowed=self.ids(label))
+        if depth:
+            D, I = exact_rerank(xq, I, lambda ids: self._db.vectors_of(ids, self._dim), k)
         short = (I >= 0).sum(axis=1) < min(k, count)
         if short.any():  # a walk that met too few of the class: answer those queries exactly
             xD, xI = exact_search(xq[short], *self.vectors(label), k)

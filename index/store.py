@@ -13,7 +13,8 @@ other.  :meth:`snapshot` and :meth:`compact` write a new snapshot (compaction re
 from the truth, dropping tombstones and retraining IVF); other processes switch to it in the background.
 
 Scores: a neighbour's ``similarity`` is the inner product of L2-normalised vectors, i.e. the cosine in
-[-1, 1] (approximate for IVF-PQ, which compares compressed codes); ``score = (1 + similarity) / 2``.
+[-1, 1] (exact for IVF-PQ too, whose candidates are re-ranked by their stored vectors unless ``rerank=0``);
+``score = (1 + similarity) / 2``.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ import numpy as np
 from durablefile import atomic_path
 from index import factory, persist
 from index.base import CompactResult, ItemMeta, LogTail, Neighbor, ReplicaState, check_label_filter, check_labels
-from index.arrays import check_ids, check_positive_int, check_strings, check_vectors, normalized
-from index.config import IndexConfig, choose_index_type
+from index.arrays import check_count, check_ids, check_positive_int, check_strings, check_vectors, normalized
+from index.config import IndexConfig, choose_index_type, expected_quality, setting_params
 from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path, default_busy_timeout_s
 from index.check import QUICK_CHECK_SQL, quick_check_problems
 from index.errors import IndexDamagedError, IndexStoreError, IndexSupersededError
 from index.keeper import ViewKeeper, snapshot_folder
 from index.label_filter import LabelFilter
+from index.view import IndexView
+from index.rerank import rerank as exact_rerank
 
 logger = logging.getLogger(__name__)
 
@@ -296,30 +299,35 @@ class IndexStore:
 
     # ------------------------------------------------------------------ search
     def search(self, xq: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None,
-               label: str | None = None) -> list[list[Neighbor]]:
+               label: str | None = None, rerank: int | None = None) -> list[list[Neighbor]]:
         """The ``k`` nearest live items of each query ``xq: (nq, d) float32``, best first.
 
         Returns one list per query, shorter than ``k`` when the index holds fewer live items.
         ``ef_search`` (HNSW, raised to ``k`` if below) and ``nprobe`` (IVF) override the config defaults
-        for this call.  ``label``: only items with this label, ``k`` of them whenever the label has as many
-        (see :mod:`index.label_filter`: exact over the class up to ``config.exact_filter_max`` items, else
-        an ``IDSelector`` inside the FAISS search).  Every search sees every committed write: catching up
-        with the log first is one cheap query.
+        for this call, and so does ``rerank`` (IVF-PQ: candidates re-ranked by their exact vectors, 0 for none).
+        ``label``: only items with this label, ``k`` of them whenever the label has as many (see
+        :mod:`index.label_filter`: exact over the class up to ``config.exact_filter_max`` items, else an
+        ``IDSelector`` inside the FAISS search).  Every search sees every committed write: catching up with the
+        log first is one cheap query.
         """
         xq = check_vectors(xq, self._dim, "xq")
         k = check_positive_int(k, "k")
         ef_search = check_positive_int(ef_search, "ef_search", allow_none=True) or self._config.ef_search
         nprobe = check_positive_int(nprobe, "nprobe", allow_none=True) or self._config.nprobe
         label = check_label_filter(label)
+        rerank = self._config.rerank if rerank is None else check_count(rerank, "rerank")
         if self._config.normalize and len(xq):
             xq = normalized(xq, "xq")
         self._keeper.refresh()
         view = self._keeper.view
         if label is None:
+            depth = view.rerank_depth(k, rerank)
             with view.lock.read():
-                D, I = view.search(xq, k, ef_search=ef_search, nprobe=nprobe)
+                D, I = view.search(xq, depth or k, ef_search=ef_search, nprobe=nprobe)
+            if depth:  # compressed codes: order the candidates by their exact vectors from the truth
+                D, I = exact_rerank(xq, I, lambda ids: self._db.vectors_of(ids, self._dim), k)
         else:
-            D, I = self._label_filter.search(view, xq, k, label, ef_search=ef_search, nprobe=nprobe)
+            D, I = self._label_filter.search(view, xq, k, label, ef_search=ef_search, nprobe=nprobe, rerank=rerank)
         metas = self._db.items(np.unique(I[I >= 0]).tolist()) if I.size else {}
         results = []
         for dists, ids in zip(D.tolist(), I.tolist()):
@@ -409,7 +417,18 @@ class IndexStore:
                 "config": self._config.to_dict(), "log_head": head, "log_floor": floor, "view_seq": view.seq,
                 "snapshot": snapshot, "changes_since_snapshot": head - (row.seq if row else 0),
                 "created_at": self._settings["created_at"], "directory": self._directory,
-                "replica_of": replica, "compaction_due": bool(due), "compaction_reason": due or None}
+                "replica_of": replica, "compaction_due": bool(due), "compaction_reason": due or None,
+                **self._quality(view)}
+
+    def _quality(self, view: IndexView) -> dict:
+        """The index type's search settings, its resident bytes per vector, and the recall@10 the benchmark
+        measured for that setting near this size (:mod:`index.recall_table`; None: not measured)."""
+        if view.index_type is None:
+            return {"index_params": None, "bytes_per_vector": None, "expected_recall": None}
+        quality = expected_quality(view.index_type, max(view.live, 1), self._dim, self._config)
+        return {"index_params": setting_params(view.index_type, self._dim, self._config),
+                "bytes_per_vector": view.bytes_per_vector,
+                "expected_recall": None if quality is None else quality.to_dict()}
 
     # ------------------------------------------------------------------ snapshots and compaction
     def snapshot(self) -> int:

@@ -18,6 +18,9 @@ def test_health_and_stats(client, fmnist_folder):
     assert stats["model"]["embedding_dim"] == stats["index"]["dim"]
     assert stats["model"]["class_names"] == fmnist_folder.class_names
     assert stats["index"]["index_type"] == "flat" and stats["writes_enabled"] is False
+    if stats["index"]["backend"] == "faiss-sqlite":  # what the layout trades for its size, and the measured recall
+        assert stats["index"]["index_params"] == {} and stats["index"]["bytes_per_vector"] > 4 * stats["index"]["dim"]
+        assert stats["index"]["expected_recall"]["recall_at_10"] == 1.0
 
 
 def test_metrics_count_requests_by_endpoint_and_status(client, png_bytes):

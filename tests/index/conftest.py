@@ -63,6 +63,15 @@ CONFIGS = {
 }
 
 
+def measured(monkeypatch, *rows: tuple[str, dict, int, float]) -> None:
+    """Make the recall table (``index.recall_table``) hold ``(index_type, params, n, recall@10)`` rows."""
+    from index import recall_table
+
+    table = tuple({"data": "test", "n": n, "index_type": t, "params": params, "recall_at_10": recall,
+                   "p50_ms": 0.1 if t == "hnsw" else 0.2, "bytes_per_vector": None} for t, params, n, recall in rows)
+    monkeypatch.setattr(recall_table, "load", lambda path=recall_table.TABLE_FILE: table)
+
+
 def manual(index_type: str, **changes) -> IndexConfig:
     """``CONFIGS[index_type]`` without automatic background snapshots (for tests that count them)."""
     return replace(CONFIGS[index_type], auto_snapshot=False, **changes)

@@ -13,8 +13,9 @@ from index import (IndexBusyError, IndexConfig, IndexMismatchError, IndexStore, 
                    IndexUnavailableError, Maintainable, ServerCompacted, VectorStore, choose_index_type, factory)
 from index.arrays import normalized
 from index.db import db_path
-from tests.index.conftest import (CONFIGS, DIM, add_items, exact_ids, ids_of, live_ids, manual, model_info,
-                                  vectors)
+from index.config import setting_params
+from tests.index.conftest import (CONFIGS, DIM, add_items, exact_ids, ids_of, live_ids, manual, measured,
+                                  model_info, vectors)
 
 
 def test_add_then_search_finds_new_item(store):
@@ -91,8 +92,9 @@ def test_tombstones_and_compaction(tmp_path, index_type):
     assert len(store) == 398 and store.stats()["stored_vectors"] == 398 and store.stats()["tombstones"] == 0
 
 
-def test_compaction_moves_an_outgrown_index_to_its_type(tmp_path):
+def test_compaction_moves_an_outgrown_index_to_its_type(tmp_path, monkeypatch):
     config = IndexConfig(flat_max_vectors=100, hnsw_m=16, ef_construction=40, auto_snapshot=False)
+    measured(monkeypatch, ("hnsw", setting_params("hnsw", DIM, config), 1000, 0.99))
     store = IndexStore.create(tmp_path / "a", DIM, config=config, model_info=model_info())
     add_items(store, vectors(50))
     assert store.index_type == "flat"
@@ -144,8 +146,10 @@ def test_hnsw_k_above_ef_search_returns_k(tmp_path):
     assert len(hits) == 100
 
 
-def test_auto_rule_and_lazy_resolution(tmp_path):
+def test_auto_rule_and_lazy_resolution(tmp_path, monkeypatch):
     cfg = IndexConfig(flat_max_vectors=1000, memory_budget_bytes=10 * 2**20)
+    measured(monkeypatch, ("hnsw", setting_params("hnsw", 128, cfg), 10**5, 0.99),
+             ("ivfpq", setting_params("ivfpq", 128, cfg), 10**6, 0.97))
     assert choose_index_type(999, 128, cfg) == "flat"
     assert choose_index_type(5000, 128, cfg) == "hnsw"
     assert choose_index_type(10**6, 128, cfg) == "ivfpq"
