@@ -29,7 +29,7 @@ import numpy as np
 from durablefile import atomic_path, fsync_dir
 from engine.build import checkpoint_for, index_model_info
 from engine.layout import MODEL_FILE, UPLOADS_DIR
-from index import IndexStoreError, ItemMeta, ReplicaState, VectorStore
+from index import IndexStoreError, ItemMeta, Maintainable, ReplicaState, VectorStore
 from index.alias import AliasEntry, create_alias, open_alias, previous_target
 from index.location import create_store, default_home, is_milvus, open_store, parse_location
 from index.persist import check_model
@@ -150,13 +150,13 @@ class Replicator:
         state = self.replica.replica_state()
         if state is None or location_key(state.location) != self.source_key:
             raise IndexStoreError(f"{self.replica.location} is not a replica of {self.source.location}")
-        tail = self.source.log_tail(state.seq) if state.seq is not None and hasattr(self.source, "log_tail") else None
+        tail = self.source.log_tail(state.seq) if state.seq is not None else None
         if tail is not None:
             head, candidates, deleted = tail.head, tail.added, tail.deleted
             have = self.replica.get_many([m.id for m in candidates])
             todo = [m for m in candidates if m.id not in have]
         else:  # no log (Milvus), or pruned past the position: compare the id sets
-            head = self.source.log_head() if hasattr(self.source, "log_head") else None
+            head = _head(self.source)
             source_ids, replica_ids = self.source.live_ids(), self.replica.live_ids()
             missing = np.setdiff1d(source_ids, replica_ids, assume_unique=True)
             deleted = np.setdiff1d(replica_ids, source_ids, assume_unique=True).tolist()
@@ -229,7 +229,7 @@ def reembed(source: str | os.PathLike, checkpoint: str | os.PathLike, out: str |
             caught.skipped = list(replicator.skipped)
             summary = ReembedSummary(source_key, location_key(dst.location), copied, resumed, caught,
                                      time.perf_counter() - started, len(dst))
-            if hasattr(dst, "snapshot"):
+            if isinstance(dst, Maintainable):
                 dst.snapshot()  # open loads the FAISS index instead of replaying the log
             elif hasattr(dst, "flush"):
                 dst.flush()
@@ -291,7 +291,8 @@ def _index_exists(location: str) -> bool:
 
 
 def _head(store: VectorStore) -> int | None:
-    return store.log_head() if hasattr(store, "log_head") else None
+    """The store's log head, or None for a store without a log of its own (Milvus)."""
+    return store.log_head() if isinstance(store, Maintainable) else None
 
 
 # ---------------------------------------------------------------------- aliases
