@@ -2,7 +2,7 @@
 
     python -m bench.scale_worker build   SPEC.json   # IndexStore.create + add in chunks + snapshot
     python -m bench.scale_worker serve   SPEC.json   # open, then single queries, sweeps and 2-thread QPS
-    python -m bench.scale_worker compact SPEC.json   # add p50 at this size, then a compaction (a rebuild)
+    python -m bench.scale_worker compact SPEC.json   # add p50 at this size, a checkpoint, then a compaction
     python -m bench.scale_worker hnswlib SPEC.json   # the outside reference, built and queried in one process
 
 Each prints one JSON line (the last line of stdout) and writes the neighbour ids it found to ``SPEC["out"]``.
@@ -141,7 +141,8 @@ def two_thread_qps(search, nq: int, seconds: float = 5.0) -> float:
 
 
 def compact(spec: dict) -> dict:
-    """Single adds at this size (p50), then a compaction that rebuilds the index from the truth."""
+    """Single adds at this size (p50), a checkpoint (its time and the process's peak memory so far), then a
+    compaction that rebuilds the index from the truth."""
     from index import IndexStore
 
     store = IndexStore.open(spec["dir"])
@@ -153,6 +154,10 @@ def compact(spec: dict) -> dict:
         t0 = time.perf_counter()
         store.add(x, labels=["added"], paths=[f"added/{i}.png"])
         times.append(time.perf_counter() - t0)
+    started = time.perf_counter()
+    store.snapshot()  # a checkpoint of the serving process, with the adds above in it
+    checkpoint_s = time.perf_counter() - started
+    checkpointed = memory_mb()["vmhwm_mb"]
     store.remove([0])  # one tombstone, so that force=True rebuilds every layout
     started = time.perf_counter()
     result = store.compact(force=True)
@@ -160,6 +165,7 @@ def compact(spec: dict) -> dict:
     store.close()
     return {"add_p50_ms": round(float(np.median(times)) * 1e3, 2), "compact_s": round(seconds, 1),
             "compact_rebuilt": result.rebuilt, "rss_open_mb": opened["vmrss_mb"],
+            "checkpoint_s": round(checkpoint_s, 2), "checkpoint_peak_rss_mb": checkpointed,
             "compact_peak_rss_mb": memory_mb()["vmhwm_mb"], "disk_bytes_after": disk_bytes(spec["dir"])}
 
 

@@ -231,20 +231,20 @@ def copy_items(source: VectorStore, target, *, batch: int = 10_000, progress=Non
     copied.  ``progress(n)`` is called after each batch."""
     if source.dim != target.dim:
         raise IndexStoreError(f"cannot copy {source.dim}-d vectors into a {target.dim}-d collection")
-    ids, vectors = source.all_vectors()
-    copied = 0
-    for start in range(0, len(ids), batch):
-        chunk = ids[start:start + batch]
+    copied, seen = 0, []
+    for chunk, vectors in source.iter_vectors(batch):  # one chunk in memory at a time
         metas = source.get_many(chunk)
         keep = [i for i, item_id in enumerate(chunk) if int(item_id) in metas]
         rows = [metas[int(chunk[i])] for i in keep]
         paths = [path_map(m.path) if path_map else m.path for m in rows]
-        target.add(vectors[start:start + batch][keep], labels=[m.label for m in rows], paths=paths,
+        target.add(vectors[keep], labels=[m.label for m in rows], paths=paths,
                    sources=[m.source or "" for m in rows], ids=chunk[keep], added_at=[m.added_at for m in rows])
+        seen.append(chunk)
         copied += len(rows)
         if progress:
             progress(len(rows))
-    target.record_import(ids)  # so that random_ids samples the copied id range without a scan
+    if seen:  # so that random_ids samples the copied id range without a scan
+        target.record_import(np.concatenate(seen))
     return copied
 
 

@@ -631,14 +631,12 @@ class StoreDB:
                      batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every live item as chunks ``(ids (c,) int64, xb (c, d) float32)`` in id order, ``batch`` rows each
         (call inside a read transaction: the chunks are one consistent state)."""
-        last = -1
-        while True:
-            rows = conn.execute("SELECT id, vector FROM items WHERE id > ? ORDER BY id LIMIT ?",
-                                (last, batch)).fetchall()
-            if not rows:
-                return
-            yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), _vector_block(rows, dim)
-            last = rows[-1][0]
+        return _vector_pages(lambda sql, params: conn.execute(sql, params).fetchall(), dim, batch)
+
+    def vector_pages(self, dim: int, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """As :meth:`iter_vectors`, each chunk read on its own (no snapshot is held between chunks, so a long
+        reader never keeps the WAL from being checkpointed; an item written meanwhile may or may not appear)."""
+        return _vector_pages(self.query, dim, batch)
 
     @staticmethod
     def sample_vectors(conn: sqlite3.Connection, dim: int, positions: Callable[[int], np.ndarray],
@@ -732,6 +730,18 @@ def _statements(script: str) -> list[str]:
             statements.append(current.strip())
             current = ""
     return statements
+
+
+def _vector_pages(fetch: Callable[[str, Sequence], list[tuple]], dim: int,
+                  batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(ids, xb)`` chunks of the live items in id order, one ``fetch(sql, params)`` a chunk."""
+    last = -1
+    while True:
+        rows = fetch("SELECT id, vector FROM items WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
+        if not rows:
+            return
+        yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), _vector_block(rows, dim)
+        last = rows[-1][0]
 
 
 def _vector_block(rows: list[tuple], dim: int) -> np.ndarray:

@@ -392,6 +392,11 @@ class IndexStore:
         with self._db.read_transaction() as conn:
             return StoreDB.all_vectors(conn, self._dim)
 
+    def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every live item as chunks ``(ids (c,) int64, xb (c, d) float32)`` in id order, from the truth, one
+        chunk in memory at a time (:meth:`StoreDB.vector_pages`)."""
+        return self._db.vector_pages(self._dim, batch)
+
     def reconstruct(self, item_id: int) -> np.ndarray:
         """The stored vector of one live item, ``(d,) float32``."""
         vector = self._db.vectors([int(item_id)], self._dim).get(int(item_id))

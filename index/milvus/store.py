@@ -412,14 +412,25 @@ class MilvusStore(MilvusReplication, MilvusLabels):
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """``(ids (n,) int64, xb (n, d) float32)`` of every item sorted by id, as stored (normalised)."""
+        chunks = list(self.iter_vectors())
+        if not chunks:
+            return np.zeros(0, np.int64), np.zeros((0, self._dim), np.float32)
+        ids = np.concatenate([c[0] for c in chunks])
+        order = np.argsort(ids, kind="stable")
+        return ids[order], np.concatenate([c[1] for c in chunks])[order]
+
+    def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every item as chunks ``(ids (c,) int64, xb (c, d) float32)`` of at most ``batch``, in Milvus's order
+        (not by id), one chunk in memory at a time."""
         ids, vectors = [], []
         for row in self._iterate(["id", "vector"]):
             ids.append(int(row["id"]))
             vectors.append(np.asarray(row["vector"], dtype=np.float32))
-        if not ids:
-            return np.zeros(0, np.int64), np.zeros((0, self._dim), np.float32)
-        order = np.argsort(np.array(ids, dtype=np.int64), kind="stable")
-        return np.array(ids, dtype=np.int64)[order], np.stack(vectors)[order]
+            if len(ids) == batch:
+                yield np.array(ids, dtype=np.int64), np.stack(vectors)
+                ids, vectors = [], []
+        if ids:
+            yield np.array(ids, dtype=np.int64), np.stack(vectors)
 
     def reconstruct(self, item_id: int) -> np.ndarray:
         rows = self._run("read a vector", self._client.query, self._location.collection,

@@ -182,6 +182,34 @@ def test_random_ids_of_a_copied_index_need_no_scan(built_index, new_milvus_index
         target.close()
 
 
+def test_copy_streams_the_source_in_chunks(built_index, new_milvus_index, monkeypatch):
+    """``index copy`` holds one chunk of the source at a time (never ``all_vectors``), and every item arrives with
+    its id, label and vector; the copy read back chunk by chunk is the source."""
+    from engine.build import copy_items
+    from index import IndexStore
+
+    def refuse(self):
+        raise AssertionError("the copy loaded every vector at once")
+
+    monkeypatch.setattr(IndexStore, "all_vectors", refuse)
+    location, _ = new_milvus_index("stream")
+    source = open_store(built_index)
+    target = create_store(location, source.dim, config=IndexConfig(index_type="flat"), model_info=source.model_info)
+    try:
+        chunks = []
+        assert copy_items(source, target, batch=7, progress=chunks.append) == len(source)
+        assert max(chunks) == 7 and sum(chunks) == len(source)
+        copied = {int(i): v for ids, xb in target.iter_vectors(batch=5) for i, v in zip(ids, xb)}
+        for ids, xb in source.iter_vectors(batch=11):
+            for item_id, vector in zip(ids.tolist(), xb):
+                assert np.allclose(copied[item_id], vector, atol=1e-6)
+        assert len(copied) == len(source)
+        assert {m.id: m.label for m in target.iter_items()} == {m.id: m.label for m in source.iter_items()}
+    finally:
+        source.close()
+        target.close()
+
+
 def test_milvus_has_no_simsearch_maintenance(store):
     """Milvus keeps its own log and compacts itself: it is no ``Maintainable`` (no log head, no snapshot, no
     pretended rebuild), only asked to compact, and says so."""
