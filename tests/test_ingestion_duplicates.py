@@ -15,7 +15,9 @@ import pytest
 from api import ApiConfig, SearchService, create_app
 from engine.build import index_home
 from engine.engine import Engine
-from engine.ingestion import IDENTICAL_COSINE, find_in_batch
+from engine.ingestion import find_in_batch
+from similarity.hygiene import IDENTICAL_COSINE
+from similarity.judge import ImageSignals
 from simsearch.cli import main
 
 from imagecopies import reencode
@@ -172,6 +174,7 @@ def test_without_pixels_only_an_identical_embedding_counts():
     other /= np.linalg.norm(other)
     xb = np.stack([base, other, base])
     assert 0.99 < float(base @ other) < IDENTICAL_COSINE
-    findings = find_in_batch(xb, lambda row: None)
+    findings = find_in_batch(xb, lambda row: ImageSignals(f"row{row}.png", error="unreadable"))
     assert findings[0] is None and findings[1] is None
     assert findings[2].earlier_in_batch == 0 and not findings[2].exact
+    assert findings[2].verdict.kind == "cosine-only" and not findings[2].verdict.confirmed
