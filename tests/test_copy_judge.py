@@ -25,7 +25,7 @@ from similarity.imageio import open_image
 from similarity.metrics import score_queries
 from simsearch.cli import main
 
-from imagecopies import reencode
+from imagecopies import outsider_png, reencode
 
 TRASHNET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "trashnet-150"
 # the fixture's model was trained on 28-px garments: a photo and its crop are candidates at this cosine
@@ -44,15 +44,6 @@ def _crop(photo: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def _outsider(fmnist_train, fmnist_small) -> bytes:
-    """A PNG of a Fashion-MNIST training image that is not one of the 600 indexed ones."""
-    indexed = {fmnist_small.pixels[i].tobytes() for i in range(len(fmnist_small))}
-    row = next(j for j in range(len(fmnist_train)) if fmnist_train.pixels[j].tobytes() not in indexed)
-    buffer = io.BytesIO()
-    fmnist_train.load(row).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def scene(index_copy, fmnist_folder, fmnist_train, fmnist_small, tmp_path):
     """``index_copy`` plus a photo and an upload whose stored file is then damaged; and a folder of new files,
@@ -61,7 +52,7 @@ def scene(index_copy, fmnist_folder, fmnist_train, fmnist_small, tmp_path):
     if not photos:
         pytest.skip(f"TrashNet-150 is not at {TRASHNET}")
     photo = photos[0].read_bytes()
-    other = _outsider(fmnist_train, fmnist_small)
+    other = outsider_png(fmnist_train, fmnist_small)
     engine = Engine.open(index_copy)
     try:
         photo_id = engine.add_image(photo, "glass", duplicates="keep").item.id

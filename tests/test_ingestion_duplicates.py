@@ -20,7 +20,7 @@ from similarity.hygiene import IDENTICAL_COSINE
 from similarity.judge import ImageSignals
 from simsearch.cli import main
 
-from imagecopies import reencode
+from imagecopies import outsider_png, reencode
 
 TOKEN = "ingestion-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -39,11 +39,7 @@ def client(index_copy):
 @pytest.fixture(scope="module")
 def outsider(fmnist_train, fmnist_small) -> bytes:
     """A PNG of a Fashion-MNIST training image that is not one of the 600 indexed ones."""
-    indexed = {fmnist_small.pixels[i].tobytes() for i in range(len(fmnist_small))}
-    row = next(j for j in range(len(fmnist_train)) if fmnist_train.pixels[j].tobytes() not in indexed)
-    buffer = io.BytesIO()
-    fmnist_train.load(row).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return outsider_png(fmnist_train, fmnist_small)
 
 
 def _post(client, data: bytes, query: str = "", label: str = "Mine"):
