@@ -29,7 +29,7 @@ from PIL import Image
 
 from similarity.hygiene import IDENTICAL_COSINE, DuplicateRule, ImageHashes, perceptual_hashes, phash_distance
 from similarity.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, open_image
-from similarity.verify import LocalFeatures, count_inliers, local_features, mirror_gray, working_gray
+from similarity.verify import LocalFeatures, capped_gray, count_inliers, local_features, mirror_gray, working_gray
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,15 @@ CONFIRMED_KINDS = frozenset({"exact", "hash", "verified"})
 
 class ImageSignals:
     """The pixel signals of one decoded image: its hashes (computed at decode) and its local features (computed
-    on first use, of the image and of its mirror separately).  Keeps only the working-size grayscale image
-    (:func:`similarity.verify.working_gray`), not the decoded pixels.  ``hashes`` is None for an unreadable file
-    (``error`` says why)."""
+    on first use, of the image and of its mirror separately).  Keeps only a grayscale copy no larger than the
+    working size (:func:`similarity.verify.capped_gray`: 784 bytes for a 28-px image), not the decoded pixels.
+    ``hashes`` is None for an unreadable file (``error`` says why)."""
 
     def __init__(self, name: str, image: Image.Image | None = None, *, error: str | None = None) -> None:
         self.name = name
         self.error = error
         self.hashes: ImageHashes | None = perceptual_hashes(image) if image is not None else None
-        self._gray = working_gray(image) if image is not None else None
+        self._gray = capped_gray(image) if image is not None else None
         self._features: dict[bool, LocalFeatures] = {}
 
     @classmethod
@@ -64,7 +64,8 @@ class ImageSignals:
         if mirrored not in self._features:
             if self._gray is None:
                 return local_features(np.zeros((1, 1), np.uint8))
-            self._features[mirrored] = local_features(mirror_gray(self._gray) if mirrored else self._gray)
+            gray = working_gray(self._gray)
+            self._features[mirrored] = local_features(mirror_gray(gray) if mirrored else gray)
         return self._features[mirrored]
 
 

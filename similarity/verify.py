@@ -30,13 +30,24 @@ MAX_FEATURES = 1000  # keypoints kept per image (the strongest)
 @dataclass(frozen=True)
 class LocalFeatures:
     """Keypoints of one image at its working size: ``points (n, 2) float32`` (x, y) and ``descriptors (n, 128)
-    float32`` (SIFT); ``n`` may be 0."""
+    uint8`` (SIFT's values are whole numbers in [0, 255]: a quarter of the memory of float32); ``n`` may be 0."""
 
     points: np.ndarray
     descriptors: np.ndarray
 
     def __len__(self) -> int:
         return len(self.points)
+
+
+def capped_gray(image: Image.Image) -> Image.Image:
+    """``image`` in grayscale, shrunk to :data:`MAX_SIDE` on its longer side if larger (never enlarged): what a
+    cache keeps of a file until its features are needed."""
+    gray = image.convert("L")
+    if max(gray.size) > MAX_SIDE:
+        scale = MAX_SIDE / max(gray.size)
+        gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
+                           Image.Resampling.LANCZOS)
+    return gray
 
 
 def working_gray(image: Image.Image) -> np.ndarray:
@@ -65,9 +76,9 @@ def local_features(gray: np.ndarray, *, max_features: int = MAX_FEATURES) -> Loc
         raise ValueError(f"expected an (h, w) uint8 image, got {gray.shape} {gray.dtype}")
     keypoints, descriptors = cv2.SIFT_create(nfeatures=max_features).detectAndCompute(gray, None)
     if descriptors is None or not keypoints:
-        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
     points = np.array([k.pt for k in keypoints], dtype=np.float32)
-    return LocalFeatures(points, descriptors.astype(np.float32, copy=False))
+    return LocalFeatures(points, np.clip(np.rint(descriptors), 0, 255).astype(np.uint8))
 
 
 def features_of(image: Image.Image, *, mirrored: bool = False) -> LocalFeatures:
@@ -81,7 +92,8 @@ def count_inliers(a: LocalFeatures, b: LocalFeatures, *, ratio: float = RATIO, r
     than 3 matches pass (no transform to fit)."""
     if len(a) < 2 or len(b) < 2:
         return 0
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors, b.descriptors, k=2)
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors.astype(np.float32), b.descriptors.astype(np.float32),
+                                                k=2)
     good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < ratio * n.distance]
     if len(good) < 3:
         return 0
