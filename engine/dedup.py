@@ -163,14 +163,16 @@ def judge_pairs(store: VectorStore, pairs: np.ndarray, cosines: np.ndarray, rule
                                   unit="pair", disable=not progress, leave=False)]
 
 
-def _links(group: list[int], edges: dict[tuple[int, int], Verdict]) -> tuple[set[int], dict[int, tuple[int, Verdict]]]:
-    """For a group (kept item first): the members pixel evidence links to the kept item (through confirmed edges),
-    and each member's strongest edge (confirmed first, then by cosine) with the member at its other end."""
+def _links(group: list[int], edges: list[tuple[int, int, Verdict]]
+           ) -> tuple[set[int], dict[int, tuple[int, Verdict]]]:
+    """For a group (kept item first) and the duplicate edges among its items: the members pixel evidence links to
+    the kept item (through confirmed edges), and each member's strongest edge (confirmed first, then by cosine)
+    with the member at its other end."""
     members = set(group)
     best: dict[int, tuple[int, Verdict]] = {}
     neighbours: dict[int, list[int]] = {i: [] for i in group}
-    for (a, b), verdict in edges.items():
-        if a not in members or b not in members:
+    for a, b, verdict in edges:
+        if a not in members or b not in members:  # an item deleted meanwhile
             continue
         if verdict.confirmed:
             neighbours[a].append(b)
@@ -220,9 +222,13 @@ def find_duplicates(store: VectorStore, *, rule: DuplicateRule = DuplicateRule()
     edges = {(a, b): v for (a, b), v in zip(candidates.tolist(), verdicts) if v.duplicate}
     kinds = Counter(v.kind for v in edges.values())
     groups = group_pairs(np.array(list(edges), dtype=np.int64).reshape(-1, 2))
+    group_of = {i: n for n, g in enumerate(groups) for i in g}
+    edges_of: list[list[tuple[int, int, Verdict]]] = [[] for _ in groups]
+    for (a, b), verdict in edges.items():
+        edges_of[group_of[a]].append((a, b, verdict))
     metas = store.get_many([i for g in groups for i in g])
     built = []
-    for group in groups:
+    for group, group_edges in zip(groups, edges_of):
         rows = np.minimum(np.searchsorted(ids, group), len(ids) - 1)  # ids are sorted
         # left out: items deleted meanwhile (no meta) or added after the vectors were read (not in ids)
         live = [(i, r) for i, r in zip(group, rows.tolist()) if i in metas and ids[r] == i]
@@ -230,7 +236,7 @@ def find_duplicates(store: VectorStore, *, rule: DuplicateRule = DuplicateRule()
             continue
         live.sort(key=lambda pair: (metas[pair[0]].added_at, pair[0]))  # the oldest item is kept
         keeper = xb[live[0][1]]
-        confirmed, best = _links([i for i, _ in live], edges)
+        confirmed, best = _links([i for i, _ in live], group_edges)
         members = []
         for position, (i, r) in enumerate(live):
             evidence = None

@@ -123,7 +123,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     dedup.add_argument("--pixels", action="store_true",
                        help="judge candidates by their pixels: same decoded pixels, pHash within --phash-bits, or "
                             "local verification (decodes the candidates' files). Without it the embedding alone "
-                            "decides, and only a cosine identical pixels give counts")
+                            "decides: --descriptor-cosine, else only a cosine identical pixels give")
     dedup.add_argument("--phash-bits", type=int, default=DuplicateRule().phash_bits, metavar="B",
                        help="most pHash bits (of 64) two copies may differ by")
     dedup.add_argument("--min-inliers", type=int, default=DuplicateRule().min_inliers, metavar="N",
