@@ -37,8 +37,8 @@ DEFAULT_MIN_INLIERS = 18  # RANSAC inliers of local verification, bench/verify_p
 
 @dataclass(frozen=True)
 class DuplicateRule:
-    """The thresholds of the duplicate rule, applied by :func:`similarity.judge.judge` (where the tiers and the
-    measurements behind each default are described).
+    """The thresholds of the duplicate rule, applied by :func:`similarity.judge.judge` (its tiers); the
+    measurements behind each default are in ``docs/design.md#duplicates``.
 
     ``cosine``: embedding cosine similarity at least this makes a pair a candidate (only meaningful for the
     model it was measured on); ``phash_bits``: a candidate is a copy when at most this many of the 64 pHash
