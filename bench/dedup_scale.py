@@ -73,14 +73,18 @@ store = open_store(location)
 before = rss_mb()
 peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 started = time.perf_counter()
-report = find_duplicates(store, rule=DuplicateRule(), pixels=pixels)
+# without pixels the embedding alone decides at the candidate threshold (the descriptor tier of a model trained
+# for copies); such members are unconfirmed, so they count under "unconfirmed", not "duplicates"
+rule = DuplicateRule() if pixels else DuplicateRule(descriptor_cosine=DuplicateRule().cosine)
+report = find_duplicates(store, rule=rule, pixels=pixels)
 seconds = time.perf_counter() - started
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out.update({"items": report.items, "seconds": round(seconds, 1), "rss_before_mb": round(before, 1),
             "peak_rss_mb": round(peak, 1), "peak_rise_mb": round(peak - max(before, 0), 1),
             "peak_before_dedup_mb": round(peak_before, 1), **{k: v for k, v in report.summary().items()
                                                                   if k in ("groups", "near_pairs", "exact_pairs",
-                                                                           "duplicates", "threshold")}})
+                                                                           "duplicates", "unconfirmed",
+                                                                           "threshold")}})
 if truth is not None:
     grouped = {frozenset(g_ids) for g_ids in ([m.id for m in g.members] for g in report.groups)}
     hit = sum(any(a in g and b in g for g in grouped) for a, b in truth)

@@ -1,52 +1,51 @@
-"""Duplicates inside an index: found through the index's own search, grouped, listed, and optionally removed.
+"""Duplicates inside an index: found through the index's own search, judged, grouped, listed, and optionally
+removed; and the copies of outside files (``index dedup --queries``).
 
-Near-duplicate candidates are pairs whose embeddings' cosine reaches the threshold among each item's ``k``
-nearest neighbours (``VectorStore.search`` in batches: the ANN index does the work, memory is the ``(n, d)``
-vectors plus one batch of hits, never an ``n x n`` matrix).  With ``pixels=True`` the files of the candidates
-are decoded, each once (an exact copy embeds to the same vector, so it is always a candidate as long as an
-item has at most ``neighbours`` copies): items whose decoded pixels hash the same are exact duplicates
-(:func:`similarity.hygiene.pixel_digest`), and another candidate pair counts only when its pHash (or its
-mirror's) confirms it.  A model trained to group classes puts
-distinct images of one class at a cosine as high as a re-saved copy (``bench/dedup_quality.py``: 30% of
-Fashion-MNIST images have a distinct neighbour at cosine >= 0.99 with the demo model), so the cosine alone
-finds candidates, not proof.  Pairs become groups transitively (:func:`similarity.hygiene.group_pairs`); each
-group keeps its oldest item (the smallest id among equally old ones: Milvus ids are random, not ordered).
+Candidates are pairs whose embeddings' cosine reaches ``rule.cosine`` among each item's ``k`` nearest neighbours
+(``VectorStore.search`` in batches: the ANN index does the work, memory is the ``(n, d)`` vectors plus one batch of
+hits, never an ``n x n`` matrix).  Each candidate pair gets :func:`similarity.judge.judge`'s verdict: with
+``pixels=True`` the candidates' files are decoded, each once (an exact copy embeds to the same vector, so it is
+always a candidate as long as an item has at most ``neighbours`` copies), and the pixels decide (exact, pHash,
+local verification); without, the embedding alone decides (a cosine only identical pixels give, or the descriptor
+threshold of an embedding trained for copies).  Pairs become groups transitively
+(:func:`similarity.hygiene.group_pairs`); each group keeps its oldest item (the smallest id among equally old
+ones: Milvus ids are random, not ordered).  A member is *confirmed* when pixel evidence (exact, hash, verified)
+links it to the kept item, directly or through other confirmed members; only confirmed members are removed.
+The listing's HTML page is :mod:`report.duplicates`.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import logging
-import os
 import time
-from collections.abc import Iterable, Iterator
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from durablefile import atomic_write
-from index import ItemMeta, VectorStore
-from report.thumbnails import thumbnail_uris
-from similarity.hygiene import DuplicateRule, HashCache, ImageHashes, group_pairs, phash_distance
+from index import VectorStore
+from similarity.hygiene import DuplicateRule, group_pairs
+from similarity.judge import ImageSignals, Pair, SignalCache, Verdict, judge
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_NEIGHBOURS = 10  # nearest neighbours examined per item
 SEARCH_BATCH = 1024  # queries per store.search call
-GROUPS_JSON = "duplicates.json"
-GROUPS_HTML = "duplicates.html"
 
 
 @dataclass(frozen=True)
 class DuplicateMember:
-    """One item of a group: ``similarity`` is its embedding cosine to the group's kept item."""
+    """One item of a group: ``similarity`` is its embedding cosine to the group's kept item; ``evidence`` the
+    verdict (:meth:`similarity.judge.Verdict.to_dict`, with ``"with"``: the other member's id) of its strongest link
+    into the group (None for the kept item); ``confirmed``: linked to the kept item by pixel evidence."""
 
     id: int
     label: str
     path: str
     similarity: float
+    evidence: dict | None = None
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,8 @@ class DuplicateGroup:
     """Items that duplicate each other, oldest first; ``members[0]`` is kept by a dedup.
 
     ``exact``: all members have the same decoded pixels (only known when pixels were hashed);
-    ``mixed_labels``: the members do not all carry one label (a likely labelling error)."""
+    ``mixed_labels``: the members do not all carry one label (a likely labelling error); ``remove``: the
+    confirmed members but the first; ``unconfirmed``: members kept because no pixel evidence links them."""
 
     members: list[DuplicateMember]
     exact: bool
@@ -65,15 +65,19 @@ class DuplicateGroup:
 
     @property
     def remove(self) -> list[int]:
-        return [m.id for m in self.members[1:]]
+        return [m.id for m in self.members[1:] if m.confirmed]
+
+    @property
+    def unconfirmed(self) -> list[int]:
+        return [m.id for m in self.members[1:] if not m.confirmed]
 
     @property
     def mixed_labels(self) -> bool:
         return len({m.label for m in self.members}) > 1
 
     def to_dict(self) -> dict:
-        return {"keep": self.keep, "remove": self.remove, "exact": self.exact, "mixed_labels": self.mixed_labels,
-                "members": [asdict(m) for m in self.members]}
+        return {"keep": self.keep, "remove": self.remove, "unconfirmed": self.unconfirmed, "exact": self.exact,
+                "mixed_labels": self.mixed_labels, "members": [asdict(m) for m in self.members]}
 
 
 @dataclass
@@ -90,17 +94,24 @@ class DuplicateReport:
     unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
     queried: int | None = None  # items whose neighbours were searched (None: every item)
+    pairs_by_kind: dict[str, int] = field(default_factory=dict)  # duplicate pairs by verdict kind
 
     @property
     def duplicates(self) -> list[int]:
-        """The ids a dedup removes: all but the first of each group, sorted."""
+        """The ids a dedup removes: the confirmed members but the first of each group, sorted."""
         return sorted(i for g in self.groups for i in g.remove)
+
+    @property
+    def unconfirmed(self) -> list[int]:
+        """Group members no pixel evidence links to their group's kept item (kept by a dedup), sorted."""
+        return sorted(i for g in self.groups for i in g.unconfirmed)
 
     def summary(self) -> dict:
         return {"items": self.items, "groups": len(self.groups), "exact_groups": sum(g.exact for g in self.groups),
                 "near_groups": sum(not g.exact for g in self.groups),
                 "mixed_label_groups": sum(g.mixed_labels for g in self.groups),
                 "items_in_groups": sum(len(g.members) for g in self.groups), "duplicates": len(self.duplicates),
+                "unconfirmed": len(self.unconfirmed), "pairs_by_kind": dict(self.pairs_by_kind),
                 "threshold": self.threshold, "neighbours": self.neighbours, "pixels": self.pixels,
                 "queried": self.items if self.queried is None else self.queried,
                 "near_pairs": self.near_pairs, "exact_pairs": self.exact_pairs, "unreadable": len(self.unreadable),
@@ -112,10 +123,11 @@ class DuplicateReport:
 
 def near_duplicate_pairs(store: VectorStore, ids: np.ndarray, xb: np.ndarray, *, threshold: float,
                          neighbours: int = DEFAULT_NEIGHBOURS, batch: int = SEARCH_BATCH,
-                         progress: bool = False) -> np.ndarray:
-    """Pairs ``(m, 2) int64`` (smaller id first, unique) of items whose cosine is at least ``threshold``, among
-    each item's ``neighbours`` nearest.  ``ids: (n,)``, ``xb: (n, d) float32``: the items to query with."""
-    found: set[tuple[int, int]] = set()
+                         progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(m, 2) int64`` (smaller id first, unique, sorted) of items whose cosine is at least ``threshold``,
+    among each item's ``neighbours`` nearest, and their cosines ``(m,) float32``.  ``ids: (n,)``, ``xb: (n, d)
+    float32``: the items to query with."""
+    found: dict[tuple[int, int], float] = {}
     for start in tqdm(range(0, len(ids), batch), desc="duplicates: search", unit="batch", disable=not progress,
                       leave=False):
         hits = store.search(xb[start:start + batch], neighbours + 1)  # +1: the item finds itself
@@ -124,49 +136,71 @@ def near_duplicate_pairs(store: VectorStore, ids: np.ndarray, xb: np.ndarray, *,
                 if hit.similarity < threshold:
                     break  # best first
                 if hit.id != item_id:
-                    found.add((min(item_id, hit.id), max(item_id, hit.id)))
-    return np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
+                    key = (min(item_id, hit.id), max(item_id, hit.id))
+                    found[key] = max(found.get(key, -1.0), hit.similarity)
+    keys = sorted(found)
+    return (np.array(keys, dtype=np.int64).reshape(-1, 2),
+            np.array([found[k] for k in keys], dtype=np.float32))
 
 
-def pixel_signals(items: Iterable[ItemMeta], *, progress: bool = False) -> tuple[dict[int, ImageHashes], list[str]]:
-    """Decode every item's file once: its :class:`ImageHashes` by id, and the paths of unreadable files."""
-    cache = HashCache()
-    hashes: dict[int, ImageHashes] = {}
-    unreadable = []
-    for item in tqdm(items, desc="duplicates: pixels", unit="img", disable=not progress, leave=False):
-        found = cache.get(item.path)
-        if found is None:
-            unreadable.append(item.path)
-        else:
-            hashes[item.id] = found
-    return hashes, unreadable
+def judge_pairs(store: VectorStore, pairs: np.ndarray, cosines: np.ndarray, rule: DuplicateRule, *, pixels: bool,
+                confirm: bool = False, cache: SignalCache | None = None, progress: bool = False
+                ) -> list[Verdict]:
+    """The judge's verdict on each candidate pair (``pairs (m, 2)`` ids, ``cosines (m,)``); with ``pixels`` the
+    files are decoded through ``cache`` (each once), else the embedding alone decides.  An item deleted meanwhile
+    has no file to read."""
+    cache = cache if cache is not None else SignalCache()
+    metas = store.get_many(np.unique(pairs).tolist()) if pixels and len(pairs) else {}
+
+    def signals(item_id: int) -> ImageSignals | None:
+        if not pixels:
+            return None
+        meta = metas.get(item_id)
+        return cache.get(meta.path) if meta is not None else ImageSignals(str(item_id), error="deleted")
+
+    return [judge(Pair(signals(a), signals(b), float(c)), rule, confirm=confirm)
+            for (a, b), c in tqdm(zip(pairs.tolist(), cosines.tolist()), total=len(pairs), desc="duplicates: judge",
+                                  unit="pair", disable=not progress, leave=False)]
 
 
-def exact_duplicate_pairs(hashes: dict[int, ImageHashes]) -> np.ndarray:
-    """``(m, 2) int64``: each item paired with the smallest id of the same pixel digest."""
-    first: dict[str, int] = {}
-    pairs = []
-    for item_id in sorted(hashes):
-        keeper = first.setdefault(hashes[item_id].exact, item_id)
-        if keeper != item_id:
-            pairs.append((keeper, item_id))
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+def _links(group: list[int], edges: list[tuple[int, int, Verdict]]
+           ) -> tuple[set[int], dict[int, tuple[int, Verdict]]]:
+    """For a group (kept item first) and the duplicate edges among its items: the members pixel evidence links to
+    the kept item (through confirmed edges), and each member's strongest edge (confirmed first, then by cosine)
+    with the member at its other end."""
+    members = set(group)
+    best: dict[int, tuple[int, Verdict]] = {}
+    neighbours: dict[int, list[int]] = {i: [] for i in group}
+    for a, b, verdict in edges:
+        if a not in members or b not in members:  # an item deleted meanwhile
+            continue
+        if verdict.confirmed:
+            neighbours[a].append(b)
+            neighbours[b].append(a)
+        for one, other in ((a, b), (b, a)):
+            rank = (verdict.confirmed, verdict.cosine)
+            if one not in best or rank > (best[one][1].confirmed, best[one][1].cosine):
+                best[one] = (other, verdict)
+    reached, frontier = {group[0]}, [group[0]]
+    while frontier:
+        for other in neighbours[frontier.pop()]:
+            if other not in reached:
+                reached.add(other)
+                frontier.append(other)
+    return reached, best
 
 
-def confirmed_by_phash(pairs: np.ndarray, hashes: dict[int, ImageHashes], rule: DuplicateRule) -> np.ndarray:
-    """The pairs whose two files were both read and whose pHash distance (mirror included when
-    ``rule.flips``) is at most ``rule.phash_bits``."""
-    keep = [a in hashes and b in hashes and phash_distance(hashes[a], hashes[b], flips=rule.flips) <= rule.phash_bits
-            for a, b in pairs.tolist()]
-    return pairs[np.array(keep, dtype=bool)] if len(pairs) else pairs
+def _digest(signals: ImageSignals) -> str | None:
+    return signals.hashes.exact if signals.hashes is not None else None
 
 
 def find_duplicates(store: VectorStore, *, rule: DuplicateRule = DuplicateRule(),
                     neighbours: int = DEFAULT_NEIGHBOURS, pixels: bool = False, sample: int | None = None,
-                    seed: int = 0, progress: bool = False) -> DuplicateReport:
-    """Duplicate groups of a store: near duplicates by ``rule.cosine`` through ``store.search``, and with
-    ``pixels`` exact duplicates by decoded-pixel hash.  ``sample``: search the neighbours of a seeded sample of
-    this many items only (every pair found has a sampled member), so the time follows the sample, not the store."""
+                    seed: int = 0, confirm: bool = False, progress: bool = False) -> DuplicateReport:
+    """Duplicate groups of a store: candidates at ``rule.cosine`` through ``store.search``, each pair judged by
+    :func:`similarity.judge.judge` (``pixels``: decode the candidates' files; ``confirm``: verify descriptor
+    matches too, so they can be confirmed).  ``sample``: search the neighbours of a seeded sample of this many
+    items only (every pair found has a sampled member), so the time follows the sample, not the store."""
     if neighbours < 1:
         raise ValueError(f"neighbours must be >= 1, got {neighbours}")
     if sample is not None and sample < 1:
@@ -176,23 +210,25 @@ def find_duplicates(store: VectorStore, *, rule: DuplicateRule = DuplicateRule()
     queried = None
     if sample is not None and sample < len(ids):
         rows = np.sort(np.random.default_rng(seed).choice(len(ids), size=sample, replace=False))
-        near = near_duplicate_pairs(store, ids[rows], xb[rows], threshold=rule.cosine, neighbours=neighbours,
-                                    progress=progress)
+        candidates, cosines = near_duplicate_pairs(store, ids[rows], xb[rows], threshold=rule.cosine,
+                                                   neighbours=neighbours, progress=progress)
         queried = sample
     else:
-        near = near_duplicate_pairs(store, ids, xb, threshold=rule.cosine, neighbours=neighbours, progress=progress)
-    hashes, unreadable = {}, []
-    if pixels:  # only candidates are decoded: an exact copy embeds identically, so it is a candidate
-        candidates = np.unique(near).tolist()
-        metas = store.get_many(candidates)
-        hashes, unreadable = pixel_signals([metas[i] for i in candidates if i in metas], progress=progress)
-    exact = exact_duplicate_pairs(hashes)
-    if pixels:
-        near = confirmed_by_phash(near, hashes, rule)
-    groups = group_pairs(np.concatenate([near, exact]))
+        candidates, cosines = near_duplicate_pairs(store, ids, xb, threshold=rule.cosine, neighbours=neighbours,
+                                                   progress=progress)
+    cache = SignalCache()
+    verdicts = judge_pairs(store, candidates, cosines, rule, pixels=pixels, confirm=confirm, cache=cache,
+                           progress=progress)
+    edges = {(a, b): v for (a, b), v in zip(candidates.tolist(), verdicts) if v.duplicate}
+    kinds = Counter(v.kind for v in edges.values())
+    groups = group_pairs(np.array(list(edges), dtype=np.int64).reshape(-1, 2))
+    group_of = {i: n for n, g in enumerate(groups) for i in g}
+    edges_of: list[list[tuple[int, int, Verdict]]] = [[] for _ in groups]
+    for (a, b), verdict in edges.items():
+        edges_of[group_of[a]].append((a, b, verdict))
     metas = store.get_many([i for g in groups for i in g])
     built = []
-    for group in groups:
+    for group, group_edges in zip(groups, edges_of):
         rows = np.minimum(np.searchsorted(ids, group), len(ids) - 1)  # ids are sorted
         # left out: items deleted meanwhile (no meta) or added after the vectors were read (not in ids)
         live = [(i, r) for i, r in zip(group, rows.tolist()) if i in metas and ids[r] == i]
@@ -200,53 +236,20 @@ def find_duplicates(store: VectorStore, *, rule: DuplicateRule = DuplicateRule()
             continue
         live.sort(key=lambda pair: (metas[pair[0]].added_at, pair[0]))  # the oldest item is kept
         keeper = xb[live[0][1]]
-        members = [DuplicateMember(i, metas[i].label, metas[i].path, round(float(xb[r] @ keeper), 6))
-                   for i, r in live]
-        live = [i for i, _ in live]
-        is_exact = pixels and all(i in hashes for i in live) and len({hashes[i].exact for i in live}) == 1
-        built.append(DuplicateGroup(members, is_exact))
-    report = DuplicateReport(built, len(ids), rule.cosine, neighbours, pixels, len(near), len(exact), unreadable,
-                             time.perf_counter() - started, queried)
-    logger.info("duplicates: %d groups, %d items to remove, among %d items", len(built), len(report.duplicates),
-                len(ids))
+        confirmed, best = _links([i for i, _ in live], group_edges)
+        members = []
+        for position, (i, r) in enumerate(live):
+            evidence = None
+            if position and i in best:
+                evidence = {**best[i][1].to_dict(), "with": best[i][0]}
+            members.append(DuplicateMember(i, metas[i].label, metas[i].path, round(float(xb[r] @ keeper), 6),
+                                           evidence, position == 0 or i in confirmed))
+        digests = {_digest(cache.get(metas[i].path)) for i, _ in live} if pixels else {None}
+        built.append(DuplicateGroup(members, len(digests) == 1 and None not in digests))
+    unreadable = sorted({path for path, signals in cache.items() if not signals.readable})
+    report = DuplicateReport(built, len(ids), rule.cosine, neighbours, pixels,
+                             sum(n for kind, n in kinds.items() if kind != "exact"), kinds.get("exact", 0),
+                             unreadable, time.perf_counter() - started, queried, dict(sorted(kinds.items())))
+    logger.info("duplicates: %d groups, %d items to remove, %d unconfirmed kept, among %d items", len(built),
+                len(report.duplicates), len(report.unconfirmed), len(ids))
     return report
-
-
-def write_duplicates(report: DuplicateReport, out_dir: str | os.PathLike, *, thumbnails: int = 200,
-                     thumb_size: int = 96) -> tuple[str, str]:
-    """Write ``duplicates.json`` (every group) and ``duplicates.html`` (thumbnails of the first ``thumbnails``
-    groups, mixed-label groups first) into ``out_dir``; returns both paths."""
-    os.makedirs(out_dir, exist_ok=True)
-    json_path = os.path.join(out_dir, GROUPS_JSON)
-    atomic_write(json_path, json.dumps(report.to_dict(), indent=1).encode("utf-8"))
-    shown = sorted(report.groups, key=lambda g: (not g.mixed_labels, g.keep))[:thumbnails]
-    uris = iter(thumbnail_uris([m.path for g in shown for m in g.members], thumb_size))
-    html_path = os.path.join(out_dir, GROUPS_HTML)
-    atomic_write(html_path, _page(report, shown, uris, thumb_size).encode("utf-8"))
-    return json_path, html_path
-
-
-def _page(report: DuplicateReport, shown: list[DuplicateGroup], uris: Iterator[str | None], size: int) -> str:
-    summary = report.summary()
-    facts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items())
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Duplicate groups</title><style>",
-             "body{font-family:sans-serif;margin:1em}.g{border:1px solid #ccc;margin:.5em 0;padding:.4em}",
-             ".g.mixed{border-color:#c33}figure{display:inline-block;margin:.2em;text-align:center;font-size:11px}",
-             f"img{{width:{size}px;height:{size}px;object-fit:contain;image-rendering:pixelated;background:#eee}}",
-             ".remove img{opacity:.55}</style></head><body><h1>Duplicate groups</h1>",
-             f"<p>{html.escape(facts)}</p>",
-             f"<p>Showing {len(shown)} of {len(report.groups)} groups (groups with different labels first, red). "
-             "The first item of each group is kept; the faded ones would be removed.</p>"]
-    for group in shown:
-        kind = "exact" if group.exact else "near"
-        parts.append(f"<div class='g{' mixed' if group.mixed_labels else ''}'><b>{kind}</b> "
-                     f"keep {group.keep}{' &middot; different labels' if group.mixed_labels else ''}<br>")
-        for position, member in enumerate(group.members):
-            uri = next(uris)
-            image = f"<img src='{uri}' alt=''>" if uri else "<span>(unreadable)</span>"
-            parts.append(f"<figure class='{'keep' if position == 0 else 'remove'}'>{image}<figcaption>"
-                         f"{member.id} &middot; {html.escape(member.label)}<br>cos {member.similarity:.4f}"
-                         f"</figcaption></figure>")
-        parts.append("</div>")
-    parts.append("</body></html>\n")
-    return "".join(parts)

@@ -29,8 +29,9 @@ from index import ItemMeta, Maintainable, Neighbor, ServerCompacted, VectorStore
 from similarity.checkpoint import Checkpoint, CheckpointError
 from similarity.data import LabelledImages, SkippedFile
 from similarity.embedder import ImageEmbedder
-from similarity.hygiene import DuplicateRule, perceptual_hashes
+from similarity.hygiene import DuplicateRule
 from similarity.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource, open_image
+from similarity.judge import ImageSignals
 from similarity.runtime import EmbedRuntime, load_embedder
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class Engine:
         check_policy(duplicates)
         image = _decode(data, "image", max_pixels)
         xb = self.embedder.embed_images([image])
-        signals = functools.cache(lambda: perceptual_hashes(image))  # hashed only if a candidate needs it
+        signals = functools.cache(lambda: ImageSignals.of_image(image, "upload"))  # only if a candidate needs it
         finding = None
         if duplicates != "keep":
             finding = find_in_store(self.store, xb, lambda _row: signals(), rule=rule)[0]
@@ -253,13 +254,13 @@ class Engine:
         return gone
 
     def find_duplicates(self, *, rule: DuplicateRule = DuplicateRule(), neighbours: int = DEFAULT_NEIGHBOURS,
-                        pixels: bool = False, sample: int | None = None, seed: int = 0,
+                        pixels: bool = False, sample: int | None = None, seed: int = 0, confirm: bool = False,
                         progress: bool = False) -> DuplicateReport:
         """Duplicate groups of this index, found through its own search (see :mod:`engine.dedup`; ``sample``:
-        search from that many seeded items only); remove all but the first of each group with
-        ``delete(report.duplicates)``."""
+        search from that many seeded items only; ``confirm``: verify descriptor matches too); remove the
+        confirmed members but the first of each group with ``delete(report.duplicates)``."""
         return find_duplicates(self.store, rule=rule, neighbours=neighbours, pixels=pixels, sample=sample, seed=seed,
-                               progress=progress)
+                               confirm=confirm, progress=progress)
 
     def compact(self, *, force: bool = False, orphan_grace_s: float = ORPHAN_GRACE_S) -> dict:
         """Compact the index, then remove the upload files that no item references and that are older than

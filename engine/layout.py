@@ -3,7 +3,7 @@
     <index_dir>/model.pt     the checkpoint the index was built with (a copy, fsynced)
     <index_dir>/uploads/     images added through the API, referenced by their items
     <index_dir>/report/      the last report (served by the API at /report)
-    <index_dir>/dedup/       the last ``simsearch index dedup`` listing (duplicates.json, duplicates.html)
+    <index_dir>/dedup/       the last ``simsearch index dedup`` listings (duplicates.json, duplicates.html; queries.json)
     <index_dir>/evaluation/  the last ``simsearch evaluate`` of this index against another (json, html)
     <index_dir>/evaluations/ the verdict of each evaluation, by the other model's sha256 (read by ``alias set``)
 """

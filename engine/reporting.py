@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from report import EmbeddingSet, ReportConfig, ReportResult, build_report
+from report.duplicates import write_duplicates  # noqa: F401  (the CLI writes `index dedup` listings through here)
 from similarity.checkpoint import Checkpoint
 from similarity.data import LabelledImages, fashion_mnist_folder, load_labelled_images
 from similarity.embedding_cache import EmbeddingCache

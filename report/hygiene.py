@@ -1,10 +1,10 @@
 """The report's data-hygiene section: held-out queries that have a near-duplicate in the gallery (leakage), the
 kNN accuracy with and without them, and duplicates that carry different labels (likely labelling errors).
 
-A query leaks when one of its kept neighbours reaches the rule's cosine and, where both files can be read, the
-pixels confirm it (same decoded pixels, or pHash within ``rule.phash_bits``, mirror included): the same two
-signals as ``simsearch index dedup`` (:mod:`engine.dedup`) and the duplicate check at upload, with the same
-:class:`similarity.hygiene.DuplicateRule`.  Only candidate files are decoded, each once.
+A query leaks when the judge (:func:`similarity.judge.judge`, the rule of ``simsearch index dedup`` and of the
+duplicate check at upload) finds one of its kept neighbours a copy: same pixels, pHash, local verification, or,
+where a file cannot be read (or there are no paths), only a cosine that identical pixels give.  Only candidate
+files are decoded, each once.
 Duplicate groups inside the gallery come from the index (``engine.dedup.find_duplicates``) as dicts.
 """
 
@@ -18,7 +18,8 @@ import numpy as np
 
 from report.config import EmbeddingSet
 from report.thumbnails import thumbnail_uris
-from similarity.hygiene import DuplicateRule, HashCache, phash_distance
+from similarity.hygiene import DuplicateRule
+from similarity.judge import Pair, SignalCache, judge
 from similarity.metrics import QueryScores
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Leak:
-    """Query row ``query`` has gallery row ``gallery`` as a duplicate. ``phash_bits`` is None when a file could
-    not be read (cosine only); ``exact``: same decoded pixels."""
+    """Query row ``query`` has gallery row ``gallery`` as a duplicate: ``kind`` is the judge's verdict (exact,
+    hash, verified, descriptor, cosine-only); ``phash_bits`` is None when a file could not be read; ``exact``:
+    same decoded pixels; ``inliers``: of local verification (None when not run)."""
 
     query: int
     gallery: int
@@ -35,13 +37,16 @@ class Leak:
     phash_bits: int | None
     exact: bool
     same_label: bool
+    kind: str = "exact"
+    inliers: int | None = None
 
 
 def find_leaks(queries: EmbeddingSet, gallery: EmbeddingSet, scores: QueryScores, rule: DuplicateRule,
-               hashes: HashCache | None = None) -> list[Leak]:
+               signals: SignalCache | None = None) -> list[Leak]:
     """Queries with a duplicate among their kept neighbours (``scores``: queries against ``gallery``); the first
-    confirmed neighbour, best first, is reported.  Without paths on both sides the cosine alone decides."""
-    hashes = hashes if hashes is not None else HashCache()
+    neighbour the judge accepts, best first, is reported.  Without paths on both sides the embedding alone
+    decides."""
+    signals = signals if signals is not None else SignalCache()
     pixels = queries.paths is not None and gallery.paths is not None
     leaks = []
     rows, cols = np.nonzero(scores.similarities >= rule.cosine)  # row-major: each query's neighbours best first
@@ -50,17 +55,14 @@ def find_leaks(queries: EmbeddingSet, gallery: EmbeddingSet, scores: QueryScores
         if q in done:
             continue
         g = int(scores.indices[q, c])
-        bits, exact = None, False
-        if pixels:
-            a, b = hashes.get(queries.paths[q]), hashes.get(gallery.paths[g])
-            if a is not None and b is not None:
-                exact = a.exact == b.exact
-                bits = phash_distance(a, b, flips=rule.flips)
-                if not exact and bits > rule.phash_bits:
-                    continue
+        pair = Pair(signals.get(queries.paths[q]) if pixels else None,
+                    signals.get(gallery.paths[g]) if pixels else None, float(scores.similarities[q, c]))
+        verdict = judge(pair, rule)
+        if not verdict.duplicate:
+            continue
         done.add(q)
-        leaks.append(Leak(q, g, round(float(scores.similarities[q, c]), 6), bits, exact,
-                          bool(queries.labels[q] == gallery.labels[g])))
+        leaks.append(Leak(q, g, round(verdict.cosine, 6), verdict.phash_bits, verdict.exact,
+                          bool(queries.labels[q] == gallery.labels[g]), verdict.kind, verdict.inliers))
     return leaks
 
 
@@ -76,7 +78,8 @@ def hygiene_metrics(leaks: Sequence[Leak] | None, predicted: np.ndarray, labels:
         out["leakage"] = {
             "queries": queries, "queries_with_duplicate_in_gallery": int(leaked.sum()),
             "exact": sum(leak.exact for leak in leaks),
-            "cosine_only": sum(leak.phash_bits is None for leak in leaks),
+            "cosine_only": sum(leak.kind == "cosine-only" for leak in leaks),
+            "verified": sum(leak.kind == "verified" for leak in leaks),
             "label_differs": sum(not leak.same_label for leak in leaks),
             "knn_accuracy_all": float(correct.mean()),
             "knn_accuracy_without_leaked": float(correct[~leaked].mean()) if (~leaked).any() else None,
@@ -111,8 +114,8 @@ def hygiene_rows(leaks: Sequence[Leak], groups: Sequence[Mapping], queries: Embe
         paths = [queries.paths[leak.query] if queries.paths else None,
                  gallery.paths[leak.gallery] if gallery.paths else None]
         q_uri, g_uri = uris(paths)
-        how = "same pixels" if leak.exact else ("cosine only" if leak.phash_bits is None
-                                                 else f"pHash {leak.phash_bits} bits")
+        how = {"exact": "same pixels", "hash": f"pHash {leak.phash_bits} bits",
+               "verified": f"{leak.inliers} inliers"}.get(leak.kind, leak.kind.replace("-", " "))
         return {"caption": f"cos {leak.similarity:.4f}, {how}",
                 "tiles": [_tile(q_uri, f"query {queries.name_of(leak.query)} · "
                                        f"{queries.class_names[queries.labels[leak.query]]}"),

@@ -6,8 +6,8 @@ duplicate pairs into groups.  Pure functions (numpy, Pillow, ``imagehash``); no 
 - **Near**: :func:`perceptual_hashes`, the 64-bit pHash (DCT) of the image and of its mirror image (pHash is
   not flip-invariant: a horizontal flip is found by comparing one image's pHash with the other's mirrored pHash).
   Compared by :func:`hamming`.  (dHash was measured too, ``bench/dedup_quality.py``, and is not used: it found no
-  copy pHash missed.)  :class:`HashCache` decodes each file at most once, and only when a pair needs it.  The third signal, the cosine of the embeddings,
-  lives with the index (``engine.dedup``).
+  copy pHash missed.)  Local verification (keypoints) is :mod:`similarity.verify`; the rule that weighs all the
+  signals, and the cache that decodes each file once, are :mod:`similarity.judge`.
 - **Groups**: :func:`group_pairs` makes duplicate pairs transitive (connected components), each group sorted
   with its smallest id, the one to keep, first.
 """
@@ -24,38 +24,50 @@ from PIL import Image, ImageOps
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from similarity.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageSource, open_image
+from similarity.imageio import DEFAULT_MAX_PIXELS, ImageSource, open_image
 
 log = logging.getLogger(__name__)
 
 HASH_BITS = 64  # imagehash's default hash_size=8: an 8 x 8 bit grid
+# The cosine that only identical pixels reach (float rounding) with a class-trained model, whose distinct images of
+# one class reach 0.9999 (tests/test_dedup.py): without pixels, the only cosine that proves a copy.
+IDENTICAL_COSINE = 0.99999
+DEFAULT_MIN_INLIERS = 18  # RANSAC inliers of local verification, bench/verify_pairs.py
 
 
 @dataclass(frozen=True)
 class DuplicateRule:
-    """Thresholds of the near-duplicate signals.
+    """The thresholds of the duplicate rule, applied by :func:`similarity.judge.judge` (its tiers); the
+    measurements behind each default are in ``docs/design.md#duplicates``.
 
     ``cosine``: embedding cosine similarity at least this makes a pair a candidate (only meaningful for the
-    model it was measured on); ``phash_bits``: a candidate is confirmed when at most this many of the 64 pHash
-    bits differ (the mirror image's pHash too when ``flips``).  Measured by ``bench/dedup_quality.py``
-    (``bench/results/dedup_quality.json``): resized, re-saved (JPEG q30-90) and brightened copies keep a median
-    pHash distance of 0 bits, 2-10% crops 10.  0 bits is the only pHash threshold that matches at most 1% of
-    distinct images to some other image in the whole set (0.26% of Fashion-MNIST, 0.71% of TrashNet; 4 bits:
-    11% and 2.3%), at a recall of 0.52 (flips with the mirror hash: 1.0); as the confirmation of the index's
-    candidates it leaves no false group in the 600-image test fixture, where 4 bits makes six.  A class-trained
-    model's cosine is no proof on its own: with the demo model 30% of Fashion-MNIST images have a distinct
-    neighbour at >= 0.99.
+    model it was measured on); ``phash_bits``: a candidate is a copy when at most this many of the 64 pHash
+    bits differ (the mirror image's pHash too when ``flips``; the mirror image's keypoints too in verification);
+    ``descriptor_cosine``: for an embedding trained for copies, the cosine at or above which a pair is a copy on
+    the embedding alone (None, the default: a class-trained embedding, whose cosine is no proof);
+    ``min_inliers``: a candidate the hashes miss is a copy when local verification finds at least this many
+    RANSAC inliers (None: no local verification); ``ratio``: the ratio test of that matching.
     """
 
     phash_bits: int = 0
     cosine: float = 0.99
     flips: bool = True
+    descriptor_cosine: float | None = None
+    min_inliers: int | None = DEFAULT_MIN_INLIERS
+    ratio: float = 0.75
 
     def __post_init__(self) -> None:
         if not 0 <= self.phash_bits <= HASH_BITS:
             raise ValueError(f"phash_bits must be in [0, {HASH_BITS}], got {self.phash_bits}")
         if not -1.0 <= self.cosine <= 1.0:
             raise ValueError(f"cosine must be in [-1, 1], got {self.cosine}")
+        if self.descriptor_cosine is not None and not self.cosine <= self.descriptor_cosine <= 1.0:
+            raise ValueError(f"descriptor_cosine must be None or in [cosine, 1] = [{self.cosine}, 1], "
+                             f"got {self.descriptor_cosine}")
+        if self.min_inliers is not None and self.min_inliers < 3:
+            raise ValueError(f"min_inliers must be None (no local verification) or >= 3, got {self.min_inliers}")
+        if not 0.0 < self.ratio < 1.0:
+            raise ValueError(f"ratio must be in (0, 1), got {self.ratio}")
 
 
 @dataclass(frozen=True)
@@ -88,28 +100,6 @@ def perceptual_hashes(image: Image.Image) -> ImageHashes:
 def image_hashes(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHashes:
     """Decode ``source`` with :func:`open_image` (raises ``ImageDecodeError``) and hash it."""
     return perceptual_hashes(open_image(source, max_pixels=max_pixels))
-
-
-class HashCache:
-    """Pixel signals by file path, each file decoded at most once and only when asked for; None for a file that
-    cannot be decoded (logged once)."""
-
-    def __init__(self, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self._hashes: dict[str, ImageHashes | None] = {}
-        self._max_pixels = max_pixels
-
-    def get(self, path: str) -> ImageHashes | None:
-        if path not in self._hashes:
-            try:
-                self._hashes[path] = image_hashes(path, max_pixels=self._max_pixels)
-            except ImageDecodeError as exc:
-                log.warning("duplicate check without pixels: %s", exc)
-                self._hashes[path] = None
-        return self._hashes[path]
-
-    def __len__(self) -> int:
-        """Files decoded (or tried) so far."""
-        return len(self._hashes)
 
 
 def hamming(a, b) -> np.ndarray:

@@ -6,7 +6,9 @@
     simsearch index remove INDEX ID [ID ...]
     simsearch index compact INDEX [--force] [--orphan-grace SECONDS]   (the index, then orphan upload files)
     simsearch index stats INDEX
-    simsearch index dedup INDEX [--threshold C] [--pixels [--phash-bits B]] [--remove] [--out DIR]   (dry run unless --remove)
+    simsearch index dedup INDEX [--threshold C] [--pixels [--phash-bits B] [--min-inliers N]] [--remove] [--out DIR]
+                                (dry run unless --remove; --remove decodes the pixels and deletes confirmed copies only)
+    simsearch index dedup INDEX --queries DIR [--out DIR]   (the copies of each image file of DIR in the index)
     simsearch index copy SOURCE MILVUS [--home DIR]  (an index directory into Milvus, ids kept, no re-embedding)
     simsearch index drop MILVUS --yes
     simsearch index migrate DIR                      (once, for an index made by simsearch 0.1)
@@ -27,15 +29,19 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import asdict
 
+from durablefile import atomic_write
 from engine.backup import BackupError, backup_index, restore_index
 from engine.build import build_index, copy_index, drop_index
-from engine.dedup import DEFAULT_NEIGHBOURS, write_duplicates
+from engine.copies import find_copies_of_files, image_files
+from engine.dedup import DEFAULT_NEIGHBOURS
 from engine.engine import ORPHAN_GRACE_S, Engine
 from engine.lifecycle import CHUNK, reembed
 from engine.live import LiveEngine
 from engine.ingestion import DEFAULT_POLICY, DUPLICATE_POLICIES
 from engine.layout import DEDUP_DIR
+from engine.reporting import write_duplicates
 from index import INDEX_TYPES, IndexConfig
 from index.check import check_store, looks_like_index, repair_store
 from index.migrate import migrate_legacy as migrate_index
@@ -45,9 +51,10 @@ from simsearch.cli import UserError
 from simsearch.runtime_args import add_runtime_arguments, runtime_from_args
 
 INDEX_HELP = "index directory, milvus://HOST:PORT/COLLECTION, or a Milvus Lite PATH.db"
-DUPLICATES_HELP = ("images that duplicate an indexed one or an earlier one of the batch (same pixels, or embedding "
-                   "cosine confirmed by pHash as in 'index dedup'): keep (store, unchecked), flag (store and count) "
-                   "or skip (leave out)")
+DUPLICATES_HELP = ("images that duplicate an indexed one or an earlier one of the batch (the rule of 'index dedup': "
+                   "same pixels, or an embedding candidate confirmed by pHash or local verification): keep (store, "
+                   "unchecked), flag (store and count) or skip (leave out)")
+QUERIES_FILE = "queries.json"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -104,19 +111,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     stats.add_argument("index", metavar="INDEX", help=INDEX_HELP)
     stats.set_defaults(func=_stats)
 
-    dedup = commands.add_parser("dedup", help="list duplicate groups (JSON and an HTML page of thumbnails); "
-                                              "with --remove, delete all but the smallest id of each group")
+    dedup_help = ("list duplicate groups (JSON and an HTML page of thumbnails); with --remove, delete the members "
+                  "pixel evidence confirms (same pixels, pHash, local verification) and keep the oldest item of each "
+                  "group and every unconfirmed member; with --queries, list the copies of outside files instead")
+    dedup = commands.add_parser("dedup", help=dedup_help, description=dedup_help)
     dedup.add_argument("index", metavar="INDEX", help=INDEX_HELP)
     dedup.add_argument("--threshold", type=float, default=DuplicateRule().cosine, metavar="C",
-                       help="embedding cosine at or above which two items are near duplicates")
+                       help="embedding cosine at or above which two items are candidates")
     dedup.add_argument("--neighbours", type=int, default=DEFAULT_NEIGHBOURS, metavar="K",
                        help="nearest neighbours examined per item")
     dedup.add_argument("--pixels", action="store_true",
-                       help="confirm candidates by their pixels: same decoded pixels (exact) or pHash within --phash-bits "
-                            "(decodes the candidates' files)")
+                       help="judge candidates by their pixels: same decoded pixels, pHash within --phash-bits, or "
+                            "local verification (decodes the candidates' files). Without it the embedding alone "
+                            "decides: --descriptor-cosine, else only a cosine identical pixels give")
     dedup.add_argument("--phash-bits", type=int, default=DuplicateRule().phash_bits, metavar="B",
-                       help="with --pixels: most pHash bits (of 64) two near duplicates may differ by")
-    dedup.add_argument("--remove", action="store_true", help="delete the duplicates (default: a dry run)")
+                       help="most pHash bits (of 64) two copies may differ by")
+    dedup.add_argument("--min-inliers", type=int, default=DuplicateRule().min_inliers, metavar="N",
+                       help="RANSAC inliers of local verification that make a candidate a copy (0: no verification)")
+    dedup.add_argument("--descriptor-cosine", type=float, default=None, metavar="C",
+                       help="for a model trained for copies: the cosine at or above which a pair is a copy on the "
+                            "embedding alone (default: none, the model groups classes)")
+    dedup.add_argument("--remove", action="store_true",
+                       help="delete the confirmed duplicates (default: a dry run). Decodes the pixels even without "
+                            "--pixels: what no pixel evidence confirms is listed as unconfirmed and kept")
+    dedup.add_argument("--queries", default=None, metavar="DIR",
+                       help="instead of the index's own groups: for each image file under DIR (recursively), its "
+                            f"copies in the index with their evidence (printed, and written to OUT/{QUERIES_FILE})")
     dedup.add_argument("--out", default=None, help=f"folder for the listing (default: INDEX/{DEDUP_DIR})")
     dedup.add_argument("--thumbnails", type=int, default=200, metavar="N", help="groups shown on the HTML page")
     dedup.set_defaults(func=_dedup)
@@ -256,10 +276,16 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _dedup(args: argparse.Namespace) -> int:
-    rule = DuplicateRule(cosine=args.threshold, phash_bits=args.phash_bits)
+    rule = DuplicateRule(cosine=args.threshold, phash_bits=args.phash_bits, descriptor_cosine=args.descriptor_cosine,
+                         min_inliers=args.min_inliers or None)
+    if args.queries is not None:
+        if args.remove:
+            raise UserError("index dedup: --remove deletes within the index; it does not combine with --queries")
+        return _dedup_queries(args, rule)
+    pixels = args.pixels or args.remove  # a removal rests on pixel evidence
     engine = Engine.open(args.index)
     try:
-        report = engine.find_duplicates(rule=rule, neighbours=args.neighbours, pixels=args.pixels)
+        report = engine.find_duplicates(rule=rule, neighbours=args.neighbours, pixels=pixels, confirm=args.remove)
         out = args.out or os.path.join(engine.directory, DEDUP_DIR)
         json_path, html_path = write_duplicates(report, out, thumbnails=args.thumbnails)
         doomed = report.duplicates
@@ -268,6 +294,26 @@ def _dedup(args: argparse.Namespace) -> int:
         engine.close()
     result = {**report.summary(), "json": json_path, "html": html_path, "dry_run": not args.remove}
     result["removed" if args.remove else "would_remove"] = removed if args.remove else doomed
+    result["unconfirmed_kept"] = report.unconfirmed
+    print(json.dumps(result))
+    return 0
+
+
+def _dedup_queries(args: argparse.Namespace, rule: DuplicateRule) -> int:
+    paths = image_files(args.queries)
+    engine = Engine.open(args.index)
+    try:
+        found = find_copies_of_files(engine, paths, rule=rule, neighbours=args.neighbours)
+        out = args.out or os.path.join(engine.directory, DEDUP_DIR)
+    finally:
+        engine.close()
+    result = {"queries": len(found), "with_copies": sum(bool(q.copies) for q in found),
+              "without_copies": sum(not q.copies and q.error is None for q in found),
+              "unreadable": sum(q.error is not None for q in found), "rule": asdict(rule),
+              "results": [q.to_dict() for q in found]}
+    os.makedirs(out, exist_ok=True)
+    result["json"] = os.path.join(out, QUERIES_FILE)
+    atomic_write(result["json"], json.dumps(result, indent=1).encode("utf-8"))
     print(json.dumps(result))
     return 0
 

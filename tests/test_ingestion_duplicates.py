@@ -15,10 +15,12 @@ import pytest
 from api import ApiConfig, SearchService, create_app
 from engine.build import index_home
 from engine.engine import Engine
-from engine.ingestion import IDENTICAL_COSINE, find_in_batch
+from engine.ingestion import find_in_batch
+from similarity.hygiene import IDENTICAL_COSINE
+from similarity.judge import ImageSignals
 from simsearch.cli import main
 
-from imagecopies import reencode
+from imagecopies import outsider_png, reencode
 
 TOKEN = "ingestion-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -37,11 +39,7 @@ def client(index_copy):
 @pytest.fixture(scope="module")
 def outsider(fmnist_train, fmnist_small) -> bytes:
     """A PNG of a Fashion-MNIST training image that is not one of the 600 indexed ones."""
-    indexed = {fmnist_small.pixels[i].tobytes() for i in range(len(fmnist_small))}
-    row = next(j for j in range(len(fmnist_train)) if fmnist_train.pixels[j].tobytes() not in indexed)
-    buffer = io.BytesIO()
-    fmnist_train.load(row).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return outsider_png(fmnist_train, fmnist_small)
 
 
 def _post(client, data: bytes, query: str = "", label: str = "Mine"):
@@ -172,6 +170,7 @@ def test_without_pixels_only_an_identical_embedding_counts():
     other /= np.linalg.norm(other)
     xb = np.stack([base, other, base])
     assert 0.99 < float(base @ other) < IDENTICAL_COSINE
-    findings = find_in_batch(xb, lambda row: None)
+    findings = find_in_batch(xb, lambda row: ImageSignals(f"row{row}.png", error="unreadable"))
     assert findings[0] is None and findings[1] is None
     assert findings[2].earlier_in_batch == 0 and not findings[2].exact
+    assert findings[2].verdict.kind == "cosine-only" and not findings[2].verdict.confirmed

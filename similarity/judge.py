@@ -1,0 +1,176 @@
+"""The duplicate rule, once: :func:`judge` decides whether two images are copies and says on what evidence.
+``simsearch index dedup``, the duplicate check at ingestion and the report's leakage all call it.
+
+A pair is two images' signals (:class:`ImageSignals`, None where the pixels were not examined) and the cosine of
+their embeddings.  A pair below ``rule.cosine`` is no candidate.  A candidate is judged by the cheapest tier that
+decides it (:class:`similarity.hygiene.DuplicateRule` holds the thresholds):
+
+1. **exact**: the same decoded pixels (:func:`similarity.hygiene.pixel_digest`);
+2. **hash**: pHash within ``rule.phash_bits`` (the mirror image's pHash too when ``rule.flips``);
+3. **descriptor**: for an embedding trained for copies (``rule.descriptor_cosine`` set), a cosine at or above
+   that threshold; a class-trained embedding (None) has no such tier: distinct images of one class reach a
+   re-saved copy's cosine;
+4. **verified**: local verification (:mod:`similarity.verify`) finds at least ``rule.min_inliers`` RANSAC inliers
+   (the mirror image's keypoints too when ``rule.flips``), for the candidates the tiers above left undecided;
+5. **cosine-only**: where a file cannot be read (or the pixels were not examined), the embedding alone decides:
+   the descriptor tier, else only a cosine of at least :data:`similarity.hygiene.IDENTICAL_COSINE`.
+
+``confirmed`` verdicts rest on pixel evidence (exact, hash, verified); ``descriptor`` and ``cosine-only`` ones do
+not.  With ``confirm=True`` a descriptor match is verified too, so that it can be confirmed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+from similarity.hygiene import IDENTICAL_COSINE, DuplicateRule, ImageHashes, perceptual_hashes, phash_distance
+from similarity.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, open_image
+from similarity.verify import LocalFeatures, capped_gray, count_inliers, local_features, mirror_gray, working_gray
+
+log = logging.getLogger(__name__)
+
+KINDS = ("exact", "hash", "verified", "descriptor", "cosine-only")
+CONFIRMED_KINDS = frozenset({"exact", "hash", "verified"})
+
+
+class ImageSignals:
+    """The pixel signals of one decoded image: its hashes (computed at decode) and its local features (computed
+    on first use, of the image and of its mirror separately).  Keeps only a grayscale copy no larger than the
+    working size (:func:`similarity.verify.capped_gray`: 784 bytes for a 28-px image), not the decoded pixels.
+    ``hashes`` is None for an unreadable file (``error`` says why)."""
+
+    def __init__(self, name: str, image: Image.Image | None = None, *, error: str | None = None) -> None:
+        self.name = name
+        self.error = error
+        self.hashes: ImageHashes | None = perceptual_hashes(image) if image is not None else None
+        self._gray = capped_gray(image) if image is not None else None
+        self._features: dict[bool, LocalFeatures] = {}
+
+    @classmethod
+    def of_image(cls, image: Image.Image, name: str = "image") -> ImageSignals:
+        """The signals of an image already decoded (with :func:`similarity.imageio.open_image`)."""
+        return cls(name, image)
+
+    @property
+    def readable(self) -> bool:
+        return self.hashes is not None
+
+    def features(self, *, mirrored: bool = False) -> LocalFeatures:
+        """SIFT features of the image (or of its mirror image); empty for an unreadable file."""
+        if mirrored not in self._features:
+            if self._gray is None:
+                return local_features(np.zeros((1, 1), np.uint8))
+            gray = working_gray(self._gray)
+            self._features[mirrored] = local_features(mirror_gray(gray) if mirrored else gray)
+        return self._features[mirrored]
+
+
+class SignalCache:
+    """:class:`ImageSignals` by file path: each file decoded at most once, and only when a pair needs it; an
+    unreadable file gives signals without pixels (logged once)."""
+
+    def __init__(self, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self._signals: dict[str, ImageSignals] = {}
+        self._max_pixels = max_pixels
+
+    def get(self, path: str) -> ImageSignals:
+        found = self._signals.get(path)
+        if found is None:
+            try:
+                found = ImageSignals(path, open_image(path, max_pixels=self._max_pixels))
+            except ImageDecodeError as exc:
+                log.warning("duplicate check without pixels: %s", exc)
+                found = ImageSignals(path, error=str(exc))
+            self._signals[path] = found
+        return found
+
+    def items(self) -> list[tuple[str, ImageSignals]]:
+        """``(path, signals)`` of every file decoded (or tried) so far."""
+        return list(self._signals.items())
+
+    def __len__(self) -> int:
+        """Files decoded (or tried) so far."""
+        return len(self._signals)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two images to judge: their signals (None: pixels not examined) and their embeddings' cosine."""
+
+    a: ImageSignals | None
+    b: ImageSignals | None
+    cosine: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a pair is a copy (``kind`` one of :data:`KINDS`, None: not a copy) and the evidence: ``exact``
+    (same decoded pixels), ``phash_bits`` (mirror included when the rule allows flips; None without pixels),
+    the embeddings' ``cosine``, ``inliers`` of local verification (None when not run) and ``readable`` (both
+    files decoded; None when the pixels were not examined)."""
+
+    kind: str | None
+    cosine: float
+    exact: bool = False
+    phash_bits: int | None = None
+    inliers: int | None = None
+    readable: bool | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.kind is not None
+
+    @property
+    def confirmed(self) -> bool:
+        """A copy on pixel evidence (exact, hash or verified)."""
+        return self.kind in CONFIRMED_KINDS
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "cosine": round(self.cosine, 6), "confirmed": self.confirmed}
+
+
+def same_pixels(a: ImageSignals | None, b: ImageSignals | None) -> bool:
+    """Both readable with the same decoded pixels: the first tier alone, for a caller that looks for an exact copy
+    among candidates after it has found a near one."""
+    return a is not None and b is not None and a.readable and b.readable and a.hashes.exact == b.hashes.exact
+
+
+def verification_inliers(a: ImageSignals, b: ImageSignals, rule: DuplicateRule) -> int:
+    """RANSAC inliers between two readable images: of ``a`` against ``b``, and when that falls short of
+    ``rule.min_inliers`` and ``rule.flips``, against ``b``'s mirror image; the larger."""
+    found = count_inliers(a.features(), b.features(), ratio=rule.ratio)
+    if rule.flips and (rule.min_inliers is None or found < rule.min_inliers):
+        found = max(found, count_inliers(a.features(), b.features(mirrored=True), ratio=rule.ratio))
+    return found
+
+
+def judge(pair: Pair, rule: DuplicateRule = DuplicateRule(), *, confirm: bool = False) -> Verdict:
+    """The verdict on one pair under ``rule`` (see the module docstring for the tiers).  Decodes nothing itself:
+    the pair's signals compute hashes and features when first asked."""
+    cosine = float(pair.cosine)
+    if not np.isfinite(cosine):
+        raise ValueError(f"cosine must be a finite number, got {pair.cosine}")
+    examined = pair.a is not None and pair.b is not None
+    readable = examined and pair.a.readable and pair.b.readable
+    if cosine < rule.cosine:
+        return Verdict(None, cosine, readable=readable if examined else None)
+    descriptor = rule.descriptor_cosine is not None and cosine >= rule.descriptor_cosine
+    if not readable:
+        kind = "descriptor" if descriptor else ("cosine-only" if cosine >= IDENTICAL_COSINE else None)
+        return Verdict(kind, cosine, readable=False if examined else None)
+    exact = pair.a.hashes.exact == pair.b.hashes.exact
+    bits = phash_distance(pair.a.hashes, pair.b.hashes, flips=rule.flips)
+    if exact:
+        return Verdict("exact", cosine, True, bits, readable=True)
+    if bits <= rule.phash_bits:
+        return Verdict("hash", cosine, False, bits, readable=True)
+    inliers = None
+    if rule.min_inliers is not None and (not descriptor or confirm):
+        inliers = verification_inliers(pair.a, pair.b, rule)
+        if inliers >= rule.min_inliers:
+            return Verdict("verified", cosine, False, bits, inliers, True)
+    return Verdict("descriptor" if descriptor else None, cosine, False, bits, inliers, True)
