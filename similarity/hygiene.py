@@ -46,7 +46,10 @@ class DuplicateRule:
     ``descriptor_cosine``: for an embedding trained for copies, the cosine at or above which a pair is a copy on
     the embedding alone (None, the default: a class-trained embedding, whose cosine is no proof);
     ``min_inliers``: a candidate the hashes miss is a copy when local verification finds at least this many
-    RANSAC inliers (None: no local verification); ``ratio``: the ratio test of that matching.
+    RANSAC inliers (None: no local verification); ``ratio``: the ratio test of that matching;
+    ``verify_min_side``: local verification runs only when both images' shorter sides reach this many pixels
+    (on 28-px Fashion-MNIST images it finds 12% of copies for 5-10 ms a file, which an upload or a 60k build
+    would pay for every candidate).
     """
 
     phash_bits: int = 0
@@ -55,6 +58,7 @@ class DuplicateRule:
     descriptor_cosine: float | None = None
     min_inliers: int | None = DEFAULT_MIN_INLIERS
     ratio: float = 0.75
+    verify_min_side: int = 64
 
     def __post_init__(self) -> None:
         if not 0 <= self.phash_bits <= HASH_BITS:
@@ -68,6 +72,8 @@ class DuplicateRule:
             raise ValueError(f"min_inliers must be None (no local verification) or >= 3, got {self.min_inliers}")
         if not 0.0 < self.ratio < 1.0:
             raise ValueError(f"ratio must be in (0, 1), got {self.ratio}")
+        if self.verify_min_side < 1:
+            raise ValueError(f"verify_min_side must be >= 1 pixel, got {self.verify_min_side}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ decides it (:class:`similarity.hygiene.DuplicateRule` holds the thresholds):
    that threshold; a class-trained embedding (None) has no such tier: distinct images of one class reach a
    re-saved copy's cosine;
 4. **verified**: local verification (:mod:`similarity.verify`) finds at least ``rule.min_inliers`` RANSAC inliers
-   (the mirror image's keypoints too when ``rule.flips``), for the candidates the tiers above left undecided;
+   (the mirror image's keypoints too when ``rule.flips``), for the candidates the tiers above left undecided
+   whose images both have a shorter side of at least ``rule.verify_min_side`` pixels;
 5. **cosine-only**: where a file cannot be read (or the pixels were not examined), the embedding alone decides:
    the descriptor tier, else only a cosine of at least :data:`similarity.hygiene.IDENTICAL_COSINE`.
 
@@ -48,6 +49,7 @@ class ImageSignals:
         self.error = error
         self.hashes: ImageHashes | None = perceptual_hashes(image) if image is not None else None
         self._gray = capped_gray(image) if image is not None else None
+        self.short_side = min(image.size) if image is not None else 0  # of the decoded image, in pixels
         self._features: dict[bool, LocalFeatures] = {}
 
     @classmethod
@@ -169,7 +171,8 @@ def judge(pair: Pair, rule: DuplicateRule = DuplicateRule(), *, confirm: bool = 
     if bits <= rule.phash_bits:
         return Verdict("hash", cosine, False, bits, readable=True)
     inliers = None
-    if rule.min_inliers is not None and (not descriptor or confirm):
+    verifiable = min(pair.a.short_side, pair.b.short_side) >= rule.verify_min_side
+    if rule.min_inliers is not None and verifiable and (not descriptor or confirm):
         inliers = verification_inliers(pair.a, pair.b, rule)
         if inliers >= rule.min_inliers:
             return Verdict("verified", cosine, False, bits, inliers, True)

@@ -109,9 +109,21 @@ def test_an_unreadable_file_counts_only_at_the_identical_cosine(fmnist_folder, t
     assert judge(Pair(good, bad, 0.9995), DuplicateRule(descriptor_cosine=0.999)).kind == "descriptor"
 
 
+def test_images_below_the_size_gate_are_not_verified(fmnist_folder):
+    """A 28-px garment and its 2-px crop: verified only once the rule lets 28-px images through the size gate."""
+    image = open_image(fmnist_folder.paths[3])
+    original = ImageSignals.of_image(image)
+    crop = ImageSignals.of_image(image.crop((2, 2, 27, 27)).resize((28, 28)))
+    assert original.short_side == 28 and crop.short_side == 28
+    gated = judge(Pair(original, crop, 0.999))
+    assert gated.kind is None and gated.inliers is None  # not verified: nothing computed
+    opened = judge(Pair(original, crop, 0.999), DuplicateRule(verify_min_side=28))
+    assert opened.inliers is not None
+
+
 def test_rule_validation():
     for bad, match in (({"min_inliers": 2}, "min_inliers"), ({"descriptor_cosine": 0.5}, "descriptor_cosine"),
-                       ({"ratio": 1.0}, "ratio")):
+                       ({"ratio": 1.0}, "ratio"), ({"verify_min_side": 0}, "verify_min_side")):
         with pytest.raises(ValueError, match=match):
             DuplicateRule(**bad)
     assert DuplicateRule(min_inliers=None).min_inliers is None
