@@ -32,7 +32,7 @@ from similarity.cached import (ActivationCache, activation_bytes, build_activati
 from similarity.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from similarity.config import TrainConfig
 from similarity.curves import plot_history
-from similarity.data import LabelledImages, check_min_per_class, stratified_split
+from similarity.data import LabelledImages, check_labelled, check_min_per_class, stratified_split
 from similarity.embedder import EmbedResult, Embedder, resolve_device
 from similarity.embedding_cache import EmbeddingCache
 from similarity.losses import PairContrastive, ProxyLoss, build_objective
@@ -245,8 +245,16 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     ``config.test_fraction`` (stratified, seeded); the split is stored in the checkpoint. With a time budget
     (``config.time_budget_minutes``) ``config.epochs`` is the most epochs; the budget fits the rest.
     ``on_epoch`` gets each epoch's history row; ``extra`` is stored in the checkpoint's ``extra`` (e.g. the
-    recipe that chose ``config``); ``clock`` (seconds) times everything, budget included.
+    recipe that chose ``config``); ``clock`` (seconds) times everything, budget included. A config whose
+    ``objective`` is "copies" trains a copy descriptor instead (:func:`similarity.copy_train.train_copies`), on
+    labelled or unlabelled data; the class objective needs labels.
     """
+    if config.objective == "copies":
+        from similarity.copy_train import train_copies  # it builds on this module
+
+        return train_copies(data, config, out_dir, val_data=val_data, test_data=test_data, progress=progress,
+                            on_epoch=on_epoch, extra=extra, clock=clock)
+    check_labelled(data)
     started = clock()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -309,7 +317,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
             history.append(row)
             _log_epoch(row, 0.0, progress)
             best_score, best_epoch, best_correct = val.knn_accuracy, 0, val.correct
-            _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
+            save_run(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
         epoch = 0
         while not (budget.finished if budget else epoch >= config.epochs):
             epoch += 1
@@ -340,8 +348,8 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
             board.log_epoch(row)
             if score > best_score:
                 best_score, best_epoch, stale, best_correct = score, epoch, 0, correct
-                _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
-            elif _annealing(budget, epoch, config.epochs):
+                save_run(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
+            elif annealing(budget, epoch, config.epochs):
                 stale += 1
             if on_epoch is not None:
                 on_epoch(row)
@@ -379,7 +387,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     metrics = {"val": val_metrics, "test": test_metrics, "best_epoch": best_epoch, "stopped_because": stopped_because}
     if comparison is not None:
         metrics["start"] = comparison.to_dict()
-    sha = _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes,
+    sha = save_run(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes,
                 metrics=metrics)
     _cache_embeddings(sha, data, test_data, sets, final, val_given=val_data is not None)
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))
@@ -446,7 +454,7 @@ def _report_start(comparison: StartComparison, progress: bool) -> None:
     log.info(message)
 
 
-def _annealing(budget: TimeBudget | None, epoch: int, epochs: int) -> bool:
+def annealing(budget: TimeBudget | None, epoch: int, epochs: int) -> bool:
     """Whether the LR schedule is in its last quarter, where early stopping counts epochs without improvement.
 
     A plateau at a high learning rate is not convergence: the cosine's annealed tail usually brings the best
@@ -490,9 +498,11 @@ def _log_epoch(row: dict, epoch_seconds: float, progress: bool) -> None:
     log.info(message)
 
 
-def _save(path: Path, model: EmbeddingNet, config: TrainConfig, data: LabelledImages, history: list[dict],
-          split: dict[str, np.ndarray], train_seconds: float, images_seen: int, notes: Mapping[str, Any],
-          metrics: dict | None = None) -> str:
+def save_run(path: Path, model: EmbeddingNet, config: TrainConfig, data: LabelledImages, history: list[dict],
+             split: dict[str, np.ndarray], train_seconds: float, images_seen: int, notes: Mapping[str, Any],
+             metrics: dict | None = None, arrays: dict[str, np.ndarray] | None = None) -> str:
+    """Save a run's checkpoint: the weights, ``config``, the history, ``metrics`` and ``arrays``, and in ``extra``
+    the ``notes``, the data's source and size, the split and the time trained; returns its sha256."""
     extra = {
         **notes,
         "data_source": data.source,
@@ -502,8 +512,9 @@ def _save(path: Path, model: EmbeddingNet, config: TrainConfig, data: LabelledIm
         "train_seconds": round(train_seconds, 2),
         "images_seen": images_seen,
     }
-    return save_checkpoint(path, model, config, data.class_names, history=history, metrics=metrics, extra=extra)
+    return save_checkpoint(path, model, config, data.class_names, history=history, metrics=metrics, extra=extra,
+                           arrays=arrays)
 
 
-__all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "build_model", "build_schedule", "evaluate",
-           "seed_everything", "split_data", "train", "train_one_epoch"]
+__all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "annealing", "build_model", "build_optimizer",
+           "build_schedule", "evaluate", "save_run", "seed_everything", "split_data", "train", "train_one_epoch"]
