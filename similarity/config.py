@@ -152,8 +152,8 @@ class CopyConfig:
     the KoLeo entropy regulariser. Validation holds out images, makes ``val_copies_per_image`` seeded copies of
     each and searches them among the held-out images plus up to ``val_distractors`` training images. After
     training, ``background_size`` training images are embedded and stored in the checkpoint for background score
-    normalisation (the similarity to a query's ``score_norm_k``-th nearest background image, times
-    ``score_norm_beta``, is subtracted from its scores).
+    normalisation (a query's mean similarity to its ``score_norm_k`` nearest background images, times
+    ``score_norm_beta``, is subtracted from its scores; SSCD's evaluation uses 3 and 1).
     """
 
     temperature: float = 0.05
@@ -161,7 +161,7 @@ class CopyConfig:
     val_copies_per_image: int = 1
     val_distractors: int = 1000
     background_size: int = 1000
-    score_norm_k: int = 1
+    score_norm_k: int = 3
     score_norm_beta: float = 1.0
 
     def __post_init__(self) -> None:

@@ -9,9 +9,9 @@ After SSCD (Pizzi et al., 2022, "A Self-Supervised Descriptor for Image Copy Det
 - :class:`CopyValidation`: held-out images and seeded copies of them (:func:`similarity.copy_augment.make_copy`);
   each copy searches the held-out originals plus distractors (:func:`copy_retrieval_metrics`: recall@1, micro
   average precision, recall at 90% precision).
-- :func:`background_offsets` / :func:`normalise_scores`: a query's similarity to its k-th nearest neighbour in a
-  background set (images like the collection's, none of them copies of the query) subtracted from its scores, so
-  that queries from crowded regions of the space do not match everything.
+- :func:`background_offsets` / :func:`normalise_scores`: a query's mean similarity to its k nearest neighbours in
+  a background set (images like the collection's, none of them copies of the query) subtracted from its scores,
+  so that queries from crowded regions of the space do not match everything.
 """
 
 from __future__ import annotations
@@ -172,21 +172,23 @@ class CopyValidation:
 # ----------------------------------------------------------------------------- background score normalisation
 
 
-def background_offsets(query: np.ndarray, background: np.ndarray, k: int = 1) -> np.ndarray:
-    """query: (nq, d), background: (nb, d), L2-normalised float32 -> (nq,) float32: each query's cosine
-    similarity to its ``k``-th nearest background descriptor (the last one when nb < k)."""
+def background_offsets(query: np.ndarray, background: np.ndarray, k: int = 3) -> np.ndarray:
+    """query: (nq, d), background: (nb, d), L2-normalised float32 -> (nq,) float32: each query's mean cosine
+    similarity to its ``k`` nearest background descriptors (all of them when nb < k). SSCD's evaluation
+    (``disc_eval.py``, ``--score_norm 1.0[0,2]``) averages the 3 nearest, with beta 1."""
     if len(background) == 0:
         raise ValueError("the background set is empty")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     sims, _ = top_k_neighbors(query, background, k)
-    return sims[:, -1].astype(np.float32)
+    return sims.mean(axis=1).astype(np.float32)
 
 
 def normalise_scores(similarities: np.ndarray, offsets: np.ndarray, beta: float = 1.0) -> np.ndarray:
     """similarities: (nq, m) a query's cosine similarities to its candidates, offsets: (nq,) from
-    :func:`background_offsets` -> (nq, m) ``similarities - beta * offsets``: above 0, a candidate is closer to the
-    query than the query's k-th background neighbour."""
+    :func:`background_offsets` -> (nq, m) ``similarities - beta * offsets``: above 0 (beta 1), a candidate is
+    closer to the query than the query's nearest background images are on average. An inner-product index gives
+    the same scores with ``[query, -beta * offset]`` searched against ``[reference, 1]``."""
     similarities = np.asarray(similarities, dtype=np.float32)
     offsets = np.asarray(offsets, dtype=np.float32)
     if similarities.ndim != 2 or offsets.shape != (len(similarities),):

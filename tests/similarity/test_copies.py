@@ -122,9 +122,10 @@ def test_copy_metrics_and_score_normalisation():
     swapped = copy_retrieval_metrics(eye, np.array([1, 0, 2, 3]), eye, k=1)
     assert swapped["recall_at_1"] == 0.5 and swapped["micro_ap"] < 1.0
     background = np.array([[1, 0, 0, 0], [0.8, 0.6, 0, 0]], dtype=np.float32)
-    offsets = background_offsets(eye[:2], background, k=2)
-    assert np.allclose(offsets, [0.8, 0.0])
-    assert np.allclose(normalise_scores(np.array([[0.9], [0.5]]), offsets), [[0.1], [0.5]])
+    assert np.allclose(background_offsets(eye[:2], background, k=1), [1.0, 0.6])
+    offsets = background_offsets(eye[:2], background, k=2)  # the mean of the 2 nearest
+    assert np.allclose(offsets, [0.9, 0.3])
+    assert np.allclose(normalise_scores(np.array([[0.9], [0.5]]), offsets), [[0.0], [0.2]])
     with pytest.raises(ValueError):
         normalise_scores(np.ones((2, 1)), np.ones(3))
 
