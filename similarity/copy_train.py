@@ -42,8 +42,9 @@ from similarity.metrics import retrieval_metrics
 from similarity.models import EmbeddingNet
 from similarity.samplers import ShuffledBatches
 from similarity.schedule import refit
-from similarity.train import (EpochCallback, TrainResult, annealing, build_optimizer, build_schedule, save_run,
-                              seed_everything, train_one_epoch)
+from similarity.stopping import BestEpoch, annealing
+from similarity.train import (EpochCallback, TrainResult, build_optimizer, build_schedule, save_run, seed_everything,
+                              train_one_epoch)
 from similarity.workers import worker_context
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
     checkpoint_path = out_dir / CHECKPOINT_FILE
     notes = dict(extra or {})
     history: list[dict] = []
-    best_score, best_epoch, stale = -1.0, 0, 0
+    best = BestEpoch(config.patience)
     images_seen, train_seconds, stopped_because = 0, 0.0, "finished all epochs"
 
     def save(**kwargs: Any) -> str:
@@ -125,7 +126,7 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
                **_prefixed(validation.score(embedder))}
         history.append(row)
         _log_epoch(row, progress)
-        best_score = row[VAL_METRIC]
+        best.update(0, row[VAL_METRIC], annealed=False)
         save()
     epoch = 0
     while not (budget.finished if budget else epoch >= config.epochs):
@@ -152,17 +153,14 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
         score = row.get(VAL_METRIC, float(epoch))  # without validation the last epoch is kept
         history.append(row)
         _log_epoch(row, progress)
-        if score > best_score:
-            best_score, best_epoch, stale = score, epoch, 0
+        if best.update(epoch, score, annealed=annealing(budget, epoch, config.epochs)):
             save()
-        elif annealing(budget, epoch, config.epochs):
-            stale += 1
         if on_epoch is not None:
             on_epoch(row)
         if budget is not None:
             budget.epoch_done()
-        if config.patience and stale >= config.patience:
-            stopped_because = f"early stop: no val improvement for {stale} epochs"
+        if best.stop_reason:
+            stopped_because = best.stop_reason
             break
     else:
         if budget is not None:
@@ -171,7 +169,7 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
     model.load_state_dict(load_checkpoint(checkpoint_path).model.state_dict())
     model.eval()
     background = _background(embedder, train_set, distractors, config, rng)
-    metrics: dict[str, Any] = {"best_epoch": best_epoch, "stopped_because": stopped_because,
+    metrics: dict[str, Any] = {"best_epoch": best.epoch, "stopped_because": stopped_because,
                                "val": _final_scores(embedder, validation, background, config) if validation else {}}
     if test_set is not None:
         test = _validation(test_set, distractors, config, config.seed + 1)
@@ -183,7 +181,7 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
     sha = save(metrics=metrics, arrays={BACKGROUND_ARRAY: background})
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))
     plot_history([row for row in history if row["epoch"] > 0], out_dir / "curves.png")
-    return TrainResult(str(checkpoint_path), sha, history, best_epoch, metrics["val"], metrics.get("test", {}),
+    return TrainResult(str(checkpoint_path), sha, history, best.epoch, metrics["val"], metrics.get("test", {}),
                        train_seconds, images_seen / train_seconds if train_seconds else 0.0, stopped_because, split,
                        wall_seconds=clock() - started)
 

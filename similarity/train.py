@@ -40,12 +40,12 @@ from similarity.gain import StartComparison, compare_to_start
 from similarity.metrics import retrieval_metrics, retrieval_summary, score_queries
 from similarity.models import EmbeddingNet, StagedForward
 from similarity.schedule import build_lr_schedule, refit
+from similarity.stopping import BestEpoch, annealing
 from similarity.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, thumbnail_array
 
 log = logging.getLogger(__name__)
 
 PROJECTOR_SAMPLE = 300  # validation images in the TensorBoard embedding projector
-ANNEALING_FROM = 0.75  # early stopping counts stale epochs only past this share of the schedule (LR < 15% of peak)
 CACHE_SHARE = 0.35  # of a time budget, the most that caching activations may take (the epochs need the rest)
 CACHE_MAX_BYTES = 2**30  # a larger activation cache is not made (no fitted head for the start then)
 EpochCallback = Callable[[dict], None]  # gets each epoch's history row; may raise to abort (e.g. a pruned trial)
@@ -302,7 +302,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
 
     checkpoint_path = out_dir / CHECKPOINT_FILE
     history: list[dict] = []
-    best_score, best_epoch, stale = -1.0, 0, 0
+    best = BestEpoch(config.patience)
     images_seen, train_seconds, stopped_because = 0, 0.0, "finished all epochs"
     start: _Start | None = None
     best_correct: np.ndarray | None = None
@@ -316,7 +316,8 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
                    "val_precision_at_1": val.precision_at_1, "val_knn_accuracy": val.knn_accuracy}
             history.append(row)
             _log_epoch(row, 0.0, progress)
-            best_score, best_epoch, best_correct = val.knn_accuracy, 0, val.correct
+            best.update(0, val.knn_accuracy, annealed=False)
+            best_correct = val.correct
             save_run(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
         epoch = 0
         while not (budget.finished if budget else epoch >= config.epochs):
@@ -346,23 +347,22 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
             history.append(row)
             _log_epoch(row, epoch_seconds, progress)
             board.log_epoch(row)
-            if score > best_score:
-                best_score, best_epoch, stale, best_correct = score, epoch, 0, correct
+            if best.update(epoch, score, annealed=annealing(budget, epoch, config.epochs)):
+                best_correct = correct
                 save_run(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
-            elif annealing(budget, epoch, config.epochs):
-                stale += 1
             if on_epoch is not None:
                 on_epoch(row)
             if budget is not None:
                 budget.epoch_done()
-            if config.patience and stale >= config.patience:
-                stopped_because = f"early stop: no val improvement for {stale} epochs"
+            if best.stop_reason:
+                stopped_because = best.stop_reason
                 break
         else:
             if budget is not None:
                 stopped_because = budget.stop_reason()
 
         # the best epoch's weights are what the checkpoint holds; re-save with the full history
+        best_epoch = best.epoch
         model.load_state_dict(load_checkpoint(checkpoint_path).model.state_dict())
         model.eval()
         final = _final_embeddings(embedder, sets, progress)
@@ -454,16 +454,6 @@ def _report_start(comparison: StartComparison, progress: bool) -> None:
     log.info(message)
 
 
-def annealing(budget: TimeBudget | None, epoch: int, epochs: int) -> bool:
-    """Whether the LR schedule is in its last quarter, where early stopping counts epochs without improvement.
-
-    A plateau at a high learning rate is not convergence: the cosine's annealed tail usually brings the best
-    epochs, so stopping there would keep an unannealed model and leave the budget unused."""
-    if budget is not None:
-        return budget.done >= ANNEALING_FROM * budget.total_steps
-    return epoch >= ANNEALING_FROM * epochs
-
-
 def _time_budget(config: TrainConfig, sets: DataSplit, steps_per_epoch: int, clock: Clock, started: float,
                  on_replan: Callable[[int], None]) -> TimeBudget | None:
     """The run's :class:`TimeBudget`, counted from ``started`` (set-up included), or None without one."""
@@ -516,5 +506,5 @@ def save_run(path: Path, model: EmbeddingNet, config: TrainConfig, data: Labelle
                            arrays=arrays)
 
 
-__all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "annealing", "build_model", "build_optimizer",
+__all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "build_model", "build_optimizer",
            "build_schedule", "evaluate", "save_run", "seed_everything", "split_data", "train", "train_one_epoch"]
