@@ -1,9 +1,9 @@
 """The copy objective's recipe: the class recipe's backbone, input size, depth and budget, turned into a copy
 descriptor (:mod:`similarity.copy_train`).
 
-From the recipe :func:`similarity.recipe.choose_recipe` made for the same data it keeps the backbone, the input
-size, the blocks that train, the learning rate, the workers and the time budget, and changes what copy
-detection needs otherwise, after SSCD (Pizzi et al., 2022):
+From the recipe :func:`similarity.recipe.choose_recipe` made for the same data (counted twice: every step trains
+on two copies of each image) it keeps the backbone, the input size, the blocks that train, the learning rate, the
+workers and the time budget, and changes what copy detection needs otherwise, after SSCD (Pizzi et al., 2022):
 
 - the ``copies`` objective (InfoNCE on two edited copies of each image + KoLeo at weight 30, temperature 0.05);
 - GeM pooling (fixed p = 3) before the projection, a ``COPY_EMBEDDING_DIM`` descriptor, no dropout;

@@ -43,8 +43,8 @@ from similarity.models import EmbeddingNet
 from similarity.samplers import ShuffledBatches
 from similarity.schedule import refit
 from similarity.stopping import BestEpoch, annealing
-from similarity.train import (EpochCallback, TrainResult, build_optimizer, build_schedule, save_run, seed_everything,
-                              train_one_epoch)
+from similarity.train import (EpochCallback, TrainResult, build_optimizer, build_schedule, has_start, save_run,
+                              seed_everything, train_one_epoch)
 from similarity.workers import worker_context
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
         return save_run(checkpoint_path, model, config, data, history, split, train_seconds, images_seen, notes,
                         **kwargs)
 
-    if validation is not None and config.model.pretrained and config.model.backbone != "smallcnn":
+    if validation is not None and has_start(config):
         model.eval()  # the pretrained start is a candidate, as in class training
         row = {"epoch": 0, "train_loss": None, "lr": 0.0, "seconds": 0.0, "images_per_second": 0.0,
                **_prefixed(validation.score(embedder))}

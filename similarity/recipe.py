@@ -411,9 +411,13 @@ def recipe_for(data: LabelledImages, budget_minutes: float = DEFAULT_BUDGET_MINU
             speed = measure_machine_speed()
         else:
             ips = measure_images_per_second(device)
-    recipe = choose_recipe(profile, budget_minutes, device, images_per_second=ips, speed=speed, flips=flips,
-                           small_cnn_speed=small)
-    return for_copies(recipe, labelled=data.labelled) if objective == "copies" else recipe
+    if objective == "classes":
+        return choose_recipe(profile, budget_minutes, device, images_per_second=ips, speed=speed, flips=flips,
+                             small_cnn_speed=small)
+    # each step trains on two copies of every image: the depth and size are chosen for twice the images
+    recipe = choose_recipe(replace(profile, num_images=2 * profile.num_images), budget_minutes, device,
+                           images_per_second=ips, speed=speed, small_cnn_speed=small)
+    return for_copies(replace(recipe, profile=profile), labelled=data.labelled)
 
 
 def _with_flips(config: TrainConfig, flips: FlipCheck | None, reasons: list[str]) -> TrainConfig:

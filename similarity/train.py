@@ -307,7 +307,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     start: _Start | None = None
     best_correct: np.ndarray | None = None
     try:
-        if sets.val is not None and _has_start(config):
+        if sets.val is not None and has_start(config):
             # the starting point is a candidate: pretrained features (with the fitted head, if any) as epoch 0
             model.eval()
             val = _quick_val(embedder, sets.val, config.knn_k, cache)
@@ -431,7 +431,7 @@ def _cache_bytes(model: EmbeddingNet, config: TrainConfig, sets: DataSplit) -> i
     return (config.cache_views * len(sets.train) + n_val) * activation_bytes(model, config.preprocess.image_size)
 
 
-def _has_start(config: TrainConfig) -> bool:
+def has_start(config: TrainConfig) -> bool:
     """Whether the model starts from something worth keeping (pretrained features), so that epoch 0 is scored."""
     return config.model.backbone != "smallcnn" and config.model.pretrained
 
@@ -462,7 +462,7 @@ def _time_budget(config: TrainConfig, sets: DataSplit, steps_per_epoch: int, clo
         return None
     n_val = len(sets.val) if sets.val is not None else 0
     # test queries + train gallery, twice with a starting point to compare against
-    n_test = (len(sets.test) + len(sets.train)) * (2 if _has_start(config) else 1) if sets.test is not None else 0
+    n_test = (len(sets.test) + len(sets.train)) * (2 if has_start(config) else 1) if sets.test is not None else 0
     return TimeBudget(minutes * 60, steps_per_epoch=steps_per_epoch, max_epochs=config.epochs,
                         batch_size=config.batch_size, eval_images_per_epoch=n_val,
                         final_eval_images=n_val + n_test + PROJECTOR_SAMPLE, clock=clock,
@@ -506,5 +506,5 @@ def save_run(path: Path, model: EmbeddingNet, config: TrainConfig, data: Labelle
                            arrays=arrays)
 
 
-__all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "build_model", "build_optimizer",
-           "build_schedule", "evaluate", "save_run", "seed_everything", "split_data", "train", "train_one_epoch"]
+__all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "build_model", "build_optimizer", "build_schedule",
+           "evaluate", "has_start", "save_run", "seed_everything", "split_data", "train", "train_one_epoch"]

@@ -3,6 +3,7 @@ real one-epoch run on 40 TrashNet photos (small, flat folder)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,17 @@ def test_train_copies_on_a_flat_folder(flat_folder, tmp_path, capsys):
     assert embedded.shape == (40, checkpoint.config.model.embedding_dim)
     assert np.allclose(np.linalg.norm(embedded, axis=1), 1.0, atol=1e-4)
     assert (out / "curves.png").is_file() and (out / "history.json").is_file()
+
+
+def test_copies_on_labelled_data_keep_the_labels_for_scoring(fmnist_small, tmp_path):
+    """Fashion-MNIST (small grey images: the small CNN, GeM-pooled) trained as copies: the labels are not trained
+    on, the held-out images' class kNN is reported beside the copy scores."""
+    data = fmnist_small.subset(np.arange(0, 600, 6))
+    recipe = recipe_for(data, 0, objective="copies")
+    assert recipe.config.model.backbone == "smallcnn" and recipe.config.model.pooling == "gem"
+    config = replace(recipe.config, epochs=1, threads=2, num_workers=0, precision="fp32")
+    result = train(data, config, tmp_path / "run", progress=False)
+    assert result.history[-1]["epoch"] == 1 and np.isfinite(result.history[-1]["train_koleo"])
+    assert {"recall_at_1", "micro_ap", "micro_ap_normalised", "classes_precision_at_1"} <= set(result.val_metrics)
+    checkpoint = load_checkpoint(result.checkpoint_path)
+    assert checkpoint.objective == "copies" and checkpoint.class_names == data.class_names
