@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from similarity.recipe import PATIENCE, PATIENCE_MIN_VAL, Recipe, _batch_size
+from similarity.recipe import PATIENCE, PATIENCE_MIN_VAL, Recipe, batch_size_for
 
 COPY_EMBEDDING_DIM = 256
 COPY_BATCH = 64
@@ -35,7 +35,7 @@ def for_copies(recipe: Recipe, *, labelled: bool) -> Recipe:
     if n_val < COPY_VAL_MIN:
         n_val = 0
     n_train = n - n_val
-    batch = _batch_size(n_train, COPY_BATCH)
+    batch = batch_size_for(n_train, COPY_BATCH)
     lr = round(config.lr * math.sqrt(batch / config.batch_size), 6)
     pooling = "gem" if config.model.backbone in ("smallcnn", "efficientnet_lite0") else "default"
     model = replace(config.model, pooling=pooling, gem_p=3.0, gem_learnable=False,

@@ -460,7 +460,7 @@ def _validation(profile: DataProfile, reasons: list[str]) -> tuple[float, int]:
     return fraction, patience
 
 
-def _batch_size(n_train: int, largest: int) -> int:
+def batch_size_for(n_train: int, largest: int) -> int:
     """The largest power of two giving about 20 steps an epoch, within [16, largest]."""
     wanted = max(1, n_train // 20)
     return int(min(largest, max(16, 2 ** int(math.log2(wanted)))))
@@ -477,7 +477,7 @@ def _small_cnn(profile: DataProfile, n_train: int, budget_minutes: float, reason
                        f"here, {epochs:.1f} epochs in the budget ({MIN_WIDE_EPOCHS} wanted for that width)")
     model = ModelConfig(backbone="smallcnn", embedding_dim=128, pretrained=False, width=width)
     preprocess = replace(preprocess_for(model, profile), flip_tta=True)
-    batch = _batch_size(n_train, 256)
+    batch = batch_size_for(n_train, 256)
     compile_ = profile.num_images >= COMPILE_MIN_IMAGES and budget_minutes >= COMPILE_MIN_MINUTES
     reasons += [
         f"{size_text}: small grayscale images -> smallcnn from scratch at the native {preprocess.image_size} px, "
@@ -501,7 +501,7 @@ def _pretrained(profile: DataProfile, n_train: int, budget_minutes: float, devic
                 reasons: list[str], size_text: str, *, measured: bool) -> TrainConfig:
     model = ModelConfig(backbone="efficientnet_lite0", embedding_dim=128, pretrained=True, trainable_blocks=-1,
                         dropout=0.2)
-    batch = _batch_size(n_train, 128 if device == "cuda" else 32)
+    batch = batch_size_for(n_train, 128 if device == "cuda" else 32)
     n_val = profile.num_images - n_train
     sizes = _sizes_for(profile)
     seconds = budget_minutes * 60 * 0.9
@@ -573,7 +573,7 @@ def _pretrained_partial(profile: DataProfile, n_train: int, budget_minutes: floa
     size, trainable, epoch_ips, _ = choice
     model = ModelConfig(backbone="efficientnet_lite0", embedding_dim=128, pretrained=True,
                         trainable_blocks=trainable, dropout=0.2)
-    batch = _batch_size(n_train, 32)
+    batch = batch_size_for(n_train, 32)
     lr = round(1e-3 * math.sqrt(batch / 32), 6)
     how = "measured" if speed.measured else "estimated"
     blocks = "all 18 blocks" if trainable < 0 else f"the last {trainable} of 18 blocks"
