@@ -21,7 +21,6 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,14 +36,14 @@ from similarity.copies import CopyObjective, CopyValidation, background_offsets,
 from similarity.copy_augment import CopyPairs, collate_pairs
 from similarity.curves import plot_history
 from similarity.data import DatasetError, LabelledImages, stratified_split
-from similarity.embedder import Embedder, resolve_device
+from similarity.embedder import Embedder
 from similarity.metrics import retrieval_metrics
 from similarity.models import EmbeddingNet
 from similarity.samplers import ShuffledBatches
 from similarity.schedule import refit
-from similarity.stopping import BestEpoch, annealing
+from similarity.stopping import BestEpoch, annealing, close_epoch, stop_reason
 from similarity.train import (EpochCallback, TrainResult, build_optimizer, build_schedule, has_start, save_run,
-                              seed_everything, train_one_epoch)
+                              start_run, train_one_epoch)
 from similarity.workers import worker_context
 
 log = logging.getLogger(__name__)
@@ -68,12 +67,7 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
     if config.objective != "copies":
         raise ValueError(f"train_copies trains the 'copies' objective, the config asks for {config.objective!r}")
     started = clock()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    out_dir, device = start_run(config, out_dir)
     split = stratified_split(data.labels, val_fraction=0.0 if val_data else config.val_fraction,
                              test_fraction=0.0 if test_data else config.test_fraction, seed=config.seed)
     train_set = data.subset(split["train"])
@@ -114,7 +108,7 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
     notes = dict(extra or {})
     history: list[dict] = []
     best = BestEpoch(config.patience)
-    images_seen, train_seconds, stopped_because = 0, 0.0, "finished all epochs"
+    images_seen, train_seconds, early = 0, 0.0, None
 
     def save(**kwargs: Any) -> str:
         return save_run(checkpoint_path, model, config, data, history, split, train_seconds, images_seen, notes,
@@ -129,7 +123,7 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
         best.update(0, row[VAL_METRIC], annealed=False)
         save()
     epoch = 0
-    while not (budget.finished if budget else epoch >= config.epochs):
+    while early is None and not (budget.finished if budget else epoch >= config.epochs):
         epoch += 1
         pairs.epoch = epoch
         batches: Any = DataLoader(pairs, batch_sampler=batch_sampler, num_workers=config.num_workers,
@@ -155,16 +149,8 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
         _log_epoch(row, progress)
         if best.update(epoch, score, annealed=annealing(budget, epoch, config.epochs)):
             save()
-        if on_epoch is not None:
-            on_epoch(row)
-        if budget is not None:
-            budget.epoch_done()
-        if best.stop_reason:
-            stopped_because = best.stop_reason
-            break
-    else:
-        if budget is not None:
-            stopped_because = budget.stop_reason()
+        early = close_epoch(row, best, budget, on_epoch)
+    stopped_because = stop_reason(early, budget)
 
     model.load_state_dict(load_checkpoint(checkpoint_path).model.state_dict())
     model.eval()

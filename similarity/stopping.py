@@ -7,6 +7,7 @@ convergence, and the cosine's tail usually brings the best epochs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from similarity.budget import TimeBudget
@@ -53,4 +54,20 @@ class BestEpoch:
         return None
 
 
-__all__ = ["ANNEALING_FROM", "BestEpoch", "annealing"]
+def close_epoch(row: dict, best: BestEpoch, budget: TimeBudget | None,
+                on_epoch: Callable[[dict], None] | None) -> str | None:
+    """An epoch's end, after its validation and saving: ``on_epoch`` gets the history ``row`` (it may raise to
+    abort), the budget closes the epoch and re-plans; returns why training stops early now (None: go on)."""
+    if on_epoch is not None:
+        on_epoch(row)
+    if budget is not None:
+        budget.epoch_done()
+    return best.stop_reason
+
+
+def stop_reason(early: str | None, budget: TimeBudget | None) -> str:
+    """Why a run ended: early stopping's reason, else the budget's plan, else all epochs done."""
+    return early or (budget.stop_reason() if budget is not None else "finished all epochs")
+
+
+__all__ = ["ANNEALING_FROM", "BestEpoch", "annealing", "close_epoch", "stop_reason"]

@@ -40,7 +40,7 @@ from similarity.gain import StartComparison, compare_to_start
 from similarity.metrics import retrieval_metrics, retrieval_summary, score_queries
 from similarity.models import EmbeddingNet, StagedForward
 from similarity.schedule import build_lr_schedule, refit
-from similarity.stopping import BestEpoch, annealing
+from similarity.stopping import BestEpoch, annealing, close_epoch, stop_reason
 from similarity.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, thumbnail_array
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def start_run(config: TrainConfig, out_dir: str | os.PathLike) -> tuple[Path, torch.device]:
+    """What every training run does first: make ``out_dir``, seed every generator, set the thread count; returns
+    the output folder and the device the run trains on."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    return out_dir, resolve_device(config.device)
 
 
 def build_optimizer(model: EmbeddingNet, objective: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -256,12 +267,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
                             on_epoch=on_epoch, extra=extra, clock=clock)
     check_labelled(data)
     started = clock()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    out_dir, device = start_run(config, out_dir)
     check_min_per_class(data, 2)
     sets = split_data(data, config, val_data=val_data, test_data=test_data)
     sets = replace(sets, train=decode_into_memory(sets.train, config.preprocess, progress=progress))
@@ -303,7 +309,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     checkpoint_path = out_dir / CHECKPOINT_FILE
     history: list[dict] = []
     best = BestEpoch(config.patience)
-    images_seen, train_seconds, stopped_because = 0, 0.0, "finished all epochs"
+    images_seen, train_seconds, early = 0, 0.0, None
     start: _Start | None = None
     best_correct: np.ndarray | None = None
     try:
@@ -320,7 +326,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
             best_correct = val.correct
             save_run(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
         epoch = 0
-        while not (budget.finished if budget else epoch >= config.epochs):
+        while early is None and not (budget.finished if budget else epoch >= config.epochs):
             epoch += 1
             planned = budget.planned_epochs if budget else config.epochs
             batches = (cached_batches(cache, sets.train.labels, batch_sampler, rng) if cached_epochs
@@ -350,16 +356,8 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
             if best.update(epoch, score, annealed=annealing(budget, epoch, config.epochs)):
                 best_correct = correct
                 save_run(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
-            if on_epoch is not None:
-                on_epoch(row)
-            if budget is not None:
-                budget.epoch_done()
-            if best.stop_reason:
-                stopped_because = best.stop_reason
-                break
-        else:
-            if budget is not None:
-                stopped_because = budget.stop_reason()
+            early = close_epoch(row, best, budget, on_epoch)
+        stopped_because = stop_reason(early, budget)
 
         # the best epoch's weights are what the checkpoint holds; re-save with the full history
         best_epoch = best.epoch
@@ -507,4 +505,4 @@ def save_run(path: Path, model: EmbeddingNet, config: TrainConfig, data: Labelle
 
 
 __all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "build_model", "build_optimizer", "build_schedule",
-           "evaluate", "has_start", "save_run", "seed_everything", "split_data", "train", "train_one_epoch"]
+           "evaluate", "has_start", "save_run", "seed_everything", "split_data", "start_run", "train", "train_one_epoch"]
