@@ -82,9 +82,9 @@ class CopyObjective(nn.Module):
         return contrastive + self.entropy_weight * entropy
 
     def epoch_terms(self) -> dict[str, float]:
-        """The mean of each term over the training steps since the last call (``train_info_nce``,
-        ``train_koleo``), then starts counting again."""
-        terms = {f"train_{name}": total / self._steps for name, total in self._sums.items()} if self._steps else {}
+        """The mean of each term over the training steps since the last call (``train_info_nce_loss``,
+        ``train_koleo_loss``: the curves draw them with the loss), then starts counting again."""
+        terms = {f"train_{name}_loss": total / self._steps for name, total in self._sums.items()} if self._steps else {}
         self._sums, self._steps = {}, 0
         return terms
 

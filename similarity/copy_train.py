@@ -223,8 +223,8 @@ def _prefixed(scores: Mapping[str, float]) -> dict[str, float]:
 
 def _log_epoch(row: dict, progress: bool) -> None:
     loss = "start (pretrained features)" if row["train_loss"] is None else (
-        f"loss {row['train_loss']:.4f} (InfoNCE {row.get('train_info_nce', float('nan')):.4f}, "
-        f"KoLeo {row.get('train_koleo', float('nan')):.4f})")
+        f"loss {row['train_loss']:.4f} (InfoNCE {row.get('train_info_nce_loss', float('nan')):.4f}, "
+        f"KoLeo {row.get('train_koleo_loss', float('nan')):.4f})")
     message = f"epoch {row['epoch']}: {loss}" + (
         f", val copies recall@1 {row['val_recall_at_1']:.4f}, µAP {row['val_micro_ap']:.4f}"
         if "val_micro_ap" in row else "") + f" ({row['seconds']:.0f}s)"

@@ -102,7 +102,7 @@ def test_the_copy_objective_takes_the_pair_layout():
     loss = objective(embeddings, labels)
     loss.backward()
     assert torch.isfinite(loss) and embeddings.grad is not None
-    assert set(objective.epoch_terms()) == {"train_info_nce", "train_koleo"} and objective.epoch_terms() == {}
+    assert set(objective.epoch_terms()) == {"train_info_nce_loss", "train_koleo_loss"} and objective.epoch_terms() == {}
     with pytest.raises(ValueError, match="two views"):
         objective(embeddings.detach(), torch.arange(8))
 
@@ -167,7 +167,7 @@ def test_copies_on_labelled_data_keep_the_labels_for_scoring(fmnist_small, tmp_p
     assert recipe.config.model.backbone == "smallcnn" and recipe.config.model.pooling == "gem"
     config = replace(recipe.config, epochs=1, threads=2, num_workers=0, precision="fp32")
     result = train(data, config, tmp_path / "run", progress=False)
-    assert result.history[-1]["epoch"] == 1 and np.isfinite(result.history[-1]["train_koleo"])
+    assert result.history[-1]["epoch"] == 1 and np.isfinite(result.history[-1]["train_koleo_loss"])
     assert {"recall_at_1", "micro_ap", "micro_ap_normalised", "classes_precision_at_1"} <= set(result.val_metrics)
     checkpoint = load_checkpoint(result.checkpoint_path)
     assert checkpoint.objective == "copies" and checkpoint.class_names == data.class_names
