@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from durablefile import atomic_write, file_sha256
@@ -40,12 +41,21 @@ class Checkpoint:
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # data source, split, timings...
     versions: dict = field(default_factory=dict)
+    # named float32 arrays saved with the weights, e.g. the copy objective's background descriptors for score
+    # normalisation (similarity.copies.BACKGROUND_ARRAY)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
     sha256: str = ""
     path: str = ""
 
     @property
     def preprocess(self) -> PreprocessSpec:
         return self.config.preprocess
+
+    @property
+    def objective(self) -> str:
+        """What the model was trained for: "classes" (a class embedding; every checkpoint without the field) or
+        "copies" (a copy descriptor: an image's edited copies are its nearest neighbours)."""
+        return self.config.objective
 
     def embedder(self, device: str = "cpu"):
         from similarity.embedder import Embedder
@@ -60,6 +70,7 @@ class Checkpoint:
             "metric": "cosine",
             "preprocess": _jsonable(asdict(self.preprocess)),
             "backbone": self.config.model.backbone,
+            "objective": self.objective,
             "class_names": list(self.class_names),
         }
 
@@ -81,8 +92,9 @@ def _jsonable(value: Any) -> Any:
 
 def save_checkpoint(path: str | os.PathLike, model: EmbeddingNet, config: TrainConfig, class_names: list[str], *,
                     history: list[dict] | None = None, metrics: dict | None = None,
-                    extra: dict | None = None) -> str:
-    """Atomically write a checkpoint; returns its sha256."""
+                    extra: dict | None = None, arrays: dict[str, np.ndarray] | None = None) -> str:
+    """Atomically write a checkpoint; returns its sha256. ``arrays``: named arrays stored beside the weights
+    (float32 tensors; read back as :attr:`Checkpoint.arrays`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -97,6 +109,9 @@ def save_checkpoint(path: str | os.PathLike, model: EmbeddingNet, config: TrainC
         "extra": _jsonable(extra or {}),
         "versions": versions(),
     }
+    if arrays:
+        payload["arrays"] = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+                             for name, a in arrays.items()}
     atomic_write(path, lambda handle: torch.save(payload, handle))
     return file_sha256(path)
 
@@ -129,4 +144,4 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str = "cpu") -> Ch
     return Checkpoint(config=config, class_names=list(payload["class_names"]), model=model,
                       history=payload.get("history", []), metrics=payload.get("metrics", {}),
                       extra=payload.get("extra", {}), versions=payload.get("versions", {}),
-                      sha256=file_sha256(path), path=str(path))
+                      arrays={name: t.numpy() for name, t in payload.get("arrays", {}).items()}, sha256=file_sha256(path), path=str(path))

@@ -19,6 +19,10 @@ T = TypeVar("T")
 BACKBONES = ("smallcnn", "efficientnet_lite0", "resnet18", "mobilenet_v3_small", "mobilenet_v3_large")
 LOSSES = ("contrastive", "triplet", "multisimilarity", "normsoftmax")
 SAMPLERS = ("pairs", "m_per_class", "random")
+# what training teaches: "classes" (images of one class are neighbours; needs labels) or "copies" (an image and its
+# edited copies are neighbours; self-supervised, labels unused: see similarity/copies.py)
+OBJECTIVES = ("classes", "copies")
+POOLINGS = ("default", "gem")
 # the sampler each loss trains with when none is chosen (None: any sampler suits it): a pair loss needs
 # explicit (a, b) pairs, a mining loss needs several images of each class in every batch
 LOSS_SAMPLERS: Mapping[str, str | None] = MappingProxyType(
@@ -74,10 +78,20 @@ class ModelConfig:
     trainable_blocks: int = -1  # -1: fine-tune all; 0: frozen backbone; N: only the last N blocks
     width: int = 32  # smallcnn base channel count
     dropout: float = 0.0  # before the projection head
+    # how the last feature map becomes a vector: "default" (the backbone's own: average for EfficientNet, average
+    # + max for the small CNN) or "gem" (generalised mean, ((1/HW) sum x^p)^(1/p), p starting at gem_p; p learnt
+    # with gem_learnable, else fixed)
+    pooling: str = "default"
+    gem_p: float = 3.0
+    gem_learnable: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if self.gem_p < 1.0:
+            raise ValueError(f"gem_p must be >= 1, got {self.gem_p}")
         if self.embedding_dim < 2:
             raise ValueError(f"embedding_dim must be >= 2, got {self.embedding_dim}")
 
@@ -131,11 +145,46 @@ PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
+class CopyConfig:
+    """The copy objective's settings (``TrainConfig.objective == "copies"``), after SSCD (Pizzi et al., 2022).
+
+    The loss is InfoNCE over two augmented views of each image at ``temperature`` plus ``entropy_weight`` times
+    the KoLeo entropy regulariser. Validation holds out images, makes ``val_copies_per_image`` seeded copies of
+    each and searches them among the held-out images plus up to ``val_distractors`` training images. After
+    training, ``background_size`` training images are embedded and stored in the checkpoint for background score
+    normalisation (a query's mean similarity to its ``score_norm_k`` nearest background images, times
+    ``score_norm_beta``, is subtracted from its scores; SSCD's evaluation uses 3 and 1).
+    """
+
+    temperature: float = 0.05
+    entropy_weight: float = 30.0
+    val_copies_per_image: int = 1
+    val_distractors: int = 1000
+    background_size: int = 1000
+    score_norm_k: int = 3
+    score_norm_beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.entropy_weight < 0:
+            raise ValueError(f"entropy_weight must be >= 0, got {self.entropy_weight}")
+        if self.val_copies_per_image < 1:
+            raise ValueError(f"val_copies_per_image must be >= 1, got {self.val_copies_per_image}")
+        if self.val_distractors < 0 or self.background_size < 0:
+            raise ValueError("val_distractors and background_size must be >= 0")
+        if self.score_norm_k < 1:
+            raise ValueError(f"score_norm_k must be >= 1, got {self.score_norm_k}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs besides the data."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    objective: str = "classes"  # one of OBJECTIVES; a checkpoint without the field is a class embedding
+    loss: LossConfig = field(default_factory=LossConfig)  # the classes objective's loss
+    copies: CopyConfig = field(default_factory=CopyConfig)  # the copies objective's settings
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     epochs: int = 10
@@ -185,6 +234,8 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.cache_views < 0:
             raise ValueError(f"cache_views must be >= 0, got {self.cache_views}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if not 0.0 <= self.augment_strength <= 3.0:
             raise ValueError(f"augment_strength must be in [0, 3], got {self.augment_strength}")
 

@@ -1,8 +1,10 @@
-"""Labelled image collections: an image folder, a ``path,label`` CSV, or Fashion-MNIST IDX files.
+"""Image collections: a folder of class folders, a ``path,label`` CSV, Fashion-MNIST IDX files, or a flat folder of
+images without labels.
 
 A :class:`LabelledImages` is either file-backed (``paths``) or in-memory (``pixels``, uint8). Both
 decode to the same ``PIL.Image`` through :meth:`LabelledImages.load`, so training, indexing and
-the API see identical pixels.
+the API see identical pixels. An unlabelled collection (:func:`load_unlabelled_folder`) has no class names and
+every label ``UNLABELLED``; only the copy objective trains on it (:func:`load_images` loads either kind).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ FASHION_MNIST_FILES = {
 }
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_PNG_ROOT = Path("data") / "fashion-mnist-png"  # relative to the working directory
+UNLABELLED = -1  # the label of every image of an unlabelled collection
 
 
 class DatasetError(ValueError):
@@ -49,7 +52,7 @@ class SkippedFile:
 
 @dataclass
 class LabelledImages:
-    """Images with integer labels ``0..len(class_names)-1``.
+    """Images with integer labels ``0..len(class_names)-1``, or, unlabelled (no ``class_names``), all ``UNLABELLED``.
 
     Exactly one of ``paths`` (file-backed) and ``pixels`` (uint8, (N, H, W) or (N, H, W, 3)) is set.
     ``ids`` name each image for people (a relative path, or ``split/index`` for IDX data).
@@ -70,9 +73,16 @@ class LabelledImages:
         n = len(self.paths) if self.paths is not None else len(self.pixels)  # type: ignore[arg-type]
         if len(self.labels) != n or len(self.ids) != n:
             raise ValueError(f"labels ({len(self.labels)}), ids ({len(self.ids)}) and images ({n}) differ")
+        if not self.class_names and n and np.any(self.labels != UNLABELLED):
+            raise ValueError(f"a collection without class names must have every label {UNLABELLED} (unlabelled)")
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the images have classes (an unlabelled collection has no ``class_names``)."""
+        return bool(self.class_names)
 
     @property
     def in_memory(self) -> bool:
@@ -97,10 +107,16 @@ class LabelledImages:
         )
 
     def class_counts(self) -> dict[str, int]:
+        """Images per class name ({} for an unlabelled collection)."""
+        if not self.labelled:
+            return {}
         counts = np.bincount(self.labels, minlength=len(self.class_names))
         return {name: int(c) for name, c in zip(self.class_names, counts)}
 
     def summary(self) -> str:
+        if not self.labelled:
+            text = f"{len(self)} unlabelled images from {self.source}"
+            return text + (f"; skipped {len(self.skipped)} unreadable file(s)" if self.skipped else "")
         counts = ", ".join(f"{k}={v}" for k, v in self.class_counts().items())
         text = f"{len(self)} images in {len(self.class_names)} classes from {self.source} ({counts})"
         if self.skipped:
@@ -124,7 +140,8 @@ def load_image_folder(root: str | os.PathLike, *, verify: bool = True, min_per_c
         raise DatasetError(f"not a folder: {root} (give a folder with one sub-folder per class, or a CSV)")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
-        raise DatasetError(f"{root} has no class sub-folders (expected {root}/<class>/<image>)")
+        raise DatasetError(f"{root} has no class sub-folders (expected {root}/<class>/<image>); a flat folder of "
+                           "images has no labels: train a copy descriptor on it (--objective copies)")
     paths, names = [], []
     for class_dir in class_dirs:
         for file in sorted(class_dir.rglob("*")):
@@ -136,6 +153,19 @@ def load_image_folder(root: str | os.PathLike, *, verify: bool = True, min_per_c
     ids = [os.path.relpath(p, root) for p in paths]
     return _finish_file_dataset(paths, names, ids, source=str(root), verify=verify,
                                 min_per_class=min_per_class, workers=workers)
+
+
+def load_unlabelled_folder(root: str | os.PathLike, *, verify: bool = True, workers: int = 8) -> LabelledImages:
+    """The image files directly in ``root`` (no sub-folders), as an unlabelled collection; with ``verify`` every
+    file is decoded once and corrupt ones are listed in ``skipped``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data folder not found: {root}")
+    paths = [str(file) for file in sorted(root.iterdir()) if file.is_file() and is_image_path(file)]
+    if not paths:
+        raise DatasetError(f"no image files found in {root}")
+    ids = [os.path.relpath(p, root) for p in paths]
+    return _finish_file_dataset(paths, None, ids, source=str(root), verify=verify, min_per_class=0, workers=workers)
 
 
 def load_csv(csv_path: str | os.PathLike, *, verify: bool = True, min_per_class: int = 2,
@@ -182,8 +212,9 @@ def _check_decodes(path: str) -> str | None:
     return None
 
 
-def _finish_file_dataset(paths: list[str], names: list[str], ids: list[str], *, source: str,
+def _finish_file_dataset(paths: list[str], names: list[str] | None, ids: list[str], *, source: str,
                          verify: bool, min_per_class: int, workers: int) -> LabelledImages:
+    """The collection of the ``paths`` that decode (all of them without ``verify``); ``names`` None: unlabelled."""
     skipped: list[SkippedFile] = []
     if verify:
         from tqdm.auto import tqdm
@@ -197,10 +228,13 @@ def _finish_file_dataset(paths: list[str], names: list[str], ids: list[str], *, 
         for item in skipped:
             log.warning("skipping unreadable image %s", item.reason)
         paths = [paths[i] for i in keep]
-        names = [names[i] for i in keep]
+        names = [names[i] for i in keep] if names is not None else None
         ids = [ids[i] for i in keep]
     if not paths:
         raise DatasetError(f"none of the images in {source} could be decoded")
+    if names is None:
+        return LabelledImages(labels=np.full(len(paths), UNLABELLED, dtype=np.int64), class_names=[], ids=ids,
+                              paths=paths, source=source, skipped=skipped)
     class_names = sorted(set(names))
     index = {name: i for i, name in enumerate(class_names)}
     labels = np.array([index[n] for n in names], dtype=np.int64)
@@ -208,6 +242,14 @@ def _finish_file_dataset(paths: list[str], names: list[str], ids: list[str], *, 
                           skipped=skipped)
     check_min_per_class(data, min_per_class)
     return data
+
+
+def check_labelled(data: LabelledImages) -> None:
+    """Raise :class:`DatasetError` for an unlabelled collection, which only the copy objective trains on."""
+    if not data.labelled:
+        raise DatasetError(f"{data.source or 'the data'} has no labels (a flat folder of images): the class objective "
+                           "needs one sub-folder per class (or a CSV of path,label); train a copy descriptor on "
+                           "unlabelled images with --objective copies")
 
 
 def check_min_per_class(data: LabelledImages, minimum: int = 2) -> None:
@@ -230,6 +272,16 @@ def load_labelled_images(path: str | os.PathLike, **kwargs) -> LabelledImages:
     if p.is_file():
         raise DatasetError(f"{p} is a file; give a folder of class folders or a .csv of path,label")
     return load_image_folder(p, **kwargs)
+
+
+def load_images(path: str | os.PathLike, **kwargs) -> LabelledImages:
+    """:func:`load_labelled_images`, except that a folder holding image files and no sub-folders loads as an
+    unlabelled collection (:func:`load_unlabelled_folder`)."""
+    p = Path(path)
+    if p.is_dir() and not any(child.is_dir() and not child.name.startswith(".") for child in p.iterdir()) \
+            and not (p / FASHION_MNIST_FILES["train"][0]).exists():
+        return load_unlabelled_folder(p, **{k: v for k, v in kwargs.items() if k != "min_per_class"})
+    return load_labelled_images(p, **kwargs)
 
 
 # ----------------------------------------------------------------------------- Fashion-MNIST (IDX)

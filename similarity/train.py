@@ -32,7 +32,7 @@ from similarity.cached import (ActivationCache, activation_bytes, build_activati
 from similarity.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from similarity.config import TrainConfig
 from similarity.curves import plot_history
-from similarity.data import LabelledImages, check_min_per_class, stratified_split
+from similarity.data import LabelledImages, check_labelled, check_min_per_class, stratified_split
 from similarity.embedder import EmbedResult, Embedder, resolve_device
 from similarity.embedding_cache import EmbeddingCache
 from similarity.losses import PairContrastive, ProxyLoss, build_objective
@@ -40,12 +40,12 @@ from similarity.gain import StartComparison, compare_to_start
 from similarity.metrics import retrieval_metrics, retrieval_summary, score_queries
 from similarity.models import EmbeddingNet, StagedForward
 from similarity.schedule import build_lr_schedule, refit
+from similarity.stopping import BestEpoch, annealing, close_epoch, stop_reason
 from similarity.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, thumbnail_array
 
 log = logging.getLogger(__name__)
 
 PROJECTOR_SAMPLE = 300  # validation images in the TensorBoard embedding projector
-ANNEALING_FROM = 0.75  # early stopping counts stale epochs only past this share of the schedule (LR < 15% of peak)
 CACHE_SHARE = 0.35  # of a time budget, the most that caching activations may take (the epochs need the rest)
 CACHE_MAX_BYTES = 2**30  # a larger activation cache is not made (no fitted head for the start then)
 EpochCallback = Callable[[dict], None]  # gets each epoch's history row; may raise to abort (e.g. a pruned trial)
@@ -72,6 +72,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def start_run(config: TrainConfig, out_dir: str | os.PathLike) -> tuple[Path, torch.device]:
+    """What every training run does first: make ``out_dir``, seed every generator, set the thread count; returns
+    the output folder and the device the run trains on."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    return out_dir, resolve_device(config.device)
 
 
 def build_optimizer(model: EmbeddingNet, objective: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -245,15 +256,18 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     ``config.test_fraction`` (stratified, seeded); the split is stored in the checkpoint. With a time budget
     (``config.time_budget_minutes``) ``config.epochs`` is the most epochs; the budget fits the rest.
     ``on_epoch`` gets each epoch's history row; ``extra`` is stored in the checkpoint's ``extra`` (e.g. the
-    recipe that chose ``config``); ``clock`` (seconds) times everything, budget included.
+    recipe that chose ``config``); ``clock`` (seconds) times everything, budget included. A config whose
+    ``objective`` is "copies" trains a copy descriptor instead (:func:`similarity.copy_train.train_copies`), on
+    labelled or unlabelled data; the class objective needs labels.
     """
+    if config.objective == "copies":
+        from similarity.copy_train import train_copies  # it builds on this module
+
+        return train_copies(data, config, out_dir, val_data=val_data, test_data=test_data, progress=progress,
+                            on_epoch=on_epoch, extra=extra, clock=clock)
+    check_labelled(data)
     started = clock()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    out_dir, device = start_run(config, out_dir)
     check_min_per_class(data, 2)
     sets = split_data(data, config, val_data=val_data, test_data=test_data)
     sets = replace(sets, train=decode_into_memory(sets.train, config.preprocess, progress=progress))
@@ -294,12 +308,12 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
 
     checkpoint_path = out_dir / CHECKPOINT_FILE
     history: list[dict] = []
-    best_score, best_epoch, stale = -1.0, 0, 0
-    images_seen, train_seconds, stopped_because = 0, 0.0, "finished all epochs"
+    best = BestEpoch(config.patience)
+    images_seen, train_seconds, early = 0, 0.0, None
     start: _Start | None = None
     best_correct: np.ndarray | None = None
     try:
-        if sets.val is not None and _has_start(config):
+        if sets.val is not None and has_start(config):
             # the starting point is a candidate: pretrained features (with the fitted head, if any) as epoch 0
             model.eval()
             val = _quick_val(embedder, sets.val, config.knn_k, cache)
@@ -308,10 +322,11 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
                    "val_precision_at_1": val.precision_at_1, "val_knn_accuracy": val.knn_accuracy}
             history.append(row)
             _log_epoch(row, 0.0, progress)
-            best_score, best_epoch, best_correct = val.knn_accuracy, 0, val.correct
-            _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
+            best.update(0, val.knn_accuracy, annealed=False)
+            best_correct = val.correct
+            save_run(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
         epoch = 0
-        while not (budget.finished if budget else epoch >= config.epochs):
+        while early is None and not (budget.finished if budget else epoch >= config.epochs):
             epoch += 1
             planned = budget.planned_epochs if budget else config.epochs
             batches = (cached_batches(cache, sets.train.labels, batch_sampler, rng) if cached_epochs
@@ -338,23 +353,14 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
             history.append(row)
             _log_epoch(row, epoch_seconds, progress)
             board.log_epoch(row)
-            if score > best_score:
-                best_score, best_epoch, stale, best_correct = score, epoch, 0, correct
-                _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
-            elif _annealing(budget, epoch, config.epochs):
-                stale += 1
-            if on_epoch is not None:
-                on_epoch(row)
-            if budget is not None:
-                budget.epoch_done()
-            if config.patience and stale >= config.patience:
-                stopped_because = f"early stop: no val improvement for {stale} epochs"
-                break
-        else:
-            if budget is not None:
-                stopped_because = budget.stop_reason()
+            if best.update(epoch, score, annealed=annealing(budget, epoch, config.epochs)):
+                best_correct = correct
+                save_run(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes)
+            early = close_epoch(row, best, budget, on_epoch)
+        stopped_because = stop_reason(early, budget)
 
         # the best epoch's weights are what the checkpoint holds; re-save with the full history
+        best_epoch = best.epoch
         model.load_state_dict(load_checkpoint(checkpoint_path).model.state_dict())
         model.eval()
         final = _final_embeddings(embedder, sets, progress)
@@ -379,7 +385,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     metrics = {"val": val_metrics, "test": test_metrics, "best_epoch": best_epoch, "stopped_because": stopped_because}
     if comparison is not None:
         metrics["start"] = comparison.to_dict()
-    sha = _save(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes,
+    sha = save_run(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes,
                 metrics=metrics)
     _cache_embeddings(sha, data, test_data, sets, final, val_given=val_data is not None)
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))
@@ -423,7 +429,7 @@ def _cache_bytes(model: EmbeddingNet, config: TrainConfig, sets: DataSplit) -> i
     return (config.cache_views * len(sets.train) + n_val) * activation_bytes(model, config.preprocess.image_size)
 
 
-def _has_start(config: TrainConfig) -> bool:
+def has_start(config: TrainConfig) -> bool:
     """Whether the model starts from something worth keeping (pretrained features), so that epoch 0 is scored."""
     return config.model.backbone != "smallcnn" and config.model.pretrained
 
@@ -446,16 +452,6 @@ def _report_start(comparison: StartComparison, progress: bool) -> None:
     log.info(message)
 
 
-def _annealing(budget: TimeBudget | None, epoch: int, epochs: int) -> bool:
-    """Whether the LR schedule is in its last quarter, where early stopping counts epochs without improvement.
-
-    A plateau at a high learning rate is not convergence: the cosine's annealed tail usually brings the best
-    epochs, so stopping there would keep an unannealed model and leave the budget unused."""
-    if budget is not None:
-        return budget.done >= ANNEALING_FROM * budget.total_steps
-    return epoch >= ANNEALING_FROM * epochs
-
-
 def _time_budget(config: TrainConfig, sets: DataSplit, steps_per_epoch: int, clock: Clock, started: float,
                  on_replan: Callable[[int], None]) -> TimeBudget | None:
     """The run's :class:`TimeBudget`, counted from ``started`` (set-up included), or None without one."""
@@ -464,7 +460,7 @@ def _time_budget(config: TrainConfig, sets: DataSplit, steps_per_epoch: int, clo
         return None
     n_val = len(sets.val) if sets.val is not None else 0
     # test queries + train gallery, twice with a starting point to compare against
-    n_test = (len(sets.test) + len(sets.train)) * (2 if _has_start(config) else 1) if sets.test is not None else 0
+    n_test = (len(sets.test) + len(sets.train)) * (2 if has_start(config) else 1) if sets.test is not None else 0
     return TimeBudget(minutes * 60, steps_per_epoch=steps_per_epoch, max_epochs=config.epochs,
                         batch_size=config.batch_size, eval_images_per_epoch=n_val,
                         final_eval_images=n_val + n_test + PROJECTOR_SAMPLE, clock=clock,
@@ -490,9 +486,11 @@ def _log_epoch(row: dict, epoch_seconds: float, progress: bool) -> None:
     log.info(message)
 
 
-def _save(path: Path, model: EmbeddingNet, config: TrainConfig, data: LabelledImages, history: list[dict],
-          split: dict[str, np.ndarray], train_seconds: float, images_seen: int, notes: Mapping[str, Any],
-          metrics: dict | None = None) -> str:
+def save_run(path: Path, model: EmbeddingNet, config: TrainConfig, data: LabelledImages, history: list[dict],
+             split: dict[str, np.ndarray], train_seconds: float, images_seen: int, notes: Mapping[str, Any],
+             metrics: dict | None = None, arrays: dict[str, np.ndarray] | None = None) -> str:
+    """Save a run's checkpoint: the weights, ``config``, the history, ``metrics`` and ``arrays``, and in ``extra``
+    the ``notes``, the data's source and size, the split and the time trained; returns its sha256."""
     extra = {
         **notes,
         "data_source": data.source,
@@ -502,8 +500,9 @@ def _save(path: Path, model: EmbeddingNet, config: TrainConfig, data: LabelledIm
         "train_seconds": round(train_seconds, 2),
         "images_seen": images_seen,
     }
-    return save_checkpoint(path, model, config, data.class_names, history=history, metrics=metrics, extra=extra)
+    return save_checkpoint(path, model, config, data.class_names, history=history, metrics=metrics, extra=extra,
+                           arrays=arrays)
 
 
-__all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "build_model", "build_schedule", "evaluate",
-           "seed_everything", "split_data", "train", "train_one_epoch"]
+__all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "build_model", "build_optimizer", "build_schedule",
+           "evaluate", "has_start", "save_run", "seed_everything", "split_data", "start_run", "train", "train_one_epoch"]

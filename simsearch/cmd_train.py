@@ -1,7 +1,8 @@
-"""``simsearch train``: train an embedding model on a labelled image collection.
+"""``simsearch train``: train an embedding model on an image collection.
 
 With only ``--data``, the recipe is chosen from the data (:mod:`similarity.recipe`) and the run is fitted to
-``--budget-minutes``; ``--preset NAME`` starts from a named example and ``--config FILE`` from a full config
+``--budget-minutes``: a class embedding for labelled data, a copy descriptor (``--objective copies``,
+:mod:`similarity.copy_train`) for a flat folder of unlabelled images; ``--preset NAME`` starts from a named example and ``--config FILE`` from a full config
 (what ``simsearch tune`` writes as ``best.json``). Explicit flags override single fields of any of them.
 """
 
@@ -13,9 +14,9 @@ import logging
 from dataclasses import fields, is_dataclass, replace
 
 from similarity.checkpoint import CHECKPOINT_FILE
-from similarity.config import (BACKBONES, LOSSES, PRECISIONS, SAMPLERS, TrainConfig, default_sampler, read_config,
-                               with_overrides)
-from similarity.data import LabelledImages, find_fashion_mnist, load_fashion_mnist, load_labelled_images
+from similarity.config import (BACKBONES, LOSSES, OBJECTIVES, POOLINGS, PRECISIONS, SAMPLERS, TrainConfig,
+                               default_sampler, read_config, with_overrides)
+from similarity.data import LabelledImages, find_fashion_mnist, load_fashion_mnist, load_images
 from similarity.embedder import resolve_device
 from similarity.models import default_preprocess
 from similarity.presets import PRESETS
@@ -32,9 +33,17 @@ EPILOG = ("The chosen recipe is printed before training and saved in the checkpo
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train", help="train an embedding model (metric learning)",
                               description="Train an embedding network. --data is a folder with one sub-folder "
-                                          "per class, a CSV of path,label, or 'fashion-mnist'. Without --preset or "
+                                          "per class, a CSV of path,label, 'fashion-mnist', or a flat folder of "
+                                          "unlabelled images (a copy descriptor). Without --preset or "
                                           "--config the recipe is chosen from the data.", epilog=EPILOG)
-    p.add_argument("--data", required=True, help="image folder, CSV of path,label, or 'fashion-mnist'")
+    p.add_argument("--data", required=True, help="image folder (class folders, or flat: unlabelled), CSV of "
+                                                 "path,label, or 'fashion-mnist'")
+    p.add_argument("--objective", choices=OBJECTIVES,
+                   help="classes: images of a class are neighbours (needs labels; the default for labelled data); "
+                        "copies: a self-supervised copy descriptor, an image's edited copies are its neighbours "
+                        "(labels unused; the default for a flat folder)")
+    p.add_argument("--entropy-weight", type=float, help="copies: weight of the KoLeo entropy regulariser (30)")
+    p.add_argument("--pooling", choices=POOLINGS, help="default (the backbone's own) or gem (generalised mean, p=3)")
     p.add_argument("--out", default="runs/model", help=f"output folder ({CHECKPOINT_FILE}, history.json, curves.png, "
                                                        "tensorboard/)")
     add_base_arguments(p)
@@ -89,22 +98,23 @@ def load_training_data(args: argparse.Namespace) -> tuple[LabelledImages, Labell
     if args.data == "fashion-mnist":
         root = find_fashion_mnist(args.fashion_mnist_dir, download_to="data/downloads" if args.download else None)
         return load_fashion_mnist(root, "train"), load_fashion_mnist(root, "test")
-    return load_labelled_images(args.data), None
+    return load_images(args.data), None
 
 
 def base_recipe(args: argparse.Namespace, data: LabelledImages, budget_minutes: float | None) -> Recipe:
     """The starting point: ``--config`` FILE, ``--preset`` NAME, or the recipe chosen from ``data`` (for
     ``--device``), with the time budget in force set on it: ``budget_minutes``, else the config's, else
     ``DEFAULT_BUDGET_MINUTES``."""
+    objective = getattr(args, "objective", None)
     if args.config:
-        config = read_config(args.config)
+        config = with_overrides(read_config(args.config), objective=objective)
         return Recipe(_with_budget(config, budget_minutes), (f"config from {args.config}",), f"config {args.config}")
     if args.preset:
-        config = PRESETS[args.preset]()
+        config = with_overrides(PRESETS[args.preset](), objective=objective)
         return Recipe(_with_budget(config, budget_minutes), (f"preset {args.preset!r} (a named example)",),
                       f"preset {args.preset}")
     budget = DEFAULT_BUDGET_MINUTES if budget_minutes is None else budget_minutes
-    return recipe_for(data, budget, resolve_device(args.device or "auto").type)
+    return recipe_for(data, budget, resolve_device(args.device or "auto").type, objective=objective)
 
 
 def _with_budget(config: TrainConfig, minutes: float | None) -> TrainConfig:
@@ -118,7 +128,7 @@ def build_config(args: argparse.Namespace, data: LabelledImages, recipe: Recipe 
     recipe = recipe or base_recipe(args, data, args.budget_minutes)
     config = recipe.config
     model = with_overrides(config.model, backbone=args.backbone, embedding_dim=args.embedding_dim,
-                           trainable_blocks=args.trainable_blocks)
+                           trainable_blocks=args.trainable_blocks, pooling=getattr(args, "pooling", None))
     if args.no_pretrained:
         model = replace(model, pretrained=False)
     preprocess = config.preprocess
@@ -135,7 +145,9 @@ def build_config(args: argparse.Namespace, data: LabelledImages, recipe: Recipe 
         kind = default_sampler(args.loss)
     sampler = with_overrides(config.sampler, kind=kind, positive_fraction=args.positive_fraction,
                              m_per_class=args.m_per_class)
-    return with_overrides(replace(config, model=model, preprocess=preprocess, loss=loss, sampler=sampler),
+    copies = with_overrides(config.copies, entropy_weight=getattr(args, "entropy_weight", None))
+    return with_overrides(replace(config, model=model, preprocess=preprocess, loss=loss, sampler=sampler,
+                                  copies=copies),
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
                           test_fraction=args.test_fraction, patience=args.patience, seed=args.seed,
                           num_workers=args.workers, device=args.device, threads=args.threads,

@@ -11,6 +11,7 @@ import json
 from dataclasses import replace
 
 from similarity.config import with_overrides
+from similarity.data import check_labelled
 from similarity.recipe import DEFAULT_BUDGET_MINUTES
 from similarity.tune import TuneConfig, TuneError, tune
 from simsearch.cli import UserError
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     data, _ = load_training_data(args)  # the official test set stays out of the search
     print(data.summary())
+    check_labelled(data)  # the search scores class retrieval
     recipe = base_recipe(args, data, args.train_budget_minutes)
     base = with_overrides(recipe.config, epochs=args.epochs, device=args.device, threads=args.threads)
     recipe = replace(recipe, config=base)
