@@ -33,7 +33,7 @@ from index.base import CompactResult, ItemMeta, LogTail, Neighbor, ReplicaState,
 from index.arrays import check_count, check_ids, check_positive_int, check_strings, check_vectors, normalized
 from index.config import IndexConfig, choose_index_type, expected_quality, setting_params
 from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path, default_busy_timeout_s
-from index.check import QUICK_CHECK_SQL, quick_check_problems
+from index.check import QUICK_CHECK_SQL, checked_at_open, quick_check_problems
 from index.errors import IndexDamagedError, IndexStoreError, IndexSupersededError
 from index.keeper import ViewKeeper, snapshot_folder
 from index.label_filter import LabelFilter
@@ -120,7 +120,7 @@ class IndexStore:
                 db.upgrade()
                 settings = db.settings()
             _check_settings(settings, db.path)
-            problems = quick_check_problems(db.query(QUICK_CHECK_SQL))
+            problems = quick_check_problems(db.query(QUICK_CHECK_SQL)) if checked_at_open(db.path) else []
             if problems:
                 raise IndexDamagedError(f"index database {db.path} is damaged (quick_check: {'; '.join(problems[:3])});"
                                         f" see: simsearch index check {directory}")
