@@ -195,12 +195,24 @@ def test_the_shipped_table_backs_every_automatic_choice():
     """For the default config, at every size the shipped table covers, ``auto`` picks flat or a setting whose
     measured recall@10 reaches the floor; stats would show that expectation."""
     assert recall_table.load(), "index/recall_table.json is missing or empty"
-    config = IndexConfig()
-    for n in (1_000, 20_000, 60_000, 100_000, 300_000, 1_000_000):
+    for config in (IndexConfig(), IndexConfig(memory_budget_bytes=2**30)):
+        for n in (1_000, 20_000, 60_000, 100_000, 300_000, 1_000_000, 10_000_000):
+            chosen = choose_index_type(n, 128, config)
+            quality = expected_quality(chosen, n, 128, config)
+            assert chosen == "flat" or quality.recall_at_10 >= config.recall_floor, (n, chosen, quality)
+            assert chosen == "flat" or estimate_bytes(chosen, n, 128, config) <= config.memory_budget_bytes
+
+
+def test_a_1gb_budget_at_1m_vectors_picks_a_setting_measured_at_that_size():
+    """1M 128-d vectors under a 1 GiB budget, and 10M under the default 4 GiB one (where only the compressed
+    index fits): ``auto`` takes an approximate index whose default setting the shipped table measured at that
+    very size (not extrapolated) at recall@10 >= 0.95."""
+    for n, config, allowed in ((10**6, IndexConfig(memory_budget_bytes=2**30), ("hnsw", "ivfpq")),
+                               (10**7, IndexConfig(), ("ivfpq",))):
         chosen = choose_index_type(n, 128, config)
         quality = expected_quality(chosen, n, 128, config)
-        assert chosen == "flat" or quality.recall_at_10 >= config.recall_floor, (n, chosen, quality)
-        assert chosen == "flat" or estimate_bytes(chosen, n, 128, config) <= config.memory_budget_bytes
+        assert chosen in allowed and quality.measured_n == n and not quality.extrapolated, (n, chosen, quality)
+        assert quality.recall_at_10 >= 0.95
 
 
 def test_a_collection_larger_than_its_training_sample_is_not_retrained_at_every_compaction(tmp_path):
