@@ -180,6 +180,25 @@ def index_copy(built_index, tmp_path, request) -> str:
     return str(target)
 
 
+TRASHNET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "trashnet-150"
+
+
+@pytest.fixture(scope="session")
+def flat_folder(tmp_path_factory) -> Path:
+    """40 TrashNet photos (a few of each class, seeded), 96 px on the long side, in one flat folder (no labels)."""
+    from PIL import Image
+
+    if not TRASHNET.is_dir():
+        pytest.skip(f"TrashNet not found at {TRASHNET}")
+    rng = np.random.default_rng(0)
+    files = sorted(TRASHNET.glob("*/*.jpg"))
+    out = tmp_path_factory.mktemp("flat")
+    for n, i in enumerate(np.sort(rng.choice(len(files), 40, replace=False))):
+        with Image.open(files[i]) as image:
+            image.convert("RGB").resize((96, 72)).save(out / f"{n:02d}.jpg", quality=95)
+    return out
+
+
 @pytest.fixture
 def sample_png(fmnist_folder) -> Path:
     return Path(fmnist_folder.paths[0])
