@@ -111,11 +111,7 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
     with steps("cluster quality"):
         cluster = cluster_quality(evaluated.embeddings, evaluated.labels, seed=config.seed,
                                   silhouette_sample=config.silhouette_sample, kmeans_sample=config.kmeans_sample)
-    with steps("t-SNE"):
-        tsne = tsne_map(evaluated.embeddings, sample=config.tsne_sample, perplexity=config.tsne_perplexity,
-                        pca_dims=config.pca_dims, max_iter=config.tsne_max_iter, seed=config.seed)
-    with steps("thumbnails"):
-        thumbs = _hover_thumbnails(evaluated, tsne, config, rng, progress)
+    tsne, thumbs = _map(evaluated, config, rng, progress, steps)
     with steps("figures"):
         pngs = _figures(evaluated, tsne, found, history)
     with steps("examples"):
@@ -137,15 +133,8 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
         "against_start": dict(start) if start else None,
         "timings_s": steps.timings,
     }
-    with steps("write"):
-        written = _json_safe(metrics)  # a copy: its timings end before "write"
-        html = _render(evaluated, tsne, thumbs, pngs, written, config=config, info=info, title=title,
-                       hygiene_html=hygiene_html)
-        result = _write(out, pngs, html, written, config=config, info=info, history=history, title=title)
-    steps.close()
-    result.metrics["timings_s"] = steps.timings  # now including "write"
-    log.info("report written to %s", result.html_path)
-    return result
+    return _finish(out, steps, metrics, evaluated, tsne, thumbs, pngs, config=config, info=info, history=history,
+                   title=title, hygiene_html=hygiene_html)
 
 
 def _build_unlabelled(gallery: EmbeddingSet, out: Path, *, config: ReportConfig, info: Mapping[str, Any] | None,
@@ -155,15 +144,12 @@ def _build_unlabelled(gallery: EmbeddingSet, out: Path, *, config: ReportConfig,
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     steps = _Steps(progress)
-    with steps("t-SNE"):
-        tsne = tsne_map(gallery.embeddings, sample=config.tsne_sample, perplexity=config.tsne_perplexity,
-                        pca_dims=config.pca_dims, max_iter=config.tsne_max_iter, seed=config.seed)
-    with steps("thumbnails"):
-        thumbs = _hover_thumbnails(gallery, tsne, config, rng, progress)
+    tsne, thumbs = _map(gallery, config, rng, progress, steps)
     with steps("figures"):
         pngs = {"tsne": figs.tsne_figure(tsne.coords, gallery.labels[tsne.rows], gallery.class_names)}
-        if any(row.get("epoch", 1) > 0 for row in history or []):
-            pngs["training_curves"] = figs.training_figure([row for row in history if row.get("epoch", 1) > 0])
+        curves = _training_curves(history)
+        if curves is not None:
+            pngs["training_curves"] = curves
     with steps("hygiene"):
         assert config.duplicates is not None
         hygiene = hygiene_metrics(None, np.zeros(0), np.zeros(0), config.duplicates, groups, queries=len(gallery))
@@ -178,15 +164,42 @@ def _build_unlabelled(gallery: EmbeddingSet, out: Path, *, config: ReportConfig,
         "hygiene": hygiene,
         "timings_s": steps.timings,
     }
+    return _finish(out, steps, metrics, gallery, tsne, thumbs, pngs, config=config, info=info, history=history,
+                   title=title, hygiene_html=hygiene_html)
+
+
+def _map(evaluated: EmbeddingSet, config: ReportConfig, rng: np.random.Generator, progress: bool,
+         steps: _Steps) -> tuple[TsneMap, list[str | None]]:
+    """The t-SNE map of ``evaluated`` and the hover thumbnails of its points (steps "t-SNE" and "thumbnails")."""
+    with steps("t-SNE"):
+        tsne = tsne_map(evaluated.embeddings, sample=config.tsne_sample, perplexity=config.tsne_perplexity,
+                        pca_dims=config.pca_dims, max_iter=config.tsne_max_iter, seed=config.seed)
+    with steps("thumbnails"):
+        thumbs = _hover_thumbnails(evaluated, tsne, config, rng, progress)
+    return tsne, thumbs
+
+
+def _finish(out: Path, steps: _Steps, metrics: dict[str, Any], evaluated: EmbeddingSet, tsne: TsneMap,
+            thumbs: list[str | None], pngs: dict[str, bytes], *, config: ReportConfig,
+            info: Mapping[str, Any] | None, history: list[dict] | None, title: str,
+            hygiene_html: Any) -> ReportResult:
+    """The "write" step: render and write the page, the JSON and the figures; the timings then include it."""
     with steps("write"):
-        written = _json_safe(metrics)
-        html = _render(gallery, tsne, thumbs, pngs, written, config=config, info=info, title=title,
+        written = _json_safe(metrics)  # a copy: its timings end before "write"
+        html = _render(evaluated, tsne, thumbs, pngs, written, config=config, info=info, title=title,
                        hygiene_html=hygiene_html)
         result = _write(out, pngs, html, written, config=config, info=info, history=history, title=title)
     steps.close()
-    result.metrics["timings_s"] = steps.timings
-    log.info("report (no labels) written to %s", result.html_path)
+    result.metrics["timings_s"] = steps.timings  # now including "write"
+    log.info("report written to %s", result.html_path)
     return result
+
+
+def _training_curves(history: list[dict] | None) -> bytes | None:
+    """The PNG of the training curves (epochs after 0), or None without any."""
+    if any(row.get("epoch", 1) > 0 for row in history or []):
+        return figs.training_figure([row for row in history or [] if row.get("epoch", 1) > 0])
+    return None
 
 
 def _retrieve(gallery: EmbeddingSet, queries: EmbeddingSet | None, config: ReportConfig,
@@ -240,8 +253,9 @@ def _figures(evaluated: EmbeddingSet, tsne: TsneMap, found: _Retrieval, history:
         "confusion": figs.confusion_figure(found.confusion, names),
         "per_class_accuracy": figs.per_class_figure(found.accuracy, names, overall_accuracy),
     }
-    if any(row.get("epoch", 1) > 0 for row in history or []):
-        pngs["training_curves"] = figs.training_figure([row for row in history if row.get("epoch", 1) > 0])
+    curves = _training_curves(history)
+    if curves is not None:
+        pngs["training_curves"] = curves
     return pngs
 
 
