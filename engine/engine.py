@@ -280,8 +280,9 @@ class Engine:
         search from that many seeded items only; ``confirm``: verify descriptor matches too); remove the
         confirmed members but the first of each group with ``delete(report.duplicates)``; ``rule``: default
         :attr:`duplicate_rule`)."""
-        return find_duplicates(self.store, rule=rule if rule is not None else self.duplicate_rule, neighbours=neighbours,
-                               pixels=pixels, sample=sample, seed=seed, confirm=confirm, progress=progress)
+        rule = rule if rule is not None else self.duplicate_rule
+        return find_duplicates(self.store, rule=rule, neighbours=neighbours, pixels=pixels, sample=sample, seed=seed,
+                               confirm=confirm, progress=progress)
 
     def compact(self, *, force: bool = False, orphan_grace_s: float = ORPHAN_GRACE_S) -> dict:
         """Compact the index, then remove the upload files that no item references and that are older than

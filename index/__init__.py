@@ -9,8 +9,8 @@ from index.config import INDEX_TYPES, IndexConfig, auto_nlist, auto_pq_m, choose
 from index.errors import (IndexBusyError, IndexDamagedError, IndexFullError, IndexMismatchError, IndexReadOnlyError,
                           IndexStoreError, IndexSupersededError, IndexUnavailableError, storage_error)
 from index.persist import MODEL_FIELDS
-from index.base import (MAX_LABEL_CHARS, NO_LABEL, CompactResult, ItemMeta, Maintainable, Neighbor, ReplicaState, Replicable,
-                        ServerCompacted, VectorStore)
+from index.base import (MAX_LABEL_CHARS, NO_LABEL, CompactResult, ItemMeta, Maintainable, Neighbor, ReplicaState,
+                        Replicable, ServerCompacted, VectorStore)
 from index.store import IndexStore
 from index.vote import Vote, majority_vote
 

@@ -4,7 +4,6 @@ real one-epoch run on 40 TrashNet photos (small, flat folder)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
