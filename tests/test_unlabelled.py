@@ -26,32 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "api"))
 from apitest_helpers import TOKEN  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def photos(flat_folder, tmp_path_factory) -> Path:
-    """The 40 photos and a byte-for-byte copy of the first (a duplicate group for the report)."""
-    out = tmp_path_factory.mktemp("photos")
-    for path in sorted(flat_folder.glob("*.jpg")):
-        shutil.copyfile(path, out / path.name)
-    shutil.copyfile(flat_folder / "00.jpg", out / "copy-of-00.jpg")
-    return out
-
-
-@pytest.fixture(scope="module")
-def copies_model(photos, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("copies") / "run"
-    assert main(["train", "--data", str(photos), "--out", str(out), "--epochs", "1", "--image-size", "64",
-                 "--budget-minutes", "0", "--workers", "0", "--threads", "2", "--quiet"]) == 0
-    return out / "model.pt"
-
-
-@pytest.fixture(scope="module")
-def unlabelled_index(copies_model, photos, tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("unlabelled") / "index"
-    assert main(["index", "build", "--checkpoint", str(copies_model), "--data", str(photos), "--out", str(out),
-                 "--workers", "0", "--quiet"]) == 0
-    return str(out)
-
-
 def test_a_copy_checkpoint_gives_its_index_a_descriptor_rule(copies_model, unlabelled_index):
     checkpoint = load_checkpoint(copies_model)
     assert checkpoint.objective == "copies"
@@ -91,8 +65,9 @@ def test_dedup_queries_uses_the_checkpoints_rule(unlabelled_index, photos, tmp_p
     assert [c["verdict"]["exact"] for c in result["results"][0]["copies"]][:1] == [True]
 
 
-def test_search_answers_without_a_vote_and_the_page_hides_the_class_bar(unlabelled_index, photos):
-    service = SearchService.from_config(ApiConfig(index=unlabelled_index, api_token=TOKEN))
+def test_search_answers_without_a_vote_and_the_page_hides_the_class_bar(unlabelled_index, photos, tmp_path):
+    index = shutil.copytree(unlabelled_index, tmp_path / "index")  # this test writes
+    service = SearchService.from_config(ApiConfig(index=str(index), api_token=TOKEN))
     try:
         client = create_app(service=service).test_client()
         image = (photos / "07.jpg").read_bytes()
@@ -147,3 +122,24 @@ def test_the_report_shows_the_map_and_the_duplicate_groups_without_class_metrics
     html = (out / "report.html").read_text()
     assert 'id="no-classes"' in html and 'id="tsne"' in html and "Duplicate groups in the gallery" in html
     assert 'id="per-class"' not in html and 'id="confusion"' not in html and 'id="retrieval"' not in html
+
+
+def test_index_add_takes_a_flat_folder(unlabelled_index, photos, tmp_path, capsys):
+    index = shutil.copytree(unlabelled_index, tmp_path / "index")
+    more = tmp_path / "more"
+    more.mkdir()
+    for name in ("03.jpg", "04.jpg"):
+        shutil.copyfile(photos / name, more / f"again-{name}")
+    capsys.readouterr()
+    assert main(["index", "add", str(index), "--data", str(more), "--duplicates", "skip", "--workers", "0",
+                 "--quiet"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["added"] == 0 and added["duplicates"]["exact"] == 2  # byte copies, judged by the index's rule
+    assert main(["index", "add", str(index), "--data", str(more), "--duplicates", "keep", "--workers", "0",
+                 "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == 2
+    engine = Engine.open(str(index))
+    try:
+        assert engine.store.label_counts() == {"": 43}
+    finally:
+        engine.close()
