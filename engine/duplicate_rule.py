@@ -21,8 +21,9 @@ from similarity.hygiene import DuplicateRule
 log = logging.getLogger(__name__)
 
 COPIES_OBJECTIVE = "copies"
-# SSCD's starting point for its copy descriptors (cosine 0.75: about 90% precision on DISC21), for a copy-trained
-# checkpoint that recorded no threshold of its own (trained without validation images)
+# the threshold SSCD's own descriptors are used with (cosine 0.75: about 90% precision on DISC21), for a
+# copy-trained checkpoint that recorded no threshold of its own (trained without validation images); not measured
+# on simsearch's descriptors
 DEFAULT_DESCRIPTOR_COSINE = 0.75
 
 

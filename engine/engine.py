@@ -278,8 +278,8 @@ class Engine:
                         progress: bool = False) -> DuplicateReport:
         """Duplicate groups of this index, found through its own search (see :mod:`engine.dedup`; ``sample``:
         search from that many seeded items only; ``confirm``: verify descriptor matches too); remove the
-        confirmed members but the first of each group with ``delete(report.duplicates)``; ``rule``: default
-        :attr:`duplicate_rule`)."""
+        confirmed members but the first of each group with ``delete(report.duplicates)``.  ``rule``: default
+        :attr:`duplicate_rule`."""
         rule = rule if rule is not None else self.duplicate_rule
         return find_duplicates(self.store, rule=rule, neighbours=neighbours, pixels=pixels, sample=sample, seed=seed,
                                confirm=confirm, progress=progress)
