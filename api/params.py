@@ -129,7 +129,8 @@ def many_uploads(request: Request, config: ApiConfig, field: str = "images") -> 
     return blobs
 
 
-def form_label(request: Request) -> str:
+def form_label(request: Request) -> str | None:
+    """The ``label`` form field as sent, or None when the form has none (an image without a label)."""
     if request.mimetype != "multipart/form-data":
-        raise UnsupportedMediaType("send multipart/form-data with an 'image' file and a 'label' field")
-    return multipart_form(request)[0].get("label", "")
+        raise UnsupportedMediaType("send multipart/form-data with an 'image' file and, optionally, a 'label' field")
+    return multipart_form(request)[0].get("label")

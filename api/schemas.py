@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.engine import SearchResult
 from engine.ingestion import AddResult
-from index import ItemMeta, Neighbor, Vote
+from index import NO_LABEL, ItemMeta, Neighbor, Vote
 
 
 THUMBNAIL_SIZE = 128
@@ -15,13 +15,21 @@ def item_urls(item_id: int, root: str = "") -> dict:
             "thumbnail_url": f"{root}/api/images/{item_id}?size={THUMBNAIL_SIZE}"}
 
 
+def label_json(label: str) -> str | None:
+    """A stored label as answered: null for an item without one."""
+    return None if label == NO_LABEL else label
+
+
 def neighbor_json(rank: int, neighbor: Neighbor, root: str = "") -> dict:
-    return {"rank": rank, "id": neighbor.id, "label": neighbor.label,
+    return {"rank": rank, "id": neighbor.id, "label": label_json(neighbor.label),
             "similarity": round(neighbor.similarity, 6), "score": round(neighbor.score, 6),
             **item_urls(neighbor.id, root)}
 
 
-def prediction_json(vote: Vote, weighted: bool) -> dict:
+def prediction_json(vote: Vote | None, weighted: bool) -> dict | None:
+    """The vote as answered; null when there is none (no neighbour carries a label)."""
+    if vote is None:
+        return None
     votes = {label: (round(v, 6) if weighted else int(v)) for label, v in vote.votes.items()}
     return {"label": vote.label, "confidence": round(vote.confidence, 6), "votes": votes,
             "weighted": weighted, "is_unknown": vote.is_unknown}
@@ -33,7 +41,7 @@ def search_json(result: SearchResult, k: int, root: str = "") -> dict:
 
 
 def item_json(item: ItemMeta, root: str = "") -> dict:
-    return {"id": item.id, "label": item.label, "added_at": item.added_at,
+    return {"id": item.id, "label": label_json(item.label), "added_at": item.added_at,
             **item_urls(item.id, root)}
 
 

@@ -25,7 +25,7 @@ from api.writable import WritableState
 from engine.engine import Engine, PixelBudgetExceeded, SearchResult, make_rng, mime_type, set_torch_threads
 from engine.ingestion import DEFAULT_POLICY, AddResult
 from engine.live import LiveEngine
-from index import MAX_LABEL_CHARS, IndexStoreError, ItemMeta
+from index import MAX_LABEL_CHARS, NO_LABEL, IndexStoreError, ItemMeta
 from similarity.imageio import ImageDecodeError, scale_to_fit
 
 logger = logging.getLogger(__name__)
@@ -190,11 +190,12 @@ class SearchService:
             return self.engine.random_items(n, self._rng)
 
     # ------------------------------------------------------------------ writes
-    def add_image(self, data: bytes, label: str, *, duplicates: str = DEFAULT_POLICY) -> AddResult:
+    def add_image(self, data: bytes, label: str | None, *, duplicates: str = DEFAULT_POLICY) -> AddResult:
         """Embed the upload, store its file under ``uploads/`` in the index's home and add it: durable, and visible to
-        every worker and process, when this returns.  ``duplicates``: the policy for an upload that duplicates an
-        indexed image (``keep``, ``skip`` or ``flag``, see :meth:`Engine.add_image`)."""
-        label = self.check_label(label, "form field 'label'")
+        every worker and process, when this returns.  ``label``: None for an image without one (it is found by
+        search and takes no part in the vote).  ``duplicates``: the policy for an upload that duplicates an indexed
+        image (``keep``, ``skip`` or ``flag``, see :meth:`Engine.add_image`)."""
+        label = NO_LABEL if label is None else self.check_label(label, "form field 'label'")
         try:
             result = self.live.write(lambda engine: engine.add_image(data, label, max_pixels=self.config.max_pixels,
                                                                       duplicates=duplicates))
@@ -225,7 +226,7 @@ class SearchService:
         """A class label as sent (stripped): 1..MAX_LABEL_CHARS printable characters."""
         label = (label or "").strip()
         if not label:
-            raise InvalidRequest(f"{what} is required (the class of the image)")
+            raise InvalidRequest(f"{what} must not be empty once surrounding whitespace is stripped")
         if len(label) > MAX_LABEL_CHARS:
             raise InvalidRequest(f"{what} must be at most {MAX_LABEL_CHARS} characters once surrounding "
                                  f"whitespace is stripped, got {len(label)}")
@@ -239,9 +240,11 @@ class SearchService:
         model_info = self.engine.model_info
         model = {k: v for k, v in model_info.items() if k != "preprocess"}
         model["preprocess"] = model_info.get("preprocess")
+        counts = stats["label_counts"]
         return {
             "items": stats["ntotal"],
-            "label_counts": stats["label_counts"],
+            "label_counts": {label: n for label, n in counts.items() if label != NO_LABEL},
+            "unlabelled_items": counts.get(NO_LABEL, 0),
             "model": model,
             "index": {key: stats[key] for key in ("backend", "index_type", "factory", "index_params",
                                                    "bytes_per_vector", "expected_recall", "dim", "metric",

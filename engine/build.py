@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from durablefile import atomic_path
+from engine.duplicate_rule import rule_for
 from engine.ingestion import DuplicateCounts, apply_policy, check_policy, find_new_duplicates
 from engine.layout import MODEL_FILE, UPLOADS_DIR
-from index import MODEL_FIELDS, IndexConfig, IndexStoreError, VectorStore
+from index import MODEL_FIELDS, NO_LABEL, IndexConfig, IndexStoreError, VectorStore
 from index.location import create_store, default_home, is_milvus, open_store
 from index.persist import check_model
 from similarity.checkpoint import Checkpoint, load_checkpoint
@@ -113,11 +114,13 @@ def _require_files(data: LabelledImages) -> None:
 
 def _append(store: VectorStore, data: LabelledImages, embeddings: np.ndarray, kept: np.ndarray,
             source: str | None = None) -> np.ndarray:
-    """Add the embeddings of ``data``'s rows ``kept`` with their labels and absolute paths; returns ids."""
+    """Add the embeddings of ``data``'s rows ``kept`` with their labels (:data:`index.NO_LABEL` for an unlabelled
+    collection) and absolute paths; returns ids."""
     if not len(kept):
         return np.zeros(0, np.int64)
     assert data.paths is not None
-    return store.add(embeddings, labels=[data.class_names[data.labels[i]] for i in kept],
+    labels = [data.class_names[data.labels[i]] for i in kept] if data.labelled else [NO_LABEL] * len(kept)
+    return store.add(embeddings, labels=labels,
                      paths=[os.path.abspath(data.paths[i]) for i in kept],
                      sources=[source or data.source] * len(kept))
 
@@ -125,11 +128,12 @@ def _append(store: VectorStore, data: LabelledImages, embeddings: np.ndarray, ke
 def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: str | os.PathLike, *,
                 config: IndexConfig = IndexConfig(), batch_size: int = 256, num_workers: int = 0,
                 progress: bool = True, home: str | os.PathLike | None = None, duplicates: str = "flag",
-                rule: DuplicateRule = DuplicateRule(), runtime: EmbedRuntime = EmbedRuntime()) -> BuildSummary:
-    """Embed every image of ``data`` with the checkpoint and write a new index: a directory, or a Milvus
-    collection whose ``model.pt`` and uploads go to ``home`` (default: :func:`index.location.default_home`).
-    ``duplicates``: the policy for duplicates within ``data`` (see :mod:`engine.ingestion`); ``runtime``: what
-    runs the model (see :func:`similarity.runtime.load_embedder`)."""
+                rule: DuplicateRule | None = None, runtime: EmbedRuntime = EmbedRuntime()) -> BuildSummary:
+    """Embed every image of ``data`` (labelled or not) with the checkpoint and write a new index: a directory, or a
+    Milvus collection whose ``model.pt`` and uploads go to ``home`` (default: :func:`index.location.default_home`).
+    ``duplicates``: the policy for duplicates within ``data`` (see :mod:`engine.ingestion`) under ``rule`` (default:
+    the checkpoint's, :func:`engine.duplicate_rule.rule_for`); ``runtime``: what runs the model (see
+    :func:`similarity.runtime.load_embedder`)."""
     import time
 
     check_policy(duplicates)
@@ -141,6 +145,7 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: s
     if not milvus and home_dir.exists() and any(home_dir.iterdir()):
         raise FileExistsError(f"{home_dir} exists and is not empty; choose a new directory or delete it")
     checkpoint = load_checkpoint(checkpoint_path)
+    rule = rule if rule is not None else rule_for(checkpoint)
     embedder = load_embedder(checkpoint, runtime)  # a bad ONNX file fails before anything is written
     if milvus:  # refuse an existing collection before spending minutes embedding
         from index.location import parse_location

@@ -70,12 +70,13 @@ def image_files(folder: str | os.PathLike) -> list[str]:
     return sorted(str(p) for p in root.rglob("*") if p.is_file() and is_image_path(p))
 
 
-def find_copies_of_files(engine: Engine, paths: Sequence[str], *, rule: DuplicateRule = DuplicateRule(),
+def find_copies_of_files(engine: Engine, paths: Sequence[str], *, rule: DuplicateRule | None = None,
                          neighbours: int = DEFAULT_NEIGHBOURS, max_pixels: int = DEFAULT_MAX_PIXELS
                          ) -> list[QueryCopies]:
     """The copies in ``engine``'s index of each file of ``paths`` (in that order): decoded once, embedded with the
     index's model, judged against its ``neighbours`` nearest items.  A file that cannot be decoded gets
-    ``error`` and no copies."""
+    ``error`` and no copies.  ``rule``: default the index's own (:attr:`Engine.duplicate_rule`)."""
+    rule = rule if rule is not None else engine.duplicate_rule
     results: dict[int, QueryCopies] = {}
     cache = SignalCache(max_pixels=max_pixels)
     for start in range(0, len(paths), EMBED_BATCH):

@@ -25,7 +25,9 @@ from engine.build import add_images, open_index
 from engine.dedup import DEFAULT_NEIGHBOURS, DuplicateReport, find_duplicates
 from engine.ingestion import DEFAULT_POLICY, AddResult, DuplicateCounts, check_policy, find_in_store
 from engine.layout import UPLOADS_DIR
-from index import ItemMeta, Maintainable, Neighbor, ServerCompacted, VectorStore, Vote, majority_vote, storage_error
+from engine.duplicate_rule import rule_for
+from index import (NO_LABEL, ItemMeta, Maintainable, Neighbor, ServerCompacted, VectorStore, Vote, majority_vote,
+                   storage_error)
 from similarity.checkpoint import Checkpoint, CheckpointError
 from similarity.data import LabelledImages, SkippedFile
 from similarity.embedder import ImageEmbedder
@@ -50,10 +52,11 @@ class PixelBudgetExceeded(ValueError):
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One query's neighbors (best first), their vote and the time of each step in milliseconds."""
+    """One query's neighbors (best first), their vote (None when no neighbor carries a label) and the time of each
+    step in milliseconds."""
 
     neighbors: list[Neighbor]
-    vote: Vote
+    vote: Vote | None
     weighted: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -107,6 +110,12 @@ class Engine:
     def model_info(self) -> dict:
         return self.checkpoint.model_info()
 
+    @property
+    def duplicate_rule(self) -> DuplicateRule:
+        """The duplicate rule of this index's model (:func:`engine.duplicate_rule.rule_for`): what ingestion,
+        ``index dedup`` and the report use unless given another."""
+        return rule_for(self.checkpoint)
+
     def __len__(self) -> int:
         return len(self.store)
 
@@ -158,8 +167,14 @@ class Engine:
         return [SearchResult(h, v, weighted, timings) for h, v in zip(hits, votes)]
 
     @staticmethod
-    def vote(neighbors: list[Neighbor], *, weighted: bool = False, unknown_below: float | None = None) -> Vote:
-        return majority_vote([n.label for n in neighbors], [n.similarity for n in neighbors], weighted=weighted,
+    def vote(neighbors: list[Neighbor], *, weighted: bool = False, unknown_below: float | None = None
+             ) -> Vote | None:
+        """The majority vote of the neighbours that carry a label; None when neighbours were found and none carries
+        one (an unlabelled index: there is no class to vote for)."""
+        labelled = [n for n in neighbors if n.label != NO_LABEL]
+        if neighbors and not labelled:
+            return None
+        return majority_vote([n.label for n in labelled], [n.similarity for n in labelled], weighted=weighted,
                              unknown_below=unknown_below)
 
     def similar(self, item_id: int, *, k: int = 10, weighted: bool = False, unknown_below: float | None = None,
@@ -198,16 +213,19 @@ class Engine:
         return os.path.realpath(os.path.dirname(path)) == os.path.realpath(self._uploads)
 
     # ------------------------------------------------------------------ writes
-    def add_image(self, data: bytes, label: str, *, source: str = "upload", max_pixels: int = DEFAULT_MAX_PIXELS,
-                  duplicates: str = DEFAULT_POLICY, rule: DuplicateRule = DuplicateRule()) -> AddResult:
+    def add_image(self, data: bytes, label: str = NO_LABEL, *, source: str = "upload",
+                  max_pixels: int = DEFAULT_MAX_PIXELS, duplicates: str = DEFAULT_POLICY,
+                  rule: DuplicateRule | None = None) -> AddResult:
         """Decode and embed an uploaded image, store its file under ``uploads/`` (written and fsynced with its
         folder), then add it in one durable transaction.  If the add fails the file is removed; if the
         process dies in between, :meth:`compact` removes the unreferenced file.
 
         ``duplicates`` (see :mod:`engine.ingestion`): ``flag`` adds it and names the indexed item it duplicates,
         ``skip`` adds nothing (no file written) when it duplicates one and returns that item, ``keep`` adds it
-        unchecked.  Raises ``ValueError`` for another policy, ``ImageDecodeError`` for an unreadable image."""
+        unchecked; ``rule``: default :attr:`duplicate_rule`.  ``label``: :data:`index.NO_LABEL` for an image without
+        one.  Raises ``ValueError`` for another policy, ``ImageDecodeError`` for an unreadable image."""
         check_policy(duplicates)
+        rule = rule if rule is not None else self.duplicate_rule
         image = _decode(data, "image", max_pixels)
         xb = self.embedder.embed_images([image])
         signals = functools.cache(lambda: ImageSignals.of_image(image, "upload"))  # only if a candidate needs it
@@ -238,12 +256,14 @@ class Engine:
 
     def add_collection(self, data: LabelledImages, *, batch_size: int = 256, num_workers: int = 0,
                        progress: bool = True, source: str | None = None, duplicates: str = DEFAULT_POLICY,
-                       rule: DuplicateRule = DuplicateRule()
+                       rule: DuplicateRule | None = None
                        ) -> tuple[np.ndarray, list[SkippedFile], DuplicateCounts]:
-        """Embed a labelled collection of files and add it in one transaction, under the ``duplicates`` policy
-        (against the index and within the collection); returns (ids, skipped files, duplicate counts)."""
+        """Embed a collection of files (labelled or not) and add it in one transaction, under the ``duplicates``
+        policy (against the index and within the collection; ``rule``: default :attr:`duplicate_rule`); returns
+        (ids, skipped files, duplicate counts)."""
         return add_images(self.store, self.embedder, data, batch_size=batch_size, num_workers=num_workers,
-                          progress=progress, source=source, duplicates=duplicates, rule=rule)
+                          progress=progress, source=source, duplicates=duplicates,
+                          rule=rule if rule is not None else self.duplicate_rule)
 
     def delete(self, ids: Sequence[int]) -> list[ItemMeta]:
         """Delete items for good (durable when this returns); their uploaded files, if any, are removed."""
@@ -253,12 +273,14 @@ class Engine:
                 _remove_quietly(item.path)
         return gone
 
-    def find_duplicates(self, *, rule: DuplicateRule = DuplicateRule(), neighbours: int = DEFAULT_NEIGHBOURS,
+    def find_duplicates(self, *, rule: DuplicateRule | None = None, neighbours: int = DEFAULT_NEIGHBOURS,
                         pixels: bool = False, sample: int | None = None, seed: int = 0, confirm: bool = False,
                         progress: bool = False) -> DuplicateReport:
         """Duplicate groups of this index, found through its own search (see :mod:`engine.dedup`; ``sample``:
         search from that many seeded items only; ``confirm``: verify descriptor matches too); remove the
-        confirmed members but the first of each group with ``delete(report.duplicates)``."""
+        confirmed members but the first of each group with ``delete(report.duplicates)``.  ``rule``: default
+        :attr:`duplicate_rule`."""
+        rule = rule if rule is not None else self.duplicate_rule
         return find_duplicates(self.store, rule=rule, neighbours=neighbours, pixels=pixels, sample=sample, seed=seed,
                                confirm=confirm, progress=progress)
 

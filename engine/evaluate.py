@@ -342,7 +342,7 @@ def _traffic(old: Engine, new: Engine, traffic: Sequence[TrafficQuery], config: 
         old_ids, new_ids = ({n.id for n in r.neighbors} for r in answers)
         size = max(len(old_ids), len(new_ids))
         rows.append((query, answers, len(old_ids & new_ids) / size if size else 1.0,
-                     answers[0].vote.label == answers[1].vote.label))
+                     _vote_label(answers[0]) == _vote_label(answers[1])))
     if not rows:
         raise EvaluationError(f"none of the {len(chosen)} logged queries could be searched (see the warnings)")
     overlap = np.array([row[2] for row in rows])
@@ -359,10 +359,15 @@ def _traffic(old: Engine, new: Engine, traffic: Sequence[TrafficQuery], config: 
     return section, {side: _percentiles(values) for side, values in timings.items()}, queries
 
 
+def _vote_label(result: SearchResult) -> str | None:
+    """The class a search voted for; None without a vote (an index without labels)."""
+    return result.vote.label if result.vote is not None else None
+
+
 def _changed(row: tuple, shown: int) -> dict:
     query, answers, overlap, agree = row
     return {"query": query.path, "label_filter": query.label, "overlap": _round(overlap), "votes_agree": bool(agree),
-            **{side: {"vote": r.vote.label,
+            **{side: {"vote": _vote_label(r),
                       "neighbors": [{"id": n.id, "label": n.label, "similarity": _round(n.similarity), "path": n.path}
                                     for n in r.neighbors[:shown]]}
                for side, r in zip(("old", "new"), answers)}}

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from index import NO_LABEL
 from report import EmbeddingSet, ReportConfig, ReportResult, build_report
+from report.config import NO_LABEL_NAME
 from report.duplicates import write_duplicates  # noqa: F401  (the CLI writes `index dedup` listings through here)
 from similarity.checkpoint import Checkpoint
 from similarity.data import LabelledImages, fashion_mnist_folder, load_labelled_images
@@ -44,9 +47,11 @@ def held_out_queries(checkpoint: Checkpoint, which: str | None) -> LabelledImage
 
 
 def index_embeddings(store, class_names: list[str]) -> EmbeddingSet:
+    """Every live item of ``store`` as an :class:`EmbeddingSet`, the checkpoint's ``class_names`` first; an item
+    without a label is of the class :data:`report.config.NO_LABEL_NAME`."""
     ids, vectors = store.all_vectors()
     items = {item.id: item for item in store.iter_items()}
-    labels_text = [items[int(i)].label for i in ids]
+    labels_text = [items[int(i)].label or NO_LABEL_NAME for i in ids]
     names = list(class_names) + sorted(set(labels_text) - set(class_names))
     lookup = {name: i for i, name in enumerate(names)}
     return EmbeddingSet(embeddings=vectors, labels=np.array([lookup[t] for t in labels_text], dtype=np.int64),
@@ -80,7 +85,13 @@ def report_for_index(index_dir: str | os.PathLike, *, checkpoint: str | None = N
 def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | None, config: ReportConfig,
             progress: bool) -> ReportResult:
     ckpt, store = engine.checkpoint, engine.store
-    gallery = index_embeddings(store, ckpt.class_names)
+    if config.duplicates is None:
+        config = replace(config, duplicates=engine.duplicate_rule)
+    labelled = any(label != NO_LABEL for label in store.label_counts())
+    gallery = index_embeddings(store, ckpt.class_names if labelled else [])
+    if not labelled and queries is not None:
+        log.info("the index has no labels: the report has no class metrics and searches no queries (%s)", queries)
+        queries = None
     query_data = held_out_queries(ckpt, queries)
     query_set = None
     if query_data is not None:
@@ -101,7 +112,8 @@ def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | No
                       "checkpoint_sha256": ckpt.sha256[:16], "trained_on": ckpt.extra.get("data_source", ""),
                       "best_epoch": ckpt.metrics.get("best_epoch")},
             "index": {"type": stats["index_type"], "items": stats["ntotal"], "directory": engine.directory},
-            "queries": str(queries) if queries else "leave-one-out within the index"}
+            "queries": (str(queries) if queries else "leave-one-out within the index") if labelled else
+            "none: the images have no labels"}
     groups = None
     if config.hygiene:
         duplicates = engine.find_duplicates(rule=config.duplicates, pixels=True, sample=config.hygiene_sample,
@@ -111,4 +123,5 @@ def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | No
         info["duplicate_search_items"] = duplicates.summary()["queried"]
     out = Path(out_dir) if out_dir else Path(engine.directory) / REPORT_DIR
     return build_report(gallery, query_set, out, config=config, info=info, history=ckpt.history,
-                        progress=progress, duplicate_groups=groups, start=(ckpt.metrics or {}).get("start"))
+                        progress=progress, duplicate_groups=groups, start=(ckpt.metrics or {}).get("start"),
+                        labelled=labelled)

@@ -9,8 +9,8 @@ from index.config import INDEX_TYPES, IndexConfig, auto_nlist, auto_pq_m, choose
 from index.errors import (IndexBusyError, IndexDamagedError, IndexFullError, IndexMismatchError, IndexReadOnlyError,
                           IndexStoreError, IndexSupersededError, IndexUnavailableError, storage_error)
 from index.persist import MODEL_FIELDS
-from index.base import (MAX_LABEL_CHARS, CompactResult, ItemMeta, Maintainable, Neighbor, ReplicaState, Replicable,
-                        ServerCompacted, VectorStore)
+from index.base import (MAX_LABEL_CHARS, NO_LABEL, CompactResult, ItemMeta, Maintainable, Neighbor, ReplicaState,
+                        Replicable, ServerCompacted, VectorStore)
 from index.store import IndexStore
 from index.vote import Vote, majority_vote
 
@@ -18,7 +18,7 @@ __all__ = [
     "INDEX_TYPES", "CompactResult", "IndexBusyError", "IndexConfig", "IndexDamagedError", "IndexFullError",
     "IndexMismatchError", "IndexReadOnlyError", "IndexStore", "IndexStoreError", "IndexSupersededError",
     "IndexUnavailableError", "ItemMeta",
-    "MAX_LABEL_CHARS", "MODEL_FIELDS", "Maintainable",
+    "MAX_LABEL_CHARS", "MODEL_FIELDS", "NO_LABEL", "Maintainable",
     "Neighbor", "ReplicaState", "Replicable", "ServerCompacted", "VectorStore", "Vote", "auto_nlist", "auto_pq_m",
     "choose_index_type", "estimate_hnsw_bytes", "majority_vote", "storage_error",
 ]

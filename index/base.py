@@ -23,6 +23,9 @@ from index.config import IndexConfig
 # the longest label (in characters, after stripping surrounding whitespace) that the API accepts and a store
 # filters on: the one limit, imported by the API and the stores (Milvus: 4 UTF-8 bytes each in the label field)
 MAX_LABEL_CHARS = 100
+# the label of an item that has none (an image of an unlabelled collection, an upload sent without a label): it
+# takes no part in the vote, and a label filter never matches it
+NO_LABEL = ""
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,11 @@ class Neighbor:
 
 
 def check_labels(labels: list[str]) -> list[str]:
-    """``labels`` as stored: each a non-empty string of at most MAX_LABEL_CHARS characters (the API's limit too)."""
+    """``labels`` as stored: each :data:`NO_LABEL` or a string of at most MAX_LABEL_CHARS characters (the API's
+    limit too)."""
     for i, label in enumerate(labels):
-        if not label or len(label) > MAX_LABEL_CHARS:
-            raise ValueError(f"labels[{i}] must be 1 to {MAX_LABEL_CHARS} characters, got {len(label)}: "
+        if len(label) > MAX_LABEL_CHARS:
+            raise ValueError(f"labels[{i}] must be at most {MAX_LABEL_CHARS} characters, got {len(label)}: "
                              f"{label[:40]!r}{'...' if len(label) > 40 else ''}")
     return labels
 

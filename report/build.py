@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,13 @@ from durablefile import atomic_write
 from report import figures as figs
 from report.classification import class_confusion, most_confused_pairs, per_class_accuracy
 from report.cluster import cluster_quality
-from report.config import HTML_FILE, JSON_FILE, EmbeddingSet, ReportConfig, ReportResult
+from report.config import HTML_FILE, JSON_FILE, UNLABELLED_NOTE, EmbeddingSet, ReportConfig, ReportResult
 from report.examples import choose_examples, example_rows, render_grid
 from report.html import render_html, tsne_payload
 from report.hygiene import find_leaks, hygiene_metrics, hygiene_rows
 from report.thumbnails import png_data_uri, thumbnail_uris
 from report.tsne import TsneMap, tsne_map
+from similarity.hygiene import DuplicateRule
 from similarity.metrics import QueryScores, retrieval_summary, score_queries
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def build_report(gallery: EmbeddingSet, queries: EmbeddingSet | None, out_dir: s
                  history: list[dict] | None = None, progress: bool = True,
                  title: str = "simsearch embedding report",
                  duplicate_groups: Sequence[Mapping] | None = None,
-                 start: Mapping[str, Any] | None = None) -> ReportResult:
+                 start: Mapping[str, Any] | None = None, labelled: bool = True) -> ReportResult:
     """Evaluate ``queries`` against ``gallery`` (leave-one-out within the gallery when ``queries`` is None)
     and write ``report.html``, ``report.json`` and the figures' PNGs into ``out_dir``.
 
@@ -50,10 +51,17 @@ def build_report(gallery: EmbeddingSet, queries: EmbeddingSet | None, out_dir: s
     for the training curves. ``duplicate_groups``: the gallery's duplicate groups as
     ``engine.dedup.DuplicateGroup.to_dict()`` dicts, for the data-hygiene section (None: not searched).
     ``start``: the trained model against its starting point (the checkpoint's ``metrics["start"]``), shown in the
-    summary. Returns the paths and the metrics (as written to ``report.json``).
+    summary. ``labelled`` False: the gallery's images have no labels (one class, :data:`NO_LABEL_NAME`); the report
+    then holds the t-SNE map in one colour, the duplicate groups and the training curves, no class metrics and no
+    queries (:data:`UNLABELLED_NOTE` says why). Returns the paths and the metrics (as written to ``report.json``).
     """
     _check_compatible(gallery, queries)
+    if config.duplicates is None:
+        config = replace(config, duplicates=DuplicateRule())
     with threadpool_limits(limits=config.threads):
+        if not labelled:
+            return _build_unlabelled(gallery, Path(out_dir), config=config, info=info, history=history,
+                                     progress=progress, title=title, groups=duplicate_groups)
         return _build(gallery, queries, Path(out_dir), config=config, info=info, history=history, start=start,
                       progress=progress, title=title, groups=duplicate_groups)
 
@@ -103,11 +111,7 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
     with steps("cluster quality"):
         cluster = cluster_quality(evaluated.embeddings, evaluated.labels, seed=config.seed,
                                   silhouette_sample=config.silhouette_sample, kmeans_sample=config.kmeans_sample)
-    with steps("t-SNE"):
-        tsne = tsne_map(evaluated.embeddings, sample=config.tsne_sample, perplexity=config.tsne_perplexity,
-                        pca_dims=config.pca_dims, max_iter=config.tsne_max_iter, seed=config.seed)
-    with steps("thumbnails"):
-        thumbs = _hover_thumbnails(evaluated, tsne, config, rng, progress)
+    tsne, thumbs = _map(evaluated, config, rng, progress, steps)
     with steps("figures"):
         pngs = _figures(evaluated, tsne, found, history)
     with steps("examples"):
@@ -129,6 +133,57 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
         "against_start": dict(start) if start else None,
         "timings_s": steps.timings,
     }
+    return _finish(out, steps, metrics, evaluated, tsne, thumbs, pngs, config=config, info=info, history=history,
+                   title=title, hygiene_html=hygiene_html)
+
+
+def _build_unlabelled(gallery: EmbeddingSet, out: Path, *, config: ReportConfig, info: Mapping[str, Any] | None,
+                      history: list[dict] | None, progress: bool, title: str,
+                      groups: Sequence[Mapping] | None) -> ReportResult:
+    """The report of images without labels: the t-SNE map (one colour), the duplicate groups, the training curves."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    steps = _Steps(progress)
+    tsne, thumbs = _map(gallery, config, rng, progress, steps)
+    with steps("figures"):
+        pngs = {"tsne": figs.tsne_figure(tsne.coords, gallery.labels[tsne.rows], gallery.class_names)}
+        curves = _training_curves(history)
+        if curves is not None:
+            pngs["training_curves"] = curves
+    with steps("hygiene"):
+        assert config.duplicates is not None
+        hygiene = hygiene_metrics(None, np.zeros(0), np.zeros(0), config.duplicates, groups, queries=len(gallery))
+        hygiene_html = hygiene_rows([], groups or [], gallery, gallery, shown=config.hygiene_shown,
+                                    size=max(config.thumbnail_size, 48))
+    metrics: dict[str, Any] = {
+        "counts": {"gallery": len(gallery), "queries": 0, "classes": 0, "dim": int(gallery.embeddings.shape[1]),
+                   "mode": "unlabelled"},
+        "labelled": False, "class_metrics": UNLABELLED_NOTE,
+        "tsne": {"points": len(tsne.rows), "set": "gallery", "perplexity": tsne.perplexity,
+                 "hover_thumbnails": sum(t is not None for t in thumbs)},
+        "hygiene": hygiene,
+        "timings_s": steps.timings,
+    }
+    return _finish(out, steps, metrics, gallery, tsne, thumbs, pngs, config=config, info=info, history=history,
+                   title=title, hygiene_html=hygiene_html)
+
+
+def _map(evaluated: EmbeddingSet, config: ReportConfig, rng: np.random.Generator, progress: bool,
+         steps: _Steps) -> tuple[TsneMap, list[str | None]]:
+    """The t-SNE map of ``evaluated`` and the hover thumbnails of its points (steps "t-SNE" and "thumbnails")."""
+    with steps("t-SNE"):
+        tsne = tsne_map(evaluated.embeddings, sample=config.tsne_sample, perplexity=config.tsne_perplexity,
+                        pca_dims=config.pca_dims, max_iter=config.tsne_max_iter, seed=config.seed)
+    with steps("thumbnails"):
+        thumbs = _hover_thumbnails(evaluated, tsne, config, rng, progress)
+    return tsne, thumbs
+
+
+def _finish(out: Path, steps: _Steps, metrics: dict[str, Any], evaluated: EmbeddingSet, tsne: TsneMap,
+            thumbs: list[str | None], pngs: dict[str, bytes], *, config: ReportConfig,
+            info: Mapping[str, Any] | None, history: list[dict] | None, title: str,
+            hygiene_html: Any) -> ReportResult:
+    """The "write" step: render and write the page, the JSON and the figures; the timings then include it."""
     with steps("write"):
         written = _json_safe(metrics)  # a copy: its timings end before "write"
         html = _render(evaluated, tsne, thumbs, pngs, written, config=config, info=info, title=title,
@@ -138,6 +193,13 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
     result.metrics["timings_s"] = steps.timings  # now including "write"
     log.info("report written to %s", result.html_path)
     return result
+
+
+def _training_curves(history: list[dict] | None) -> bytes | None:
+    """The PNG of the training curves (epochs after 0), or None without any."""
+    if any(row.get("epoch", 1) > 0 for row in history or []):
+        return figs.training_figure([row for row in history or [] if row.get("epoch", 1) > 0])
+    return None
 
 
 def _retrieve(gallery: EmbeddingSet, queries: EmbeddingSet | None, config: ReportConfig,
@@ -191,8 +253,9 @@ def _figures(evaluated: EmbeddingSet, tsne: TsneMap, found: _Retrieval, history:
         "confusion": figs.confusion_figure(found.confusion, names),
         "per_class_accuracy": figs.per_class_figure(found.accuracy, names, overall_accuracy),
     }
-    if any(row.get("epoch", 1) > 0 for row in history or []):
-        pngs["training_curves"] = figs.training_figure([row for row in history if row.get("epoch", 1) > 0])
+    curves = _training_curves(history)
+    if curves is not None:
+        pngs["training_curves"] = curves
     return pngs
 
 

@@ -15,6 +15,11 @@ from similarity.hygiene import DuplicateRule
 
 HTML_FILE = "report.html"
 JSON_FILE = "report.json"
+NO_LABEL_NAME = "(no label)"  # the class name the report gives items without a label
+# why a report on images without labels has no class metrics (shown in the report, kept in report.json)
+UNLABELLED_NOTE = ("The images have no labels, so there is no class to predict: the report has no kNN accuracy, "
+                   "retrieval precision, per-class table, confusion matrix or cluster quality. It shows the map of "
+                   "the embeddings and the duplicate groups.")
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,9 @@ class ReportConfig:
     threads: int = 1  # BLAS/OpenMP threads while building (spinning OpenMP threads crawl on busy shared cores)
     hygiene: bool = True  # search the gallery for duplicate groups (the index's own ANN search; leakage is always on)
     hygiene_sample: int = 10000  # gallery items whose neighbours the duplicate search visits (a seeded sample)
-    duplicates: DuplicateRule = DuplicateRule()  # what counts as a duplicate in the data-hygiene section
+    # what counts as a duplicate in the data-hygiene section; None: the index's rule (engine.duplicate_rule.rule_for),
+    # DuplicateRule() for a report built from arrays alone
+    duplicates: DuplicateRule | None = None
     hygiene_shown: int = 24  # leaked queries and mixed-label groups shown with thumbnails, each
 
     def __post_init__(self) -> None:

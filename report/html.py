@@ -77,8 +77,12 @@ def render_html(*, title: str, subtitle: str, metrics: Mapping[str, Any], figure
                 hygiene: Mapping[str, Any] | None = None) -> str:
     """The full HTML page. ``metrics`` is the report's metrics dict (see ``report.json``); ``figures`` maps
     figure names (tsne, confusion, per_class_accuracy, examples, training_curves) to data URIs or None;
-    ``hygiene``: the thumbnail rows of :func:`report.hygiene.hygiene_rows`."""
+    ``hygiene``: the thumbnail rows of :func:`report.hygiene.hygiene_rows`. Metrics with ``"labelled": False``
+    (images without labels) give the page without class sections, with ``metrics["class_metrics"]`` saying why."""
     env = Environment(loader=PackageLoader("report", "templates"), autoescape=select_autoescape(["html"]))
+    if not metrics.get("labelled", True):
+        return _render_unlabelled(env, title=title, subtitle=subtitle, metrics=metrics, figures=figures,
+                                  tsne_json=tsne_json, info=info, settings=settings, hygiene=hygiene)
     retrieval = metrics["retrieval"]
     cards = [{"name": name, "value": format_value(value)} for name, value in retrieval.items()
              if name.startswith(SUMMARY_KEYS)]
@@ -91,11 +95,9 @@ def render_html(*, title: str, subtitle: str, metrics: Mapping[str, Any], figure
         if counts["mode"] == "queries" else
         f"Leave-one-out: each of the {counts['gallery']:,} gallery items is searched in the rest of the gallery."
     ) + f" {counts['classes']} classes. kNN vote over k = {settings['k']} neighbors."
-    tsne = metrics["tsne"]
-    tsne_note = (f"{tsne['points']:,} points of the {tsne['set']} set (seeded sample), PCA to "
-                 f"{settings['pca_dims']} dims, perplexity {tsne['perplexity']:.1f}.")
+    tsne_note = _tsne_note(metrics, settings)
     return env.get_template("report.html").render(
-        title=title, subtitle=subtitle, cards=cards, evaluation_note=evaluation_note,
+        title=title, subtitle=subtitle, labelled=True, cards=cards, evaluation_note=evaluation_note,
         retrieval=[(name, format_value(value)) for name, value in retrieval.items()],
         confused_pairs=metrics["confused_pairs"], per_class=per_class, cluster=cluster, figures=figures,
         tsne_note=tsne_note, tsne_json=tsne_json, info=flatten(info or {}), settings=flatten(settings),
@@ -104,4 +106,27 @@ def render_html(*, title: str, subtitle: str, metrics: Mapping[str, Any], figure
         hygiene_rule_cosine=metrics.get("hygiene", {}).get("rule", {}).get("cosine", 0.0),
         against_start=(metrics.get("against_start") or {}).get("verdict"),
         duplicate_search=((info or {}).get("duplicate_search_items"), counts["gallery"]),
+    )
+
+
+def _tsne_note(metrics: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    tsne = metrics["tsne"]
+    return (f"{tsne['points']:,} points of the {tsne['set']} set (seeded sample), PCA to "
+            f"{settings['pca_dims']} dims, perplexity {tsne['perplexity']:.1f}.")
+
+
+def _render_unlabelled(env: Environment, *, title: str, subtitle: str, metrics: Mapping[str, Any],
+                       figures: Mapping[str, str | None], tsne_json: str, info: Mapping[str, Any] | None,
+                       settings: Mapping[str, Any], hygiene: Mapping[str, Any] | None) -> str:
+    """The page for images without labels: the note on why there are no class metrics, the t-SNE map, the
+    duplicate groups, training and model."""
+    counts = metrics["counts"]
+    return env.get_template("report.html").render(
+        title=title, subtitle=subtitle, labelled=False, cards=[], unlabelled_note=metrics["class_metrics"],
+        evaluation_note=f"{counts['gallery']:,} indexed images without labels.",
+        retrieval=[], confused_pairs=[], per_class=[], cluster=[], figures=figures,
+        tsne_note=_tsne_note(metrics, settings), tsne_json=tsne_json, info=flatten(info or {}),
+        settings=flatten(settings), hygiene=flatten(metrics.get("hygiene", {})), hygiene_rows=hygiene or {},
+        leakage=None, hygiene_rule_cosine=metrics.get("hygiene", {}).get("rule", {}).get("cosine", 0.0),
+        against_start=None, duplicate_search=((info or {}).get("duplicate_search_items"), counts["gallery"]),
     )

@@ -2,7 +2,7 @@
 
     simsearch index build --checkpoint runs/x/model.pt --data IMAGES --out INDEX [--type auto|flat|hnsw|ivfpq]
                           [--duplicates keep|skip|flag] [--runtime torch|onnx|auto [--onnx PATH]]
-    simsearch index add INDEX --data IMAGES [--duplicates keep|skip|flag]   (class folders or a CSV of path,label)
+    simsearch index add INDEX --data IMAGES [--duplicates keep|skip|flag]   (class folders, a CSV or a flat folder)
     simsearch index remove INDEX ID [ID ...]
     simsearch index compact INDEX [--force] [--orphan-grace SECONDS]   (the index, then orphan upload files)
     simsearch index stats INDEX
@@ -36,6 +36,7 @@ from engine.backup import BackupError, backup_index, restore_index
 from engine.build import build_index, copy_index, drop_index
 from engine.copies import find_copies_of_files, image_files
 from engine.dedup import DEFAULT_NEIGHBOURS
+from engine.duplicate_rule import DEFAULT_DESCRIPTOR_COSINE, rule_for
 from engine.engine import ORPHAN_GRACE_S, Engine
 from engine.lifecycle import CHUNK, reembed
 from engine.live import LiveEngine
@@ -45,7 +46,7 @@ from engine.reporting import write_duplicates
 from index import INDEX_TYPES, IndexConfig
 from index.check import check_store, looks_like_index, repair_store
 from index.migrate import migrate_legacy as migrate_index
-from similarity.data import fashion_mnist_folder, load_labelled_images
+from similarity.data import fashion_mnist_folder, load_images
 from similarity.hygiene import DuplicateRule
 from simsearch.cli import UserError
 from simsearch.runtime_args import add_runtime_arguments, runtime_from_args
@@ -62,10 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     commands = parser.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     defaults = IndexConfig()
 
-    build = commands.add_parser("build", help="embed a labelled image collection into a new index")
+    build = commands.add_parser("build", help="embed an image collection (labelled or not) into a new index")
     build.add_argument("--checkpoint", required=True, help="trained model (model.pt)")
     build.add_argument("--data", required=True,
-                       help="folder of class folders, CSV of path,label, or 'fashion-mnist' (train split as PNGs)")
+                       help="folder of class folders, CSV of path,label, a flat folder of images without labels, or "
+                            "'fashion-mnist' (train split as PNGs)")
     build.add_argument("--out", required=True, help=f"the new index: {INDEX_HELP}")
     build.add_argument("--home", default=None,
                        help="Milvus only: folder for model.pt and uploads that every API server reaches "
@@ -83,7 +85,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     add = commands.add_parser("add", help="embed more images and append them (no rebuild)")
     add.add_argument("index", metavar="INDEX", help=INDEX_HELP)
-    add.add_argument("--data", required=True, help="folder of class folders or CSV of path,label")
+    add.add_argument("--data", required=True,
+                     help="folder of class folders, CSV of path,label, or a flat folder of images without labels")
     add.add_argument("--checkpoint", help="default: the index's own model.pt")
     add.add_argument("--workers", type=int, default=2)
     add.add_argument("--duplicates", default=DEFAULT_POLICY, choices=DUPLICATE_POLICIES, help=DUPLICATES_HELP)
@@ -116,8 +119,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                   "group and every unconfirmed member; with --queries, list the copies of outside files instead")
     dedup = commands.add_parser("dedup", help=dedup_help, description=dedup_help)
     dedup.add_argument("index", metavar="INDEX", help=INDEX_HELP)
-    dedup.add_argument("--threshold", type=float, default=DuplicateRule().cosine, metavar="C",
-                       help="embedding cosine at or above which two items are candidates")
+    dedup.add_argument("--threshold", type=float, default=None, metavar="C",
+                       help=f"embedding cosine at or above which two items are candidates (default: "
+                            f"{DuplicateRule().cosine}, or the descriptor cosine of a copy descriptor where lower)")
     dedup.add_argument("--neighbours", type=int, default=DEFAULT_NEIGHBOURS, metavar="K",
                        help="nearest neighbours examined per item")
     dedup.add_argument("--pixels", action="store_true",
@@ -130,7 +134,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="RANSAC inliers of local verification that make a candidate a copy (0: no verification)")
     dedup.add_argument("--descriptor-cosine", type=float, default=None, metavar="C",
                        help="for a model trained for copies: the cosine at or above which a pair is a copy on the "
-                            "embedding alone (default: none, the model groups classes)")
+                            "embedding alone (default: the threshold its training measured at 90%% precision, else "
+                            f"{DEFAULT_DESCRIPTOR_COSINE}; none for a model trained on classes)")
     dedup.add_argument("--remove", action="store_true",
                        help="delete the confirmed duplicates (default: a dry run). Decodes the pixels even without "
                             "--pixels: what no pixel evidence confirms is listed as unconfirmed and kept")
@@ -205,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
 def _collection(spec: str):
     if spec == "fashion-mnist":
         return fashion_mnist_folder("train")
-    return load_labelled_images(spec, min_per_class=1)  # indexing needs no pairs
+    return load_images(spec, min_per_class=1)  # indexing needs no pairs; a flat folder has no labels
 
 
 def _report_skipped(skipped) -> None:
@@ -233,7 +238,7 @@ def _build(args: argparse.Namespace) -> int:
 def _add(args: argparse.Namespace) -> int:
     live = LiveEngine(args.index, args.checkpoint, runtime=runtime_from_args(args))  # follows an alias's switch
     try:
-        data = load_labelled_images(args.data, min_per_class=1)  # indexing needs no pairs
+        data = load_images(args.data, min_per_class=1)  # indexing needs no pairs; a flat folder has no labels
         ids, skipped, duplicates = live.write(lambda engine: engine.add_collection(
             data, num_workers=args.workers, progress=not args.quiet, duplicates=args.duplicates))
         total = len(live.engine)
@@ -276,15 +281,15 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _dedup(args: argparse.Namespace) -> int:
-    rule = DuplicateRule(cosine=args.threshold, phash_bits=args.phash_bits, descriptor_cosine=args.descriptor_cosine,
-                         min_inliers=args.min_inliers or None)
-    if args.queries is not None:
-        if args.remove:
-            raise UserError("index dedup: --remove deletes within the index; it does not combine with --queries")
-        return _dedup_queries(args, rule)
+    if args.queries is not None and args.remove:
+        raise UserError("index dedup: --remove deletes within the index; it does not combine with --queries")
     pixels = args.pixels or args.remove  # a removal rests on pixel evidence
     engine = Engine.open(args.index)
     try:
+        rule = rule_for(engine.checkpoint, cosine=args.threshold, descriptor_cosine=args.descriptor_cosine,
+                        phash_bits=args.phash_bits, min_inliers=args.min_inliers or None)
+        if args.queries is not None:
+            return _dedup_queries(args, engine, rule)
         report = engine.find_duplicates(rule=rule, neighbours=args.neighbours, pixels=pixels, confirm=args.remove)
         out = args.out or os.path.join(engine.directory, DEDUP_DIR)
         json_path, html_path = write_duplicates(report, out, thumbnails=args.thumbnails)
@@ -299,14 +304,10 @@ def _dedup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dedup_queries(args: argparse.Namespace, rule: DuplicateRule) -> int:
+def _dedup_queries(args: argparse.Namespace, engine: Engine, rule: DuplicateRule) -> int:
     paths = image_files(args.queries)
-    engine = Engine.open(args.index)
-    try:
-        found = find_copies_of_files(engine, paths, rule=rule, neighbours=args.neighbours)
-        out = args.out or os.path.join(engine.directory, DEDUP_DIR)
-    finally:
-        engine.close()
+    found = find_copies_of_files(engine, paths, rule=rule, neighbours=args.neighbours)
+    out = args.out or os.path.join(engine.directory, DEDUP_DIR)
     result = {"queries": len(found), "with_copies": sum(bool(q.copies) for q in found),
               "without_copies": sum(not q.copies and q.error is None for q in found),
               "unreadable": sum(q.error is not None for q in found), "rule": asdict(rule),

@@ -1,4 +1,5 @@
-"""``simsearch query IMAGE... --index INDEX [--label L]``: nearest indexed images and their majority vote."""
+"""``simsearch query IMAGE... --index INDEX [--label L]``: nearest indexed images and their majority vote (the
+neighbours only on an index without labels)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 
 from engine.engine import Engine
+from index import Vote
 from simsearch.runtime_args import add_runtime_arguments, runtime_from_args
 
 
@@ -36,14 +38,24 @@ def run(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     if args.json:
-        print(json.dumps([{"image": image, "prediction": {"label": r.vote.label, "confidence": r.vote.confidence,
-                                                          "votes": r.vote.votes, "unknown": r.vote.is_unknown},
+        print(json.dumps([{"image": image, "prediction": _prediction(r.vote),
                            "neighbors": [n.to_dict() for n in r.neighbors]}
                           for image, r in zip(args.images, results)], indent=2))
         return 0
     for image, r in zip(args.images, results):
-        guess = "unknown" if r.vote.is_unknown else r.vote.label
-        print(f"{image}: {guess} (confidence {r.vote.confidence:.2f}; votes {r.vote.votes})")
+        if r.vote is None:  # no neighbour carries a label: neighbours only
+            print(f"{image}:")
+        else:
+            guess = "unknown" if r.vote.is_unknown else r.vote.label
+            print(f"{image}: {guess} (confidence {r.vote.confidence:.2f}; votes {r.vote.votes})")
         for rank, n in enumerate(r.neighbors, 1):
-            print(f"  {rank:>3}. id={n.id:<7} {n.label:<16} cos={n.similarity:+.4f} score={n.score:.4f}  {n.path}")
+            label = f"{n.label:<16} " if n.label else ""
+            print(f"  {rank:>3}. id={n.id:<7} {label}cos={n.similarity:+.4f} score={n.score:.4f}  {n.path}")
     return 0
+
+
+def _prediction(vote: Vote | None) -> dict | None:
+    """The vote as printed by ``--json``; None without one (no neighbour carries a label)."""
+    if vote is None:
+        return None
+    return {"label": vote.label, "confidence": vote.confidence, "votes": vote.votes, "unknown": vote.is_unknown}

@@ -180,6 +180,59 @@ def index_copy(built_index, tmp_path, request) -> str:
     return str(target)
 
 
+TRASHNET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "trashnet-150"
+
+
+@pytest.fixture(scope="session")
+def flat_folder(tmp_path_factory) -> Path:
+    """40 TrashNet photos (a few of each class, seeded), 96 px on the long side, in one flat folder (no labels)."""
+    from PIL import Image
+
+    if not TRASHNET.is_dir():
+        pytest.skip(f"TrashNet not found at {TRASHNET}")
+    rng = np.random.default_rng(0)
+    files = sorted(TRASHNET.glob("*/*.jpg"))
+    out = tmp_path_factory.mktemp("flat")
+    for n, i in enumerate(np.sort(rng.choice(len(files), 40, replace=False))):
+        with Image.open(files[i]) as image:
+            image.convert("RGB").resize((96, 72)).save(out / f"{n:02d}.jpg", quality=95)
+    return out
+
+
+@pytest.fixture(scope="session")
+def photos(flat_folder, tmp_path_factory) -> Path:
+    """The 40 photos and a byte-for-byte copy of the first (a duplicate group for the report)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("photos")
+    for path in sorted(flat_folder.glob("*.jpg")):
+        shutil.copyfile(path, out / path.name)
+    shutil.copyfile(flat_folder / "00.jpg", out / "copy-of-00.jpg")
+    return out
+
+
+@pytest.fixture(scope="session")
+def copies_model(photos, tmp_path_factory) -> Path:
+    """A copy descriptor trained on ``photos`` through the command line: 1 epoch at 64 px."""
+    from simsearch.cli import main
+
+    out = tmp_path_factory.mktemp("copies") / "run"
+    assert main(["train", "--data", str(photos), "--out", str(out), "--epochs", "1", "--image-size", "64",
+                 "--budget-minutes", "0", "--workers", "0", "--threads", "2", "--quiet"]) == 0
+    return out / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def unlabelled_index(copies_model, photos, tmp_path_factory) -> str:
+    """An index of ``photos`` (no labels) built with ``copies_model`` through the command line (read-only)."""
+    from simsearch.cli import main
+
+    out = tmp_path_factory.mktemp("unlabelled") / "index"
+    assert main(["index", "build", "--checkpoint", str(copies_model), "--data", str(photos), "--out", str(out),
+                 "--workers", "0", "--quiet"]) == 0
+    return str(out)
+
+
 @pytest.fixture
 def sample_png(fmnist_folder) -> Path:
     return Path(fmnist_folder.paths[0])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
+
 from report import ReportConfig
 from simsearch.cli import main
 from engine.reporting import report_for_index
+from similarity.hygiene import DuplicateRule
 
 SMALL = ReportConfig(tsne_sample=200, tsne_max_iter=250, examples=3, failures=2, silhouette_sample=300)
 
@@ -83,4 +86,5 @@ def test_report_without_queries_has_no_leakage_and_can_skip_duplicates(built_ind
     result = report_for_index(built_index, queries=None, out_dir=tmp_path / "rep",
                               config=replace(SMALL, hygiene=False), progress=False)
     assert "leakage" not in result.metrics["hygiene"] and "gallery_duplicates" not in result.metrics["hygiene"]
-    assert result.metrics["hygiene"]["rule"]["cosine"] == SMALL.duplicates.cosine
+    # the index's own rule (a class embedding: the defaults), as ingestion and index dedup use it
+    assert result.metrics["hygiene"]["rule"] == asdict(DuplicateRule())

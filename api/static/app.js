@@ -75,7 +75,8 @@
     showQuery("api/images/" + item.id + "?size=256", true);
     const result = await callApi("api/images/" + item.id + "/similar?" + options());
     render(result);
-    setStatus("Query: indexed image #" + item.id + " (labelled " + item.label + "), itself excluded");
+    setStatus("Query: indexed image #" + item.id + (item.label === null ? "" : " (labelled " + item.label + ")") +
+      ", itself excluded");
   }
 
   function fail(err) {
@@ -86,13 +87,21 @@
   }
 
   function render(result) {
-    const p = result.prediction;
-    $("prediction").hidden = false;
+    const p = result.prediction;  // null: no neighbour has a label (an unlabelled index), so no class bar
+    const t = result.timings_ms || {};
+    $("timings").textContent = Object.keys(t).map((key) => key + " " + Number(t[key]).toFixed(1) + " ms").join(" · ");
+    $("prediction").hidden = p === null;
+    if (p !== null) renderPrediction(p, result.neighbors.length);
+    renderNeighbors(result.neighbors, p === null ? null : p.label);
+    $("results").hidden = false;
+  }
+
+  function renderPrediction(p, neighbours) {
     $("pred-label").textContent = p.label === null ? "—" : p.label;
     $("pred-unknown").hidden = !p.is_unknown;
     $("pred-bar").style.width = Math.round(p.confidence * 100) + "%";
     $("pred-confidence").textContent = Math.round(p.confidence * 100) + "% of the " +
-      (p.weighted ? "weighted " : "") + "votes of " + result.neighbors.length + " neighbours";
+      (p.weighted ? "weighted " : "") + "votes of " + neighbours + " neighbours";
     const votes = $("votes");
     votes.replaceChildren();
     const entries = Object.entries(p.votes).sort((a, b) => b[1] - a[1]);
@@ -109,12 +118,12 @@
       li.append(name, bar, num);
       votes.appendChild(li);
     }
-    const t = result.timings_ms || {};
-    $("timings").textContent = Object.keys(t).map((key) => key + " " + Number(t[key]).toFixed(1) + " ms").join(" · ");
+  }
 
+  function renderNeighbors(neighbors, winner) {
     const grid = $("grid");
     grid.replaceChildren();
-    for (const n of result.neighbors) {
+    for (const n of neighbors) {
       const card = document.createElement("a");
       card.className = "card neighbor";
       card.href = n.image_url.replace(/^\//, "");
@@ -123,18 +132,17 @@
       const img = document.createElement("img");
       img.loading = "lazy";
       img.src = n.thumbnail_url.replace(/^\//, "");
-      img.alt = n.label;
+      img.alt = n.label === null ? "image " + n.id : n.label;
       const meta = document.createElement("div"); meta.className = "meta";
       const lab = document.createElement("div");
-      lab.className = "lab" + (n.label === p.label ? " match" : "");
-      lab.textContent = n.rank + ". " + n.label;
+      lab.className = "lab" + (winner !== null && n.label === winner ? " match" : "");
+      lab.textContent = n.rank + ". " + (n.label === null ? "#" + n.id : n.label);
       const sc = document.createElement("div"); sc.className = "sc";
       sc.textContent = "score " + n.score.toFixed(3) + " · cos " + n.similarity.toFixed(3);
       meta.append(lab, sc);
       card.append(img, meta);
       grid.appendChild(card);
     }
-    $("results").hidden = false;
   }
 
   drop.addEventListener("click", () => fileInput.click());
@@ -154,9 +162,11 @@
   ["k", "weighted", "label-filter"].forEach((id) => $(id).addEventListener("change", () => { if (rerun) rerun(); }));
 
   callApi("api/stats").then((s) => {
-    $("index-info").textContent = s.items + " indexed images · " + Object.keys(s.label_counts).length +
-      " classes · " + (s.index.index_type || "empty") + " index" +
-      (s.index.backend === "milvus" ? " on Milvus" : "");
+    const classes = Object.keys(s.label_counts).length;
+    $("index-info").textContent = s.items + " indexed images · " + (classes ? classes + " classes" : "no labels") +
+      " · " + (s.index.index_type || "empty") + " index" + (s.index.backend === "milvus" ? " on Milvus" : "");
+    // an index without labels has no class to filter on or vote for
+    $("class-options").hidden = !classes && s.items > 0;
     const filter = $("label-filter");
     for (const name of Object.keys(s.label_counts)) {
       const option = document.createElement("option");

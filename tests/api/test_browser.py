@@ -1,5 +1,6 @@
 """The web page in a real headless Chromium (Debian's chromium + chromedriver, driven by Selenium):
-upload an image, see the predicted class and the grid of neighbours; then pick a random image."""
+upload an image, see the predicted class and the grid of neighbours; then pick a random image. On an index without
+labels: the neighbours, and no class bar or class filter."""
 
 from __future__ import annotations
 
@@ -84,5 +85,29 @@ def test_upload_shows_prediction_and_neighbours(browser, index_copy, sample_png,
         browser.find_element(By.ID, "file").send_keys(str(bad))
         wait.until(EC.visibility_of_element_located((By.ID, "error")))
         assert "not a recognised image format" in browser.find_element(By.ID, "error").text
+    finally:
+        server.stop()
+
+
+def test_an_index_without_labels_shows_neighbours_and_no_class_bar(browser, unlabelled_index, photos, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = ServerProcess(unlabelled_index, workers=1, threads=2, log_path=str(tmp_path / "server.log"))
+    url = server.start().url
+    try:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(EC.text_to_be_present_in_element((By.ID, "index-info"), "no labels"))
+        assert not browser.find_element(By.ID, "class-options").is_displayed()
+        browser.find_element(By.ID, "file").send_keys(str(photos / "07.jpg"))
+        wait.until(EC.visibility_of_element_located((By.ID, "results")))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .neighbor")) == 10)
+        assert not browser.find_element(By.ID, "prediction").is_displayed()
+        first = browser.find_element(By.CSS_SELECTOR, "#grid .neighbor .lab").text
+        assert first.startswith("1. #")  # an id where a labelled index shows the class
+        assert browser.find_element(By.ID, "timings").text  # the timings stay, below the neighbours
+        assert not browser.find_element(By.ID, "error").is_displayed()
     finally:
         server.stop()

@@ -62,7 +62,7 @@ def test_a_label_one_over_the_limit_is_refused_by_the_api_and_the_store(make_wri
     xq = store.reconstruct(next(store.iter_items()).id)[None, :]
     with pytest.raises(ValueError, match=f"at most {MAX_LABEL_CHARS} characters"):
         store.search(xq, 3, label=OVER)
-    with pytest.raises(ValueError, match=f"1 to {MAX_LABEL_CHARS} characters"):
+    with pytest.raises(ValueError, match=f"at most {MAX_LABEL_CHARS} characters"):
         store.add(xq, labels=[OVER], paths=["/nowhere.png"])
     assert len(store) == count
 

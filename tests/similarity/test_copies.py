@@ -4,7 +4,6 @@ real one-epoch run on 40 TrashNet photos (small, flat folder)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,22 +22,7 @@ from similarity.recipe import recipe_for
 from similarity.train import train
 from simsearch.cli import main
 
-TRASHNET = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "trashnet-150"
 SPEC = PreprocessSpec(image_size=64, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-
-
-@pytest.fixture(scope="module")
-def flat_folder(tmp_path_factory) -> Path:
-    """40 TrashNet photos (a few of each class, seeded), 96 px on the long side, in one flat folder."""
-    if not TRASHNET.is_dir():
-        pytest.skip(f"TrashNet not found at {TRASHNET}")
-    rng = np.random.default_rng(0)
-    files = sorted(TRASHNET.glob("*/*.jpg"))
-    out = tmp_path_factory.mktemp("flat")
-    for n, i in enumerate(np.sort(rng.choice(len(files), 40, replace=False))):
-        with Image.open(files[i]) as image:
-            image.convert("RGB").resize((96, 72)).save(out / f"{n:02d}.jpg", quality=95)
-    return out
 
 
 @pytest.fixture(scope="module")
