@@ -49,6 +49,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from bench.copy_eval import evaluate
 from bench.copy_methods import (CONFIRMED_BONUS, ImageNetFeatures, Ranking, embed_all, pdq_words, phash_words,
@@ -100,7 +101,9 @@ def rankings_of(data: CopySet, args: argparse.Namespace, imagenet: ImageNetFeatu
     rankings: dict[str, Ranking] = {}
     about: dict[str, str] = {}
     started = time.perf_counter()
-    signals = [ImageSignals.of_image(image, f"{name}:{i}") for i, image in enumerate(data.queries + data.references)]
+    images = data.queries + data.references
+    signals = [ImageSignals.of_image(image, f"{name}:{i}")
+               for i, image in enumerate(tqdm(images, desc=f"{name}: pHash", unit="img", leave=False))]
     signal_s = (time.perf_counter() - started) / len(signals)
     q_signals, r_signals = signals[:len(data.queries)], signals[len(data.queries):]
 
@@ -126,8 +129,10 @@ def rankings_of(data: CopySet, args: argparse.Namespace, imagenet: ImageNetFeatu
         return q, r
 
     if class_checkpoint:
-        cosine_method("class_embedding", load_checkpoint(class_checkpoint).embedder(),
-                      f"cosine, class-trained checkpoint {class_checkpoint}")
+        checkpoint = load_checkpoint(class_checkpoint)
+        if checkpoint.objective != "classes":
+            raise SystemExit(f"--class-checkpoint {class_checkpoint}: objective {checkpoint.objective!r}, not classes")
+        cosine_method("class_embedding", checkpoint.embedder(), f"cosine, class-trained checkpoint {class_checkpoint}")
     else:
         about["class_embedding"] = f"skipped: no --class-checkpoint for {name}"
     if imagenet is not None:
