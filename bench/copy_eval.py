@@ -120,7 +120,7 @@ def evaluate(top_scores: np.ndarray, top_rows: np.ndarray, truth: np.ndarray, *,
            "recall_at_1": _share(best_correct, truth != UNMATCHED),
            "own_threshold": _jsonable(own), "at_own_threshold": rates_at(best, best_correct, truth, own)}
     if threshold is not None:
-        out["at_shared_threshold"] = rates_at(best, best_correct, truth, threshold)
+        out["at_threshold"] = rates_at(best, best_correct, truth, threshold)
     return out
 
 

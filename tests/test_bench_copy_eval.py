@@ -65,7 +65,7 @@ def test_evaluate_reports_the_own_and_a_given_threshold():
     truth = np.array([0, 1, UNMATCHED])
     out = evaluate(scores, rows, truth, max_false=0.0, threshold=0.5)
     assert out["own_threshold"] == 0.9 and out["at_own_threshold"]["recall"] == 0.5
-    assert out["at_shared_threshold"] == {"recall": 0.5, "false_matches": 0.6667, "unmatched_matched": 1.0}
+    assert out["at_threshold"] == {"recall": 0.5, "false_matches": 0.6667, "unmatched_matched": 1.0}
     assert out["copies"] == 2 and 0 < out["micro_ap"] <= 1
 
 
