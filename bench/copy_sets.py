@@ -3,8 +3,8 @@ references (originals plus distinct distractors) they are searched among.
 
 Families (:data:`FAMILIES`), each drawn from the ``numpy.random.Generator`` given: ``crop`` (0-10% off each side),
 ``resize`` (x0.5-1.2), ``jpeg`` (a re-save at quality 30-90), ``brightness`` (x0.85-1.15), ``flip`` (horizontal
-mirror), ``overlay`` (text in Pillow's default font, or a filled box or ellipse standing for a logo:
-:func:`similarity.copy_augment` 's overlay) and ``all`` (crop, resize, brightness, a flip one time in two,
+mirror), ``overlay`` (text in Pillow's default font, or a filled box or ellipse standing for a logo: the
+overlay of :mod:`similarity.copy_augment`) and ``all`` (crop, resize, brightness, a flip one time in two,
 overlay, then JPEG).  Every copy goes through encoded bytes (JPEG for ``jpeg`` and ``all``, else PNG) and
 :func:`similarity.imageio.open_image`, as an upload would, and keeps its original's mode (a grayscale image stays
 grayscale).
