@@ -1,352 +1,308 @@
-"""Figure: near-duplicate detection quality of each signal, on a constructed set of real images.
+"""Figure: copy detection quality of each method, on Fashion-MNIST and on photos, measured in one run, and the
+thresholds of the shipped duplicate rule.
 
-500 TrashNet-150 photos and 500 Fashion-MNIST images (the originals) each get six copies: a lossless PNG
-re-encode (exact duplicate), a resize (x0.5 to x2), a JPEG re-save (quality 30-90), a crop (2-10% off each
-axis), a brightness change (5-15% up or down) and a horizontal flip, counted separately.  5,000 distinct images
-(the rest of TrashNet-150, then more Fashion-MNIST training images) are mixed in.  Every copy goes through
-bytes and :func:`similarity.imageio.open_image`, as an upload would.
+Per data set: ``--originals`` images each get one seeded copy per family of edits (``bench/copy_sets.py``: crop of
+up to 10% per side, resize x0.5-1.2, JPEG q30-90, brightness +-15%, horizontal flip, a small overlay of text or a
+logo box, and all of them combined), and ``--unmatched`` other images get the same copies while their originals
+stay out of the references (queries that must match nothing).  The references are the originals plus
+``--distractors`` distinct images (distinct decoded pixels), shuffled.
 
-Signals: ``exact`` (sha256 of the decoded pixels), ``phash`` and ``dhash`` (Hamming distance of 64-bit hashes),
-``phash+mirror`` (the smaller distance to the image or its mirror), and ``cosine`` of the embeddings: the demo
-checkpoint for Fashion-MNIST, and for TrashNet (no trained photo model in the repository) the ImageNet
-EfficientNet-Lite0 backbone's pooled features, L2-normalised.  An embedding only compares images of its own
-domain; cross-domain pairs never match by cosine.
+- Fashion-MNIST: originals and unmatched images from the test split (10k), distractors from the train split (60k).
+- TrashNet: originals and unmatched images from TrashNet-150 (2,527 photos), distractors from the rest of
+  TrashNet-150 and all of Grocery Store-160 (1,512): fewer than 5,000 distinct photos exist here, the JSON says how
+  many were used (``distractors_short_of_request``).
 
-Definitions: recall = original-copy pairs matched / pairs, per transformation.  Image FPR = images of the set
-matched to at least one image of another family (a family: an original with its copies, or one distinct image)
-/ all images; pair FPR = cross-family pairs matched / cross-family pairs.  Image FPR is the one calibrated:
-it is the share of a collection that would be wrongly flagged.
+Methods (``bench/copy_methods.py``), each a score per (query, reference) pair, the references ranked per query:
+``phash`` (64-bit, mirror included), ``pdq`` (256-bit PDQ, mirror included; skipped without ``pdqhash``),
+``class_embedding`` (``--class-checkpoint``), ``imagenet_features`` (EfficientNet-Lite0's ImageNet features),
+``copy_descriptor`` (``--copy-checkpoint``, objective copies) and ``copy_descriptor_normalised`` (minus SSCD's
+background offset, from the checkpoint's stored background), ``descriptor_verified``: the descriptor's top-k
+candidates judged by :func:`similarity.judge.judge` (exact, pHash, local verification) and a confirmed candidate
+ranked first (its score is the cosine + 2), so that its threshold t <= 1 is ``DuplicateRule.descriptor_cosine``.
 
-    .venv/bin/python -m bench.dedup_quality [--checkpoint runs/demo/index/model.pt] [--per-domain 500]
+Per method and family (each family's copies with the unmatched queries of the same family): a query *matches*
+when its best reference scores >= the threshold; a *false match* is a match to a reference other than its
+original, or any match of an unmatched query, over all queries of the family.  ``own_threshold``: the lowest with
+false matches <= ``--max-false`` (1%) in that family; ``shared_threshold``: the highest of those, one threshold for
+every family (a rule has one) that keeps each family at <= 1%, with recall (copies matched to their original /
+copies) per family at it; ``pooled_threshold``: the lowest with <= 1% false matches over all families' queries
+together (every family weighs the same: each has as many copies and unmatched queries), recall per family at it;
+``micro_ap``: DISC21's µAP over each query's top-k predictions.  ``target_met``: recall >= 0.95 and false
+matches <= 1% in every family at the shared threshold (``target_met_at_pooled``: at the pooled one).  Costs: ms
+per image (the method's signal of one image) and per (query, reference) pair.
+
+    nice -n 19 .venv/bin/python -m bench.dedup_quality \\
+        --class-checkpoint fashion-mnist=runs/matrix/fashion-mnist-native/model.pt \\
+        --class-checkpoint trashnet=runs/matrix/trashnet-150-native/model.pt \\
+        --copy-checkpoint fashion-mnist=runs/fmnist-copies/model.pt \\
+        --copy-checkpoint trashnet=runs/trashnet-copies/model.pt
+    ... --quick: 20 originals, 20 unmatched, 200 distractors per set (a minute or two: it checks the code path)
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 
-import imagehash
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageEnhance, ImageOps
+from tqdm.auto import tqdm
 
+from bench.copy_eval import evaluate
+from bench.copy_methods import (CONFIRMED_BONUS, ImageNetFeatures, Ranking, embed_all, pdq_words, phash_words,
+                                rank_by_cosine, rank_by_hash, verify_candidates)
+from bench.copy_sets import DATASETS, FAMILIES, CopySet, build_copy_set, fashion_mnist_pools, folder_pool
 from bench.machine import emit
 from similarity.checkpoint import load_checkpoint
-from similarity.config import ModelConfig
-from similarity.data import load_fashion_mnist, load_image_folder
-from similarity.hygiene import hamming, hash_int, perceptual_hashes
-from similarity.imageio import open_image
-from similarity.models import default_preprocess, efficientnet_lite0
-from similarity.transforms import eval_transform
+from similarity.copies import background_offsets
+from similarity.copy_train import BACKGROUND_ARRAY
+from similarity.hygiene import DuplicateRule
+from similarity.judge import ImageSignals
 
-TRASHNET = "/work/shared/datasets/trashnet-150"
-KINDS = ("lossless", "resize", "jpeg", "crop", "brightness", "flip")
-NEAR_KINDS = ("resize", "jpeg", "crop", "brightness")  # the target: recall >= 0.95 on these, image FPR <= 1%
-TARGET_RECALL, TARGET_FPR = 0.95, 0.01
-COSINE_BINS = np.linspace(-1.0, 1.0, 2001)
+SETS = ("fashion-mnist", "trashnet")
+TARGET_RECALL = 0.95
 
 
-def _roundtrip(image: Image.Image, fmt: str, **options) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return open_image(buffer.getvalue())
-
-
-def make_copy(image: Image.Image, kind: str, rng: np.random.Generator) -> tuple[Image.Image, str]:
-    """One transformed copy of a decoded image, through encoded bytes; returns it and its parameters."""
-    w, h = image.size
-    if kind == "lossless":
-        return _roundtrip(image, "PNG"), "png"
-    if kind == "resize":
-        scale = float(rng.choice([rng.uniform(0.5, 0.9), rng.uniform(1.1, 2.0)]))
-        size = (max(8, round(w * scale)), max(8, round(h * scale)))
-        return _roundtrip(image.resize(size, Image.Resampling.LANCZOS), "PNG"), f"x{scale:.2f}"
-    if kind == "jpeg":
-        quality = int(rng.integers(30, 91))
-        return _roundtrip(image, "JPEG", quality=quality), f"q{quality}"
-    if kind == "crop":
-        fraction = float(rng.uniform(0.02, 0.10))
-        cw, ch = round(w * (1 - fraction)), round(h * (1 - fraction))
-        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        return _roundtrip(image.crop((left, top, left + cw, top + ch)), "PNG"), f"{fraction:.3f}"
-    if kind == "brightness":
-        factor = float(1 + rng.choice([-1, 1]) * rng.uniform(0.05, 0.15))
-        return _roundtrip(ImageEnhance.Brightness(image).enhance(factor), "PNG"), f"{factor:.3f}"
-    if kind == "flip":
-        return _roundtrip(ImageOps.mirror(image), "PNG"), "h"
-    raise ValueError(f"unknown kind {kind!r}")
-
-
-@dataclass
-class ConstructedSet:
-    """The images (decoded) with their family (an original and its copies share one), kind and domain."""
-
-    images: list[Image.Image] = field(default_factory=list)
-    family: list[int] = field(default_factory=list)
-    kind: list[str] = field(default_factory=list)
-    domain: list[str] = field(default_factory=list)
-
-    def add(self, image: Image.Image, family: int, kind: str, domain: str) -> None:
-        self.images.append(image)
-        self.family.append(family)
-        self.kind.append(kind)
-        self.domain.append(domain)
-
-
-def build_set(per_domain: int, distinct: int, rng: np.random.Generator) -> ConstructedSet:
-    trash = load_image_folder(TRASHNET, verify=False)
-    order = rng.permutation(len(trash))
-    fmnist = load_fashion_mnist(None, "train")
-    n_trash_distinct = min(len(trash) - per_domain, distinct)
-    fm_order = rng.choice(len(fmnist), per_domain + distinct - n_trash_distinct, replace=False)
-    out = ConstructedSet()
-    family = 0
-    for domain, data, picks in (("trashnet", trash, order[:per_domain + n_trash_distinct]),
-                                ("fashion-mnist", fmnist, fm_order)):
-        for rank, i in enumerate(picks):
-            image = data.load(int(i))
-            if rank < per_domain:
-                out.add(image, family, "original", domain)
-                for kind in KINDS:
-                    out.add(make_copy(image, kind, rng)[0], family, kind, domain)
-            else:
-                out.add(image, family, "distinct", domain)
-            family += 1
+def per_set(values: list[str] | None, sets: tuple[str, ...], flag: str) -> dict[str, str]:
+    """``--flag SET=PATH`` (repeatable) or ``--flag PATH`` (every set) -> {set: path}."""
+    out: dict[str, str] = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep:
+            out.update({s: value for s in sets})
+        elif name not in SETS:
+            raise SystemExit(f"{flag} {value}: unknown set {name!r}; expected one of {SETS}")
+        else:
+            out[name] = path
+    for name, path in out.items():
+        if not os.path.exists(path):
+            raise SystemExit(f"{flag}: {path} (for {name}) not found")
     return out
 
 
-def embed(images: list[Image.Image], domain: str, checkpoint: str, batch: int = 64) -> np.ndarray:
-    """``(n, d)`` float32, L2-normalised: the checkpoint's embedder (Fashion-MNIST), or EfficientNet-Lite0's
-    ImageNet features (TrashNet: no trained photo model in the repository)."""
-    if domain == "fashion-mnist":
-        return load_checkpoint(checkpoint).embedder().embed_images(images)
-    spec = default_preprocess(ModelConfig(backbone="efficientnet_lite0"))
-    transform = eval_transform(spec)
-    features = efficientnet_lite0(True, spec.image_size).features.eval()
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch):
-            x = torch.stack([transform(image) for image in images[start:start + batch]])
-            chunks.append(F.normalize(features(x), dim=1).numpy())
-    return np.concatenate(chunks).astype(np.float32)
-
-
-def cross_family_stats(ph: np.ndarray, phm: np.ndarray, dh: np.ndarray, emb: dict[str, np.ndarray],
-                       family: np.ndarray, domain: np.ndarray, chunk: int = 1000) -> dict:
-    """Per image: the smallest Hamming distance and the largest cosine to any image of another family, and for
-    each pHash distance h the largest cosine among such images within h (for AND rules); and the histograms of
-    all cross-family pairs (each pair once)."""
-    n = len(family)
-    cos_all = np.full(n, -1.0)
-    rows_of = {name: np.flatnonzero(domain == name) for name in emb}
-    pos_in_domain = np.empty(n, dtype=np.int64)
-    for name, rows in rows_of.items():
-        pos_in_domain[rows] = np.arange(len(rows))
-    stats = {s: np.full(n, 65, dtype=np.int64) for s in ("phash", "phash+mirror", "dhash")}
-    stats["cosine"] = cos_all
-    cos_within_phash = np.full((n, 65), -1.0)  # [i, h]: max cosine to another family within pHash+mirror h
-    hist = {s: np.zeros(65, dtype=np.int64) for s in ("phash", "phash+mirror", "dhash")}
-    hist["cosine"] = np.zeros(len(COSINE_BINS) - 1, dtype=np.int64)
-    for start in range(0, n, chunk):
-        rows = np.arange(start, min(n, start + chunk))
-        other = family[rows][:, None] != family[None, :]
-        upper = other & (rows[:, None] < np.arange(n)[None, :])
-        d_ph = hamming(ph[rows][:, None], ph[None, :]).astype(np.int64)
-        d_phm = np.minimum(d_ph, np.minimum(hamming(phm[rows][:, None], ph[None, :]),
-                                            hamming(ph[rows][:, None], phm[None, :])))
-        d_dh = hamming(dh[rows][:, None], dh[None, :]).astype(np.int64)
-        cos = np.full((len(rows), n), -1.0, dtype=np.float32)
-        for name, cols in rows_of.items():
-            mine = rows[domain[rows] == name]
-            if len(mine):
-                cos[np.ix_(mine - start, cols)] = emb[name][pos_in_domain[mine]] @ emb[name].T
-        for name, d in (("phash", d_ph), ("phash+mirror", d_phm), ("dhash", d_dh)):
-            stats[name][rows] = np.where(other, d, 65).min(axis=1)
-            hist[name] += np.bincount(d[upper].astype(np.int64), minlength=65)
-        cos_other = np.where(other, cos, -1.0)
-        cos_all[rows] = cos_other.max(axis=1)
-        same_domain_upper = upper & (domain[rows][:, None] == domain[None, :])
-        hist["cosine"] += np.histogram(cos[same_domain_upper], COSINE_BINS)[0]
-        r, c = np.nonzero(other & (d_phm <= 64))
-        np.maximum.at(cos_within_phash, (rows[r], d_phm[r, c].astype(np.int64)), cos_other[r, c])
-    cos_within_phash = np.maximum.accumulate(cos_within_phash, axis=1)
-    same = (family[:, None] == family[None, :]).sum()
-    pairs = {"all": n * (n - 1) // 2 - (same - n) // 2,
-             "same_domain": sum(len(r) * (len(r) - 1) // 2 for r in rows_of.values()) - (same - n) // 2}
-    return {"min_distance": stats, "cos_within_phash": cos_within_phash, "hist": hist, "pairs": pairs}
-
-
-def positive_pairs(data: ConstructedSet, ph, phm, dh, emb, digests) -> dict[str, dict[str, np.ndarray]]:
-    """For each copy kind, each signal's value on the (original, copy) pairs."""
-    kind = np.array(data.kind)
-    family = np.array(data.family)
-    domain = np.array(data.domain)
-    original_of = {f: i for i, (f, k) in enumerate(zip(family, kind)) if k == "original"}
-    emb_row = {}
-    for name in emb:
-        for pos, i in enumerate(np.flatnonzero(domain == name)):
-            emb_row[i] = (name, pos)
-    out = {}
-    for k in KINDS:
-        copies = np.flatnonzero(kind == k)
-        originals = np.array([original_of[f] for f in family[copies]])
-        cos = np.array([float(emb[emb_row[o][0]][emb_row[o][1]] @ emb[emb_row[c][0]][emb_row[c][1]])
-                        for o, c in zip(originals, copies)])
-        d_ph = hamming(ph[originals], ph[copies]).astype(np.int64)
-        out[k] = {"exact": np.array([digests[o] == digests[c] for o, c in zip(originals, copies)]),
-                  "phash": d_ph, "dhash": hamming(dh[originals], dh[copies]).astype(np.int64),
-                  "phash+mirror": np.minimum(d_ph, np.minimum(hamming(phm[originals], ph[copies]),
-                                                              hamming(ph[originals], phm[copies]))).astype(np.int64),
-                  "cosine": cos, "domain": domain[copies]}
-    return out
-
-
-def _rate(x: np.ndarray) -> float:
-    return round(float(np.mean(x)), 4) if len(x) else float("nan")
-
-
-def hash_curve(name: str, positives, cross, domain: np.ndarray) -> list[dict]:
-    """Recall and FPR at each Hamming threshold (pHash distances are even: each hash has 32 bits set), overall
-    and per domain."""
-    rows = []
-    pair_cum = np.cumsum(cross["hist"][name])
-    near = np.concatenate([positives[k][name] for k in NEAR_KINDS])
-    near_domain = np.concatenate([positives[k]["domain"] for k in NEAR_KINDS])
-    for h in range(0, 25):
-        matched = cross["min_distance"][name] <= h
-        rows.append({"max_bits": h, "recall_near": _rate(near <= h),
-                     "recall_flip": _rate(positives["flip"][name] <= h), "image_fpr": _rate(matched),
-                     "pair_fpr": float(pair_cum[h] / cross["pairs"]["all"]),
-                     **{f"recall_near[{d}]": _rate(near[near_domain == d] <= h) for d in np.unique(domain)},
-                     **{f"image_fpr[{d}]": _rate(matched[domain == d]) for d in np.unique(domain)}})
-    return rows
-
-
-def cosine_curve(positives, cross, domain: np.ndarray, name: str) -> list[dict]:
-    rows = []
-    mine = domain == name
-    for c in np.round(np.arange(0.80, 1.0001, 0.005), 3):
-        near = np.concatenate([positives[k]["cosine"][positives[k]["domain"] == name] for k in NEAR_KINDS])
-        flip = positives["flip"]["cosine"][positives["flip"]["domain"] == name]
-        rows.append({"min_cosine": float(c), "recall_near": _rate(near >= c), "recall_flip": _rate(flip >= c),
-                     "image_fpr": _rate(cross["min_distance"]["cosine"][mine] >= c)})
-    return rows
-
-
-def evaluate_rule(positives, cross, domain: np.ndarray, *, phash_bits: int, cosine: dict[str, float],
-                  mode: str) -> dict:
-    """Recall per kind and image FPR of ``pHash+mirror <= phash_bits`` combined (``or``/``and``) with the
-    per-domain ``cosine`` threshold."""
-    cos_thr = np.array([cosine[d] for d in domain])
-    md = cross["min_distance"]
-    if mode == "or":
-        fp = (md["phash+mirror"] <= phash_bits) | (md["cosine"] >= cos_thr)
+def make_set(name: str, args: argparse.Namespace, rng: np.random.Generator) -> CopySet:
+    if name == "fashion-mnist":
+        query_pool, distractor_pool = fashion_mnist_pools()
     else:
-        fp = cross["cos_within_phash"][:, phash_bits] >= cos_thr
-    per_kind, hits = {}, {}
-    for k in KINDS:
-        p = positives[k]
-        thr = np.array([cosine[d] for d in p["domain"]])
-        by_hash, by_cos = p["phash+mirror"] <= phash_bits, p["cosine"] >= thr
-        hits[k] = (by_hash | by_cos) if mode == "or" else (by_hash & by_cos)
-        per_kind[k] = {"all": _rate(hits[k]), **{d: _rate(hits[k][p["domain"] == d]) for d in cosine}}
-    near = np.concatenate([hits[k] for k in NEAR_KINDS])
-    return {"rule": f"pHash+mirror <= {phash_bits} {mode.upper()} cosine >= {cosine}", "recall_near": _rate(near),
-            "recall_per_kind": per_kind, "image_fpr": _rate(fp),
-            "image_fpr_per_domain": {d: _rate(fp[domain == d]) for d in cosine}}
+        trashnet = os.path.join(args.datasets, "trashnet-150")
+        query_pool = folder_pool(trashnet)
+        distractor_pool = folder_pool(trashnet, os.path.join(args.datasets, "grocery-store-160"))
+    return build_copy_set(name, query_pool, distractor_pool, originals=args.originals, unmatched=args.unmatched,
+                          distractors=args.distractors, rng=rng)
 
 
-def best_under_target(curve: list[dict], key: str) -> dict | None:
-    ok = [row for row in curve if row["image_fpr"] <= TARGET_FPR]
-    return max(ok, key=lambda row: (row["recall_near"], -row["image_fpr"])) if ok else None
+def rankings_of(data: CopySet, args: argparse.Namespace, imagenet: ImageNetFeatures | None,
+                class_checkpoint: str | None, copy_checkpoint: str | None) -> tuple[dict[str, Ranking], dict]:
+    """Every method's ranking on one set, and what each method was (or why it was skipped)."""
+    k, name = args.top_k, data.name
+    rankings: dict[str, Ranking] = {}
+    about: dict[str, str] = {}
+    started = time.perf_counter()
+    images = data.queries + data.references
+    signals = [ImageSignals.of_image(image, f"{name}:{i}")
+               for i, image in enumerate(tqdm(images, desc=f"{name}: pHash", unit="img", leave=False))]
+    signal_s = (time.perf_counter() - started) / len(signals)
+    q_signals, r_signals = signals[:len(data.queries)], signals[len(data.queries):]
+
+    rankings["phash"] = rank_by_hash(phash_words(q_signals), phash_words(r_signals), k, bits=64,
+                                     seconds_per_image=signal_s)
+    about["phash"] = "64-bit pHash, mirror included (ms per image: pHash, mirror pHash, sha256, grayscale copy)"
+    try:
+        started = time.perf_counter()
+        q_pdq, r_pdq = pdq_words(data.queries, f"{name} queries"), pdq_words(data.references, f"{name} references")
+        pdq_s = (time.perf_counter() - started) / len(signals)
+        rankings["pdq"] = rank_by_hash(q_pdq[:2], r_pdq[:2], k, bits=256, seconds_per_image=pdq_s)
+        rankings["pdq"].notes["median_quality"] = float(np.median(np.concatenate([q_pdq[2], r_pdq[2]])))
+        about["pdq"] = "256-bit PDQ (pdqhash), mirror included"
+    except ImportError:
+        about["pdq"] = "skipped: pdqhash is not installed (pip install -r requirements-dev.txt)"
+
+    def cosine_method(method: str, embedder, description: str) -> tuple[np.ndarray, np.ndarray]:
+        q, q_s = embed_all(embedder, data.queries, f"{name}: {method} queries")
+        r, r_s = embed_all(embedder, data.references, f"{name}: {method} references")
+        seconds = (q_s * len(q) + r_s * len(r)) / (len(q) + len(r))
+        rankings[method] = rank_by_cosine(q, r, k, seconds_per_image=seconds)
+        about[method] = description
+        return q, r
+
+    if class_checkpoint:
+        checkpoint = load_checkpoint(class_checkpoint)
+        if checkpoint.objective != "classes":
+            raise SystemExit(f"--class-checkpoint {class_checkpoint}: objective {checkpoint.objective!r}, not classes")
+        cosine_method("class_embedding", checkpoint.embedder(), f"cosine, class-trained checkpoint {class_checkpoint}")
+    else:
+        about["class_embedding"] = f"skipped: no --class-checkpoint for {name}"
+    if imagenet is not None:
+        cosine_method("imagenet_features", imagenet, "cosine, EfficientNet-Lite0 ImageNet features (1280-d, 224 px)")
+    else:
+        about["imagenet_features"] = "skipped: --no-imagenet"
+    if copy_checkpoint:
+        checkpoint = load_checkpoint(copy_checkpoint)
+        if checkpoint.objective != "copies":
+            raise SystemExit(f"--copy-checkpoint {copy_checkpoint}: objective {checkpoint.objective!r}, not copies")
+        q, r = cosine_method("copy_descriptor", checkpoint.embedder(), f"cosine, copy descriptor {copy_checkpoint}")
+        background = checkpoint.arrays.get(BACKGROUND_ARRAY)
+        plain = rankings["copy_descriptor"]
+        if background is not None and len(background):
+            norm = checkpoint.config.copies
+            offsets = background_offsets(q, background, norm.score_norm_k)
+            rankings["copy_descriptor_normalised"] = rank_by_cosine(
+                q, r, k, seconds_per_image=plain.ms_per_image / 1000, offsets=offsets,
+                beta=norm.score_norm_beta)
+            about["copy_descriptor_normalised"] = (f"cosine - {norm.score_norm_beta} x mean cosine to the "
+                                                   f"{norm.score_norm_k} nearest of the checkpoint's {len(background)} "
+                                                   "background descriptors")
+        else:
+            about["copy_descriptor_normalised"] = "skipped: the checkpoint stores no background descriptors"
+        rule = DuplicateRule(cosine=args.candidate_cosine, min_inliers=args.min_inliers or None,
+                             verify_min_side=args.verify_min_side)
+        verified = verify_candidates(q_signals, r_signals, plain, rule, desc=name)
+        verified.ms_per_image = round(verified.ms_per_image + 1000 * signal_s, 4)
+        rankings["descriptor_verified"] = verified
+        about["descriptor_verified"] = (f"copy descriptor top-{k} candidates at cosine >= {args.candidate_cosine} "
+                                        f"judged by similarity.judge (pHash <= {rule.phash_bits} bits, "
+                                        f"min_inliers {rule.min_inliers}, verify_min_side {rule.verify_min_side}); "
+                                        f"confirmed candidates score cosine + {CONFIRMED_BONUS:g}; ms_per_pair: per "
+                                        "judged candidate (the descriptor's own cost per pair: copy_descriptor)")
+    else:
+        for method in ("copy_descriptor", "copy_descriptor_normalised", "descriptor_verified"):
+            about[method] = f"skipped: no --copy-checkpoint for {name}"
+    return rankings, about
 
 
-def main() -> None:
+def rule_text(method: str, threshold: float | None) -> str:
+    """What a threshold on a method's score means, in the duplicate rule's terms."""
+    if threshold is None:
+        return "nothing may match (no threshold keeps false matches low enough)"
+    if method in ("phash", "pdq"):
+        bits = 64 if method == "phash" else 256
+        return f"Hamming distance <= {bits - threshold:g} of {bits} bits (mirror included)"
+    if method == "copy_descriptor_normalised":
+        return f"cosine - beta x background offset >= {threshold:.4f}"
+    if method == "descriptor_verified":
+        if threshold > 1:
+            return f"confirmed on pixels (exact, hash, verified) at cosine >= {threshold - CONFIRMED_BONUS:.4f} only"
+        return f"confirmed on pixels, or DuplicateRule.descriptor_cosine = {threshold:.4f}"
+    return f"cosine >= {threshold:.4f}"
+
+
+def evaluate_method(method: str, ranking: Ranking, data: CopySet, max_false: float) -> dict:
+    family, truth = np.array(data.family), np.array(data.truth, dtype=np.int64)
+    per_family = {f: evaluate(ranking.scores[family == f], ranking.rows[family == f], truth[family == f],
+                              max_false=max_false) for f in FAMILIES}
+    owns = [row["own_threshold"] for row in per_family.values()]
+    shared = None if any(t is None for t in owns) else max(owns)
+    at = float("inf") if shared is None else shared
+    for f in FAMILIES:
+        mine = family == f
+        per_family[f]["at_shared_threshold"] = evaluate(ranking.scores[mine], ranking.rows[mine], truth[mine],
+                                                        max_false=max_false, threshold=at)["at_threshold"]
+    pooled = evaluate(ranking.scores, ranking.rows, truth, max_false=max_false)
+    pooled_at = float("inf") if pooled["own_threshold"] is None else pooled["own_threshold"]
+    for f in FAMILIES:
+        mine = family == f
+        per_family[f]["at_pooled_threshold"] = evaluate(ranking.scores[mine], ranking.rows[mine], truth[mine],
+                                                        max_false=max_false, threshold=pooled_at)["at_threshold"]
+
+    def met(key: str) -> bool:
+        return all(row[key]["recall"] >= TARGET_RECALL and row[key]["false_matches"] <= max_false
+                   for row in per_family.values())
+
+    return {"shared_threshold": shared, "rule": rule_text(method, shared), "target_met": met("at_shared_threshold"),
+            "recall_at_shared": {f: row["at_shared_threshold"]["recall"] for f, row in per_family.items()},
+            "pooled_threshold": pooled["own_threshold"], "pooled_rule": rule_text(method, pooled["own_threshold"]),
+            "target_met_at_pooled": met("at_pooled_threshold"),
+            "recall_at_pooled": {f: row["at_pooled_threshold"]["recall"] for f, row in per_family.items()},
+            "micro_ap": {f: row["micro_ap"] for f, row in per_family.items()},
+            "families": per_family, "all_families_pooled": pooled,
+            "ms_per_image": ranking.ms_per_image, "ms_per_pair": ranking.ms_per_pair, **ranking.notes}
+
+
+def print_table(results: dict) -> None:
+    """The headline (stderr): per set and method, recall per family at the shared threshold (at most 1% false
+    matches in every family) and at the pooled one (at most 1% over all families together)."""
+    print(f"\n{'set':<14}{'method':<28}{'threshold':>10}  " + " ".join(f"{f:>10}" for f in FAMILIES)
+          + f"{'µAP all':>9}{'ms/img':>9}{'µs/pair':>9}", file=sys.stderr)
+    for name, result in results.items():
+        for method, row in result["methods"].items():
+            for kind in ("shared", "pooled"):
+                t = row[f"{kind}_threshold"]
+                recalls = " ".join(f"{row[f'recall_at_{kind}'][f]:>10.3f}" for f in FAMILIES)
+                line = (f"{name if kind == 'shared' else '':<14}{method if kind == 'shared' else '  (pooled)':<28}"
+                        f"{'none' if t is None else f'{t:.4g}':>10}  {recalls}")
+                if kind == "shared":
+                    line += (f"{row['all_families_pooled']['micro_ap']:>9.3f}{row['ms_per_image']:>9.3g}"
+                             f"{1000 * row['ms_per_pair']:>9.3g}")
+                met = row["target_met" if kind == "shared" else "target_met_at_pooled"]
+                print(line + ("  target met" if met else ""), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="runs/demo/index/model.pt", help="a Fashion-MNIST model")
-    parser.add_argument("--per-domain", type=int, default=500, help="originals per dataset")
-    parser.add_argument("--distinct", type=int, default=5000)
+    parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {SETS}")
+    parser.add_argument("--originals", "--per-domain", type=int, default=500, help="originals per set")
+    parser.add_argument("--unmatched", type=int, default=None, help="unmatched images per set (default: --originals)")
+    parser.add_argument("--distractors", "--distinct", type=int, default=5000,
+                        help="distinct distractors per set (fewer where the set has fewer)")
+    parser.add_argument("--quick", action="store_true", help="20 originals, 20 unmatched, 200 distractors per set")
+    parser.add_argument("--class-checkpoint", action="append", metavar="[SET=]PATH",
+                        help="a class-trained checkpoint (repeat per set)")
+    parser.add_argument("--copy-checkpoint", action="append", metavar="[SET=]PATH",
+                        help="a copy descriptor (objective copies; repeat per set)")
+    parser.add_argument("--no-imagenet", action="store_true", help="skip the ImageNet features")
+    parser.add_argument("--top-k", type=int, default=10, help="references kept per query (µAP, verification)")
+    parser.add_argument("--max-false", type=float, default=0.01, help="false matches allowed at a threshold")
+    parser.add_argument("--candidate-cosine", type=float, default=-1.0,
+                        help="descriptor_verified: DuplicateRule.cosine, the least cosine of a judged candidate")
+    parser.add_argument("--min-inliers", type=int, default=DuplicateRule().min_inliers,
+                        help="descriptor_verified: RANSAC inliers of a verified pair (0: no verification)")
+    parser.add_argument("--verify-min-side", type=int, default=DuplicateRule().verify_min_side,
+                        help="descriptor_verified: the least shorter side (px) of verified images")
+    parser.add_argument("--datasets", default=DATASETS, help="folder of trashnet-150 and grocery-store-160")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/results/dedup_quality.json")
-    args = parser.parse_args()
-    if not os.path.exists(args.checkpoint):
-        raise SystemExit(f"{args.checkpoint}: not found; run scripts/demo.sh or pass --checkpoint")
-    torch.set_num_threads(os.cpu_count() or 1)
-    timings = {}
-    started = time.perf_counter()
-    data = build_set(args.per_domain, args.distinct, np.random.default_rng(args.seed))
-    timings["build_set_s"] = round(time.perf_counter() - started, 1)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.originals, args.distractors = 20, 200
+    args.unmatched = args.originals if args.unmatched is None else args.unmatched
+    sets = tuple(s for s in args.sets.split(",") if s)
+    if unknown := set(sets) - set(SETS):
+        raise SystemExit(f"--sets: unknown {sorted(unknown)}; expected some of {SETS}")
+    class_checkpoints = per_set(args.class_checkpoint, sets, "--class-checkpoint")
+    copy_checkpoints = per_set(args.copy_checkpoint, sets, "--copy-checkpoint")
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    imagenet = None if args.no_imagenet else ImageNetFeatures()
 
     started = time.perf_counter()
-    hashes = [perceptual_hashes(image) for image in data.images]
-    timings["hash_s"] = round(time.perf_counter() - started, 1)
-    timings["hash_ms_per_image"] = round(1000 * timings["hash_s"] / len(hashes), 2)
-    ph = np.array([h.phash for h in hashes], dtype=np.uint64)
-    phm = np.array([h.phash_mirror for h in hashes], dtype=np.uint64)
-    dh = np.array([hash_int(imagehash.dhash(image)) for image in data.images], dtype=np.uint64)  # measured only
-    digests = [h.exact for h in hashes]
-
-    domain = np.array(data.domain)
-    family = np.array(data.family)
-    emb = {}
-    for name in ("fashion-mnist", "trashnet"):
-        started = time.perf_counter()
-        emb[name] = embed([data.images[i] for i in np.flatnonzero(domain == name)], name, args.checkpoint)
-        timings[f"embed_{name}_s"] = round(time.perf_counter() - started, 1)
-        print(f"embedded {name}: {timings[f'embed_{name}_s']} s", file=sys.stderr)
-
-    started = time.perf_counter()
-    positives = positive_pairs(data, ph, phm, dh, emb, digests)
-    cross = cross_family_stats(ph, phm, dh, emb, family, domain)
-    timings["pairs_s"] = round(time.perf_counter() - started, 1)
-
-    # exact: a cross-family exact match is a real duplicate inside the source datasets, not a detector error
-    by_digest: dict[str, set[int]] = {}
-    for digest, f in zip(digests, family):
-        by_digest.setdefault(digest, set()).add(int(f))
-    exact_cross = sum(1 for d, f in zip(digests, family) if len(by_digest[d]) > 1)
-
-    curves = {name: hash_curve(name, positives, cross, domain) for name in ("phash", "phash+mirror", "dhash")}
-    cos_curves = {name: cosine_curve(positives, cross, domain, name) for name in emb}
-    calibrated = {name: best_under_target(curve, "recall_near") for name, curve in {**curves, **{
-        f"cosine[{d}]": c for d, c in cos_curves.items()}}.items()}
-    rules = {}
-    for h in (6, 8, 10, 12):
-        cos_or = {d: (calibrated[f"cosine[{d}]"] or {"min_cosine": 1.0})["min_cosine"] for d in emb}
-        rules[f"or_h{h}"] = evaluate_rule(positives, cross, domain, phash_bits=h, cosine=cos_or, mode="or")
-    for h in (12, 16, 20):
-        for c in (0.90, 0.95):
-            rules[f"and_h{h}_c{c}"] = evaluate_rule(positives, cross, domain, phash_bits=h,
-                                                    cosine={d: c for d in emb}, mode="and")
-    per_kind = {k: {"exact": _rate(positives[k]["exact"]),
-                    **{f"median_{s}": round(float(np.median(positives[k][s])), 4)
-                       for s in ("phash", "phash+mirror", "dhash", "cosine")}} for k in KINDS}
-    n_images = len(family)
-    emit({"figure": "near-duplicate detection: recall and false-positive rate per signal on a constructed set",
-          "command": f"python -m bench.dedup_quality --per-domain {args.per_domain} --distinct {args.distinct}",
-          "set": {"images": n_images, "originals_per_domain": args.per_domain, "copies_per_original": len(KINDS),
-                  "distinct": args.distinct,
-                  "per_domain": {d: int((domain == d).sum()) for d in emb},
-                  "cross_family_pairs": {k: int(v) for k, v in cross["pairs"].items()}},
-          "embeddings": {"fashion-mnist": f"checkpoint {args.checkpoint}",
-                         "trashnet": "EfficientNet-Lite0 ImageNet backbone features (1280-d, no trained head)"},
-          "definitions": {"recall": "original-copy pairs matched / pairs, per transformation",
-                          "image_fpr": "images matched to >= 1 image of another family / all images",
-                          "pair_fpr": "cross-family pairs matched / cross-family pairs"},
-          "exact": {"recall_lossless": per_kind["lossless"]["exact"],
-                    "recall_other_kinds": {k: per_kind[k]["exact"] for k in KINDS if k != "lossless"},
-                    "images_with_exact_copy_in_another_family": exact_cross,
-                    "image_fpr": round(exact_cross / n_images, 5)},
-          "median_per_kind": per_kind,
-          "calibrated_single_signal": calibrated,
-          "combined_rules": rules,
-          "curves": {**curves, **{f"cosine[{d}]": c for d, c in cos_curves.items()}},
-          "timings": timings}, args.out)
+    results, timings = {}, {}
+    for name in sets:
+        set_started = time.perf_counter()
+        data = make_set(name, args, np.random.default_rng((args.seed, SETS.index(name))))  # the same set alone
+        timings[f"{name}_build_s"] = round(time.perf_counter() - set_started, 1)
+        print(f"{name}: {data.counts}", file=sys.stderr)
+        rankings, about = rankings_of(data, args, imagenet, class_checkpoints.get(name), copy_checkpoints.get(name))
+        results[name] = {"images": data.counts, "methods_used": about,
+                         "methods": {m: evaluate_method(m, r, data, args.max_false) for m, r in rankings.items()}}
+        timings[f"{name}_s"] = round(time.perf_counter() - set_started, 1)
+        del data, rankings
+    timings["total_s"] = round(time.perf_counter() - started, 1)
+    print_table(results)
+    thresholds = {m: {name: {kind: results[name]["methods"][m][f"{kind}_threshold"] for kind in ("shared", "pooled")}
+                      for name in results if m in results[name]["methods"]}
+                  for m in dict.fromkeys(m for r in results.values() for m in r["methods"])}
+    print(f"\nthresholds at <= {args.max_false:.0%} false matches (shared: in every family; pooled: over all):",
+          file=sys.stderr)
+    for method, by_set in thresholds.items():
+        print(f"  {method}: {json.dumps(by_set)}", file=sys.stderr)
+    emit({"figure": "copy detection per method and family of edits: recall at <= 1% false matches, µAP, costs",
+          "command": "python -m bench.dedup_quality " + " ".join(argv if argv is not None else sys.argv[1:]),
+          "config": {k: v for k, v in vars(args).items() if k not in ("out",)},
+          "families": list(FAMILIES), "target": {"recall": TARGET_RECALL, "max_false_matches": args.max_false},
+          "thresholds_at_max_false": thresholds, "sets": results, "timings": timings}, args.out)
 
 
 if __name__ == "__main__":
