@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = {
             "name": "copy_time", "n": args.n, "dim": args.dim, "server": "milvus 2.3.5 standalone",
             "source_build_s": built["build_s"], "copied": copied["copied"],
-            "index_type": stats.get("index_type"), "milvus_index": stats.get("milvus_index"),
+            "index_type": stats.get("index_type"), "milvus_index": stats.get("factory"),
             "copy_and_flush_s": round(copy_s, 1), "items_per_s": round(args.n / copy_s),
             "client_peak_above_start_mb": round(after["vmhwm_mb"] - before["vmrss_mb"], 1),
             "milvus_index_built_after_copy_s": indexed_s, "milvus_server_rss_mb": server_mb,
