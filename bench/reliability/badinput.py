@@ -186,7 +186,6 @@ def bad_cases(limits: Limits) -> list[Case]:
     # the write endpoint's own checks
     add_only = ("add",)
     refused += [
-        _parts_case("add: missing label", lambda f: [Part(f, good)], _same(400, add_only), label=None),
         _parts_case("add: empty label", lambda f: [Part(f, good)], _same(400, add_only), label="  "),
         _parts_case("add: label over 100 characters", lambda f: [Part(f, good)], _same(400, add_only),
                     label="x" * 101),
