@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from durablefile import atomic_write
 from similarity.batches import seed_worker
 from similarity.budget import Clock, TimeBudget
 from similarity.checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -165,7 +166,7 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
     notes["score_normalisation"] = {"array": BACKGROUND_ARRAY, "images": len(background),
                                     "k": config.copies.score_norm_k, "beta": config.copies.score_norm_beta}
     sha = save(metrics=metrics, arrays={BACKGROUND_ARRAY: background})
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
+    atomic_write(out_dir / "history.json", json.dumps(history, indent=2).encode("utf-8"))
     plot_history([row for row in history if row["epoch"] > 0], out_dir / "curves.png")
     return TrainResult(str(checkpoint_path), sha, history, best.epoch, metrics["val"], metrics.get("test", {}),
                        train_seconds, images_seen / train_seconds if train_seconds else 0.0, stopped_because, split,

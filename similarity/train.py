@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from durablefile import atomic_write
 from similarity.batches import decode_into_memory, iterate_batches, make_batch_sampler
 from similarity.budget import Clock, TimeBudget
 from similarity.cached import (ActivationCache, activation_bytes, build_activation_cache, cached_batches,
@@ -388,7 +389,7 @@ def train(data: LabelledImages, config: TrainConfig, out_dir: str | os.PathLike,
     sha = save_run(checkpoint_path, model, config, data, history, sets.indices, train_seconds, images_seen, notes,
                 metrics=metrics)
     _cache_embeddings(sha, data, test_data, sets, final, val_given=val_data is not None)
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
+    atomic_write(out_dir / "history.json", json.dumps(history, indent=2).encode("utf-8"))
     plot_history([row for row in history if row["epoch"] > 0], out_dir / "curves.png")
     return TrainResult(str(checkpoint_path), sha, history, best_epoch, val_metrics, test_metrics, train_seconds,
                        images_per_second, stopped_because, sets.indices, wall_seconds=clock() - started,
