@@ -50,4 +50,6 @@ def added_json(result: AddResult, root: str = "") -> dict:
     return {**item_json(result.item, root), "duplicate_of": result.duplicate_of,
             "duplicate_similarity": result.similarity,
             "duplicate_exact": result.exact if result.duplicate_of is not None else None,
+            "duplicate_kind": result.verdict.kind if result.verdict is not None else None,
+            "duplicate_confirmed": result.verdict.confirmed if result.verdict is not None else None,
             "skipped": result.skipped}

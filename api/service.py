@@ -240,11 +240,10 @@ class SearchService:
         model_info = self.engine.model_info
         model = {k: v for k, v in model_info.items() if k != "preprocess"}
         model["preprocess"] = model_info.get("preprocess")
-        counts = stats["label_counts"]
         return {
             "items": stats["ntotal"],
-            "label_counts": {label: n for label, n in counts.items() if label != NO_LABEL},
-            "unlabelled_items": counts.get(NO_LABEL, 0),
+            "label_counts": stats["label_counts"],
+            "unlabelled_items": stats["unlabelled_items"],
             "model": model,
             "index": {key: stats[key] for key in ("backend", "index_type", "factory", "index_params",
                                                    "bytes_per_vector", "expected_recall", "dim", "metric",

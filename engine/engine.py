@@ -237,7 +237,8 @@ class Engine:
             existing = self.store.get(finding.duplicate_of)
             if existing is not None:  # else deleted since the search: add the upload after all
                 logger.info("skipped an upload (%s): duplicates image %d", label, existing.id)
-                return AddResult(existing, existing.id, finding.similarity, finding.exact, skipped=True)
+                return AddResult(existing, existing.id, finding.similarity, finding.exact, skipped=True,
+                                 verdict=finding.verdict)
         ext = upload_extension(data)
         path = self._write_upload(data, ext)
         try:
@@ -252,7 +253,7 @@ class Engine:
             logger.info("added image %d (%s) as %s", item.id, label, path)
         if finding is None:
             return AddResult(item)
-        return AddResult(item, finding.duplicate_of, finding.similarity, finding.exact)
+        return AddResult(item, finding.duplicate_of, finding.similarity, finding.exact, verdict=finding.verdict)
 
     def add_collection(self, data: LabelledImages, *, batch_size: int = 256, num_workers: int = 0,
                        progress: bool = True, source: str | None = None, duplicates: str = DEFAULT_POLICY,
@@ -349,7 +350,12 @@ class Engine:
         return path
 
     def stats(self) -> dict:
-        return self.store.stats()
+        """The store's stats, with items without a label counted apart (``unlabelled_items``) rather than under
+        the empty label."""
+        stats = self.store.stats()
+        counts = stats["label_counts"]
+        return {**stats, "label_counts": {label: n for label, n in counts.items() if label != NO_LABEL},
+                "unlabelled_items": counts.get(NO_LABEL, 0)}
 
 
 def make_rng(seed: int | None) -> np.random.Generator:

@@ -55,13 +55,15 @@ class DuplicateFinding:
 @dataclass(frozen=True)
 class AddResult:
     """One upload's outcome: the stored item (or, when ``skipped``, the existing item it duplicates) and the
-    duplicate found (``duplicate_of`` None when none was, or when the policy was ``keep``)."""
+    duplicate found (``duplicate_of`` None when none was, or when the policy was ``keep``) with the judge's
+    ``verdict`` on the pair (its tier and evidence)."""
 
     item: ItemMeta
     duplicate_of: int | None = None
     similarity: float | None = None
     exact: bool = False
     skipped: bool = False
+    verdict: Verdict | None = None
 
 
 @dataclass

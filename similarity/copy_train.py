@@ -43,8 +43,8 @@ from similarity.models import EmbeddingNet
 from similarity.samplers import ShuffledBatches
 from similarity.schedule import refit
 from similarity.stopping import BestEpoch, annealing, close_epoch, stop_reason
-from similarity.train import (EpochCallback, TrainResult, build_optimizer, build_schedule, has_start, save_run,
-                              start_run, train_one_epoch)
+from similarity.train import (EpochCallback, TrainResult, build_optimizer, build_schedule, has_start,
+                              loaded_weights, save_run, start_run, train_one_epoch)
 from similarity.workers import worker_context
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,11 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
     budget = None
     if config.time_budget_minutes:
         background_images = min(config.copies.background_size, len(train_set))
+        start_images = eval_images if has_start(config) else 0  # the start scored again at the end
         budget = TimeBudget(config.time_budget_minutes * 60, steps_per_epoch=len(batch_sampler),
                             max_epochs=config.epochs, batch_size=2 * batch_sampler.batch_size,
-                            eval_images_per_epoch=eval_images, final_eval_images=2 * eval_images + background_images,
+                            eval_images_per_epoch=eval_images,
+                            final_eval_images=2 * eval_images + background_images + start_images,
                             clock=clock, ignore_steps=5 if config.compile else 2, started=started,
                             on_replan=lambda total: refit(schedule, total))
     embedder = Embedder(model, config.preprocess, device=device)
@@ -110,6 +112,7 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
     history: list[dict] = []
     best = BestEpoch(config.patience)
     images_seen, train_seconds, early = 0, 0.0, None
+    start_state: dict[str, torch.Tensor] | None = None
 
     def save(**kwargs: Any) -> str:
         return save_run(checkpoint_path, model, config, data, history, split, train_seconds, images_seen, notes,
@@ -122,6 +125,7 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
         history.append(row)
         _log_epoch(row, progress)
         best.update(0, row[VAL_METRIC], annealed=False)
+        start_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
         save()
     epoch = 0
     while early is None and not (budget.finished if budget else epoch >= config.epochs):
@@ -161,6 +165,9 @@ def train_copies(data: LabelledImages, config: TrainConfig, out_dir: str | os.Pa
     if test_set is not None:
         test = _validation(test_set, distractors, config, config.seed + 1)
         metrics["test"] = _final_scores(embedder, test, background, config)
+    if start_state is not None and validation is not None:
+        metrics["start"] = _against_start(embedder, start_state, validation, metrics["val"], best.epoch, config)
+        _report_start(metrics["start"], progress)
     if budget is not None:
         notes["budget"] = budget.summary()
     notes["score_normalisation"] = {"array": BACKGROUND_ARRAY, "images": len(background),
@@ -216,6 +223,35 @@ def _final_scores(embedder: Embedder, validation: CopyValidation, background: np
         classes = retrieval_metrics(gallery[:len(originals)], originals.labels, k=config.knn_k)
         scores.update({f"classes_{name}": value for name, value in classes.items()})
     return scores
+
+
+def _against_start(embedder: Embedder, start_state: dict[str, torch.Tensor], validation: CopyValidation,
+                   trained: Mapping[str, float], best_epoch: int, config: TrainConfig) -> dict[str, Any]:
+    """The pretrained start's validation scores (copies, and classes where there are labels: what its
+    features give off the shelf) beside the kept model's, from the same validation images and copies. Without
+    score normalisation on either side: the background sample belongs to the kept weights."""
+    if best_epoch == 0:
+        start = {name: value for name, value in trained.items() if not name.endswith("_normalised")}
+    else:
+        with loaded_weights(embedder.model, start_state):
+            start = _final_scores(embedder, validation, np.zeros((0, 1), dtype=np.float32), config)
+    keys = [name for name in COMPARED if name in start and name in trained]
+    return {"best_epoch": best_epoch, "start": {name: start[name] for name in keys},
+            "trained": {name: trained[name] for name in keys}}
+
+
+COMPARED = ("micro_ap", "recall_at_1", "classes_precision_at_1", "classes_knn_accuracy@10",
+            "classes_mean_average_precision_at_r")
+
+
+def _report_start(comparison: Mapping[str, Any], progress: bool) -> None:
+    start, trained = comparison["start"], comparison["trained"]
+    shown = {"micro_ap": "copies µAP", "recall_at_1": "copies recall@1", "classes_precision_at_1": "class P@1"}
+    parts = [f"{label} {start[name]:.4f} -> {trained[name]:.4f}" for name, label in shown.items() if name in start]
+    message = "against the start (pretrained features, validation): " + ", ".join(parts)
+    if progress:
+        tqdm.write(message)
+    log.info(message)
 
 
 def _prefixed(scores: Mapping[str, float]) -> dict[str, float]:

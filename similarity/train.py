@@ -16,7 +16,8 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -438,12 +439,19 @@ def has_start(config: TrainConfig) -> bool:
 def _evaluate_state(embedder: Embedder, state: dict[str, torch.Tensor], queries: LabelledImages,
                     gallery: LabelledImages, k: int) -> dict[str, float]:
     """:func:`evaluate` with the weights ``state`` loaded for the call, the model's own weights restored after."""
-    current = {key: value.detach().clone() for key, value in embedder.model.state_dict().items()}
-    embedder.model.load_state_dict(state)
-    try:
+    with loaded_weights(embedder.model, state):
         return evaluate(embedder, queries, k=k, gallery=gallery)
+
+
+@contextmanager
+def loaded_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """``model`` with the weights ``state`` for the ``with`` block; its own weights are restored after."""
+    current = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    model.load_state_dict(state)
+    try:
+        yield
     finally:
-        embedder.model.load_state_dict(current)
+        model.load_state_dict(current)
 
 
 def _report_start(comparison: StartComparison, progress: bool) -> None:
@@ -506,4 +514,4 @@ def save_run(path: Path, model: EmbeddingNet, config: TrainConfig, data: Labelle
 
 
 __all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "build_model", "build_optimizer", "build_schedule",
-           "evaluate", "has_start", "save_run", "seed_everything", "split_data", "start_run", "train", "train_one_epoch"]
+           "evaluate", "has_start", "loaded_weights", "save_run", "seed_everything", "split_data", "start_run", "train", "train_one_epoch"]

@@ -17,7 +17,7 @@ from engine.build import index_home
 from engine.engine import Engine
 from engine.ingestion import find_in_batch
 from similarity.hygiene import IDENTICAL_COSINE
-from similarity.judge import ImageSignals
+from similarity.judge import CONFIRMED_KINDS, KINDS, ImageSignals
 from simsearch.cli import main
 
 from imagecopies import outsider_png, reencode
@@ -59,19 +59,23 @@ def test_api_flags_exact_and_near_copies_by_default(client, fmnist_folder, ids, 
     body = exact.get_json()
     assert body["duplicate_of"] == ids[EXACT] and body["duplicate_exact"] is True and body["skipped"] is False
     assert body["duplicate_similarity"] == pytest.approx(1.0, abs=1e-4) and body["id"] != ids[EXACT]
+    assert body["duplicate_kind"] == "exact" and body["duplicate_confirmed"] is True
     copies = [ids[NEAR]]  # the resized copy may name the original or the stored JPEG copy, the more similar
     for copy in (reencode(paths[NEAR], "JPEG", quality=70), reencode(paths[NEAR], "PNG", size=(40, 40))):
         near = _post(client, copy, "?duplicates=flag")
         assert near.status_code == 201, near.get_json()
         body = near.get_json()
         assert body["duplicate_of"] in copies and body["duplicate_exact"] is False
+        assert body["duplicate_kind"] in KINDS and body["duplicate_kind"] != "exact"
+        assert body["duplicate_confirmed"] is (body["duplicate_kind"] in CONFIRMED_KINDS)
         assert 0.99 <= body["duplicate_similarity"] <= 1.0
         copies.append(body["id"])
     distinct = _post(client, outsider)
     assert distinct.status_code == 201
     assert {k: distinct.get_json()[k] for k in ("duplicate_of", "duplicate_similarity", "duplicate_exact",
-                                                  "skipped")} == {"duplicate_of": None, "duplicate_similarity": None,
-                                                                  "duplicate_exact": None, "skipped": False}
+                                                  "duplicate_kind", "duplicate_confirmed", "skipped")} == {
+        "duplicate_of": None, "duplicate_similarity": None, "duplicate_exact": None, "duplicate_kind": None,
+        "duplicate_confirmed": None, "skipped": False}
     assert client.get("/api/health").get_json()["items"] == 604  # flagged items are stored
 
 

@@ -140,6 +140,9 @@ def test_index_add_takes_a_flat_folder(unlabelled_index, photos, tmp_path, capsy
     assert json.loads(capsys.readouterr().out)["added"] == 2
     engine = Engine.open(str(index))
     try:
-        assert engine.store.label_counts() == {"": 43}
+        assert engine.store.label_counts() == {"": 43}  # the store's own count, under the empty label
     finally:
         engine.close()
+    assert main(["index", "stats", str(index)]) == 0  # people see the items without a label counted apart
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["label_counts"] == {} and stats["unlabelled_items"] == stats["ntotal"] == 43

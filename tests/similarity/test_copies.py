@@ -155,3 +155,21 @@ def test_copies_on_labelled_data_keep_the_labels_for_scoring(fmnist_small, tmp_p
     assert {"recall_at_1", "micro_ap", "micro_ap_normalised", "classes_precision_at_1"} <= set(result.val_metrics)
     checkpoint = load_checkpoint(result.checkpoint_path)
     assert checkpoint.objective == "copies" and checkpoint.class_names == data.class_names
+
+
+def test_a_copy_descriptor_is_compared_with_its_pretrained_start(flat_folder, tmp_path):
+    """Labelled photos trained as copies from ImageNet features: the checkpoint holds the start's copy and class
+    scores beside the kept model's, measured on the same validation images (the start's µAP is epoch 0's)."""
+    unlabelled = load_images(flat_folder)
+    labels = np.arange(len(unlabelled)) % 4  # four made-up classes: scoring needs labels, training ignores them
+    data = replace(unlabelled, labels=labels.astype(np.int64), class_names=["a", "b", "c", "d"])
+    recipe = recipe_for(data, 0, objective="copies")
+    config = replace(recipe.config, epochs=1, threads=2, num_workers=0, precision="fp32", val_fraction=0.25,
+                     preprocess=replace(recipe.config.preprocess, image_size=64, resize=None))
+    result = train(data, config, tmp_path / "run", progress=False)
+    comparison = load_checkpoint(result.checkpoint_path).metrics["start"]
+    start, trained = comparison["start"], comparison["trained"]
+    assert comparison["best_epoch"] == result.best_epoch
+    assert {"micro_ap", "recall_at_1", "classes_precision_at_1"} <= set(start) == set(trained)
+    assert start["micro_ap"] == pytest.approx(result.history[0]["val_micro_ap"], abs=1e-6)
+    assert trained["micro_ap"] == pytest.approx(result.val_metrics["micro_ap"], abs=1e-6)
