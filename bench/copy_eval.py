@@ -1,5 +1,6 @@
 """Scoring copy detection for ``bench/dedup_quality.py``: ranking references by score, the threshold that keeps
-false matches at or under a target, and DISC21's micro average precision.  Pure numpy: arrays in, numbers out.
+false matches at or under a target, and DISC21's micro average precision (the library's
+:func:`similarity.copies.micro_average_precision`).  Arrays in, numbers out.
 
 Vocabulary: ``nq`` queries (edited copies, and *unmatched* queries whose original is not among the references),
 ``nr`` references (originals and distractors).  ``truth (nq,) int64`` is the reference row of each query's
@@ -13,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
+from similarity.copies import micro_average_precision
 
 UNMATCHED = -1
 
@@ -88,24 +91,6 @@ def _share(hit: np.ndarray, among: np.ndarray) -> float | None:
     return round(float(np.count_nonzero(hit & among) / n), 4) if n else None
 
 
-def micro_average_precision(scores: np.ndarray, correct: np.ndarray, n_true: int) -> float:
-    """DISC21's µAP: every (query, reference, score) prediction of every query (``scores``, ``correct``: (nq, k),
-    a query's top k), ranked by score across queries, as one precision-recall curve against ``n_true`` true pairs
-    (the copies).  Predictions with equal scores are one step of the curve (precision at its end), so the order
-    of ties changes nothing: a hash's integer distances get no credit from an arbitrary order."""
-    if n_true < 1:
-        raise ValueError("no true pairs to find")
-    flat_scores = np.asarray(scores, dtype=np.float64).ravel()
-    flat_correct = np.asarray(correct, dtype=bool).ravel()
-    order = np.argsort(-flat_scores, kind="stable")
-    ranked, hits = flat_scores[order], flat_correct[order]
-    ends = np.append(np.flatnonzero(np.diff(ranked) != 0), len(ranked) - 1)  # last index of each tie group
-    found = np.cumsum(hits)[ends]
-    new = np.diff(np.concatenate([[0], found]))
-    precision = found / (ends + 1)
-    return float((precision * new).sum() / n_true)
-
-
 def evaluate(top_scores: np.ndarray, top_rows: np.ndarray, truth: np.ndarray, *, max_false: float,
              threshold: float | None = None) -> dict:
     """One method on one group of queries: µAP over the top-k predictions, the threshold of at most ``max_false``
@@ -129,5 +114,5 @@ def _jsonable(value: float) -> float | None:
     return None if not np.isfinite(value) else round(float(value), 6)
 
 
-__all__ = ["UNMATCHED", "evaluate", "false_match_threshold", "hamming_table", "micro_average_precision", "rates_at",
+__all__ = ["UNMATCHED", "evaluate", "false_match_threshold", "hamming_table", "rates_at",
            "top_k"]

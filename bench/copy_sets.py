@@ -25,7 +25,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from tqdm.auto import tqdm
 
 from bench.copy_eval import UNMATCHED
-from similarity.copy_augment import _overlay as overlay  # the one overlay the copy objective trains on
+from similarity.copy_augment import overlay  # the one overlay the copy objective trains on
 from similarity.data import load_fashion_mnist, load_image_folder
 from similarity.hygiene import pixel_digest
 from similarity.imageio import open_image

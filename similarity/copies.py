@@ -92,6 +92,24 @@ class CopyObjective(nn.Module):
 # ----------------------------------------------------------------------------- validation without labels
 
 
+def micro_average_precision(scores: np.ndarray, correct: np.ndarray, n_true: int) -> float:
+    """DISC21's µAP: every (query, reference, score) prediction of every query (``scores``, ``correct``: (nq, k),
+    a query's top k), ranked by score across queries, as one precision-recall curve against ``n_true`` true pairs
+    (the copies).  Predictions with equal scores are one step of the curve (precision at its end), so the order
+    of ties changes nothing: a hash's integer distances get no credit from an arbitrary order."""
+    if n_true < 1:
+        raise ValueError("no true pairs to find")
+    flat_scores = np.asarray(scores, dtype=np.float64).ravel()
+    flat_correct = np.asarray(correct, dtype=bool).ravel()
+    order = np.argsort(-flat_scores, kind="stable")
+    ranked, hits = flat_scores[order], flat_correct[order]
+    ends = np.append(np.flatnonzero(np.diff(ranked) != 0), len(ranked) - 1)  # last index of each tie group
+    found = np.cumsum(hits)[ends]
+    new = np.diff(np.concatenate([[0], found]))
+    precision = found / (ends + 1)
+    return float((precision * new).sum() / n_true)
+
+
 def copy_retrieval_metrics(copies: np.ndarray, originals: np.ndarray, gallery: np.ndarray, *, k: int = 10,
                            offsets: np.ndarray | None = None, beta: float = 1.0) -> dict[str, float]:
     """Copy detection scores. copies: (nq, d) descriptors of copies; originals: (nq,) int64, the gallery row each
@@ -115,7 +133,7 @@ def copy_retrieval_metrics(copies: np.ndarray, originals: np.ndarray, gallery: n
     ranked_scores, hits = sims.ravel()[order], correct.ravel()[order]
     found = np.cumsum(hits)
     precision = found / np.arange(1, len(hits) + 1)
-    micro_ap = float((precision * hits).sum() / len(copies))
+    micro_ap = micro_average_precision(sims, correct, len(copies))
     precise = np.flatnonzero((precision >= PRECISION_TARGET) & hits)  # thresholds at a true pair, precise enough
     recall_p90 = float(found[precise[-1]] / len(copies)) if len(precise) else 0.0
     threshold = float(ranked_scores[precise[-1]]) if len(precise) else float("nan")
@@ -198,4 +216,4 @@ def normalise_scores(similarities: np.ndarray, offsets: np.ndarray, beta: float 
 
 
 __all__ = ["CopyObjective", "CopyValidation", "background_offsets", "copy_retrieval_metrics", "koleo",
-           "normalise_scores"]
+           "micro_average_precision", "normalise_scores"]

@@ -52,7 +52,7 @@ def make_copy(image: Image.Image, rng: np.random.Generator, strength: float = 1.
     if rng.random() < 0.3 * s:
         out = out.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.1, 2.0 * strength)) * max(out.size) / 224))
     if rng.random() < 0.3 * s:
-        out = _overlay(out, rng)
+        out = overlay(out, rng)
     if rng.random() < 0.5 * s:
         out = _jpeg(out, int(rng.integers(max(10, round(90 - 70 * strength)), 96)))
     return out
@@ -105,7 +105,7 @@ def _random_crop(image: Image.Image, rng: np.random.Generator, min_area: float) 
     return image.crop((x, y, x + w, y + h))
 
 
-def _overlay(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+def overlay(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """Random text in Pillow's default font, or a filled box or ellipse (a "logo"), in a random colour."""
     out = image.copy()
     draw = ImageDraw.Draw(out)
@@ -133,4 +133,4 @@ def _jpeg(image: Image.Image, quality: int) -> Image.Image:
         return decoded.convert("RGB")
 
 
-__all__ = ["CopyPairs", "collate_pairs", "make_copy", "two_views"]
+__all__ = ["CopyPairs", "collate_pairs", "make_copy", "overlay", "two_views"]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.copy_eval import (UNMATCHED, evaluate, false_match_threshold, hamming_table, micro_average_precision,
-                             rates_at, top_k)
+from bench.copy_eval import UNMATCHED, evaluate, false_match_threshold, hamming_table, rates_at, top_k
 from bench.copy_sets import FAMILIES, edited_copy
+from similarity.copies import micro_average_precision
 
 
 def test_hamming_table_counts_bits_over_every_word():
