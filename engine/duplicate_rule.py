@@ -1,11 +1,19 @@
 """The duplicate rule an index uses, chosen from the model it was built with: the one place that decides it.
 
 A class-trained embedding gets :class:`similarity.hygiene.DuplicateRule`'s defaults (its cosine proves nothing on
-its own, so it has no ``descriptor`` tier). A copy descriptor (a checkpoint with ``objective == "copies"``) gets a
-``descriptor_cosine``: the cosine at which its training found 90% precision on held-out copies
-(``metrics["val"]["threshold_at_p90"]``), else :data:`DEFAULT_DESCRIPTOR_COSINE`; its candidate cosine is lowered
-to that value where it is below 0.99, since a copy descriptor puts edited copies well under 0.99. Values given on
-the command line win. Ingestion, ``index dedup`` (``--queries`` too) and the report all call :func:`rule_for`.
+its own, so it has no ``descriptor`` tier). A copy descriptor (a checkpoint with ``objective == "copies"``) gets two
+cosines:
+
+- the **candidate** cosine, at or above which pairs are judged on their pixels (exact, pHash, local verification):
+  the cosine at which its training found 90% precision on held-out copies (``metrics["val"]["threshold_at_p90"]``,
+  else :data:`DEFAULT_DESCRIPTOR_COSINE`), where below 0.99, since a copy descriptor puts edited copies well under
+  0.99;
+- the **descriptor** cosine, at or above which the descriptor alone makes a copy: :data:`DEFAULT_DESCRIPTOR_COSINE`,
+  the cosine that ``python -m bench.dedup_quality`` measured at 1% false matches, or the candidate cosine where that
+  is higher (a descriptor whose 90% precision lies above it).
+
+Values given on the command line win. Ingestion, ``index dedup`` (``--queries`` too) and the report all call
+:func:`rule_for`.
 """
 
 from __future__ import annotations
@@ -21,9 +29,9 @@ from similarity.hygiene import DuplicateRule
 log = logging.getLogger(__name__)
 
 COPIES_OBJECTIVE = "copies"
-# the threshold SSCD's own descriptors are used with (cosine 0.75: about 90% precision on DISC21), for a
-# copy-trained checkpoint that recorded no threshold of its own (trained without validation images); not measured
-# on simsearch's descriptors
+# the descriptor-alone cosine: python -m bench.dedup_quality measured the copy descriptors' cosine at <= 1% false
+# matches over every family of edits at 0.741 (Fashion-MNIST) and 0.752 (TrashNet-150); SSCD uses its own
+# descriptors at 0.75 too (about 90% precision on DISC21)
 DEFAULT_DESCRIPTOR_COSINE = 0.75
 
 
@@ -38,13 +46,20 @@ def measured_descriptor_cosine(checkpoint: Checkpoint) -> float | None:
     return float(value)
 
 
-def descriptor_cosine_for(checkpoint: Checkpoint) -> float | None:
-    """The ``descriptor_cosine`` of the checkpoint's rule: None for a class embedding; for a copy descriptor the
-    measured threshold (:func:`measured_descriptor_cosine`), else :data:`DEFAULT_DESCRIPTOR_COSINE`."""
+def candidate_cosine_for(checkpoint: Checkpoint) -> float | None:
+    """The cosine from which a copy descriptor's pairs are judged on their pixels: None for a class embedding; the
+    measured threshold at 90% precision (:func:`measured_descriptor_cosine`), else :data:`DEFAULT_DESCRIPTOR_COSINE`."""
     if checkpoint.objective != COPIES_OBJECTIVE:
         return None
     measured = measured_descriptor_cosine(checkpoint)
     return measured if measured is not None else DEFAULT_DESCRIPTOR_COSINE
+
+
+def descriptor_cosine_for(checkpoint: Checkpoint) -> float | None:
+    """The ``descriptor_cosine`` of the checkpoint's rule: None for a class embedding; for a copy descriptor
+    :data:`DEFAULT_DESCRIPTOR_COSINE`, or its candidate cosine where that is higher."""
+    candidate = candidate_cosine_for(checkpoint)
+    return None if candidate is None else max(DEFAULT_DESCRIPTOR_COSINE, candidate)
 
 
 def rule_for(checkpoint: Checkpoint, *, cosine: float | None = None, descriptor_cosine: float | None = None,
@@ -56,8 +71,11 @@ def rule_for(checkpoint: Checkpoint, *, cosine: float | None = None, descriptor_
     base = DuplicateRule(**changes)
     chosen = descriptor_cosine if descriptor_cosine is not None else descriptor_cosine_for(checkpoint)
     if cosine is None:
-        cosine = min(base.cosine, chosen) if chosen is not None else base.cosine
+        candidate = candidate_cosine_for(checkpoint)
+        if descriptor_cosine is not None and candidate is not None:
+            candidate = min(candidate, descriptor_cosine)  # a given descriptor cosine below the candidate one
+        cosine = min(base.cosine, candidate) if candidate is not None else base.cosine
     return replace(base, cosine=cosine, descriptor_cosine=chosen)
 
 
-__all__ = ["DEFAULT_DESCRIPTOR_COSINE", "descriptor_cosine_for", "measured_descriptor_cosine", "rule_for"]
+__all__ = ["DEFAULT_DESCRIPTOR_COSINE", "candidate_cosine_for", "descriptor_cosine_for", "measured_descriptor_cosine", "rule_for"]

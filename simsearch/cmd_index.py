@@ -134,8 +134,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="RANSAC inliers of local verification that make a candidate a copy (0: no verification)")
     dedup.add_argument("--descriptor-cosine", type=float, default=None, metavar="C",
                        help="for a model trained for copies: the cosine at or above which a pair is a copy on the "
-                            "embedding alone (default: the threshold its training measured at 90%% precision, else "
-                            f"{DEFAULT_DESCRIPTOR_COSINE}; none for a model trained on classes)")
+                            f"embedding alone (default: {DEFAULT_DESCRIPTOR_COSINE}, measured at 1%% false matches, or "
+                            "the threshold its training measured at 90%% precision where higher; none for a model "
+                            "trained on classes)")
     dedup.add_argument("--remove", action="store_true",
                        help="delete the confirmed duplicates (default: a dry run). Decodes the pixels even without "
                             "--pixels: what no pixel evidence confirms is listed as unconfirmed and kept")

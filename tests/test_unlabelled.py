@@ -30,23 +30,28 @@ def test_a_copy_checkpoint_gives_its_index_a_descriptor_rule(copies_model, unlab
     checkpoint = load_checkpoint(copies_model)
     assert checkpoint.objective == "copies"
     measured = checkpoint.metrics["val"].get("threshold_at_p90")
-    expected = measured if measured is not None and math.isfinite(measured) else DEFAULT_DESCRIPTOR_COSINE
+    candidate = measured if measured is not None and math.isfinite(measured) else DEFAULT_DESCRIPTOR_COSINE
     engine = Engine.open(unlabelled_index)
     try:
         rule = engine.duplicate_rule
     finally:
         engine.close()
-    assert rule.descriptor_cosine == pytest.approx(expected) == descriptor_cosine_for(checkpoint)
-    assert rule.cosine == pytest.approx(min(DuplicateRule().cosine, expected))
+    assert rule.descriptor_cosine == pytest.approx(max(DEFAULT_DESCRIPTOR_COSINE, candidate))
+    assert rule.descriptor_cosine == descriptor_cosine_for(checkpoint)
+    assert rule.cosine == pytest.approx(min(DuplicateRule().cosine, candidate))
 
 
 def test_rule_for_takes_the_measured_threshold_then_the_constant_and_lets_the_command_line_win(copies_model,
                                                                                                checkpoint_path):
     copies = load_checkpoint(copies_model)
-    measured = replace(copies, metrics={"val": {"threshold_at_p90": 0.8}})
+    measured = replace(copies, metrics={"val": {"threshold_at_p90": 0.8}})  # precise above the 1%-false cosine
     assert rule_for(measured) == replace(DuplicateRule(), cosine=0.8, descriptor_cosine=0.8)
+    loose = replace(copies, metrics={"val": {"threshold_at_p90": 0.6}})  # candidates from 0.6, alone from 0.75
+    assert rule_for(loose) == replace(DuplicateRule(), cosine=0.6, descriptor_cosine=DEFAULT_DESCRIPTOR_COSINE)
     for metrics in ({}, {"val": {"threshold_at_p90": float("nan")}}):
-        assert rule_for(replace(copies, metrics=metrics)).descriptor_cosine == DEFAULT_DESCRIPTOR_COSINE
+        unmeasured = rule_for(replace(copies, metrics=metrics))
+        assert unmeasured.cosine == unmeasured.descriptor_cosine == DEFAULT_DESCRIPTOR_COSINE
+    assert rule_for(loose, descriptor_cosine=0.5).cosine == 0.5  # a lower given descriptor cosine lowers candidates
     given = rule_for(measured, cosine=0.9, descriptor_cosine=0.95, min_inliers=None)
     assert (given.cosine, given.descriptor_cosine, given.min_inliers) == (0.9, 0.95, None)
     assert rule_for(load_checkpoint(checkpoint_path)) == DuplicateRule()  # a class embedding: no descriptor tier
