@@ -78,4 +78,5 @@ def rule_for(checkpoint: Checkpoint, *, cosine: float | None = None, descriptor_
     return replace(base, cosine=cosine, descriptor_cosine=chosen)
 
 
-__all__ = ["DEFAULT_DESCRIPTOR_COSINE", "candidate_cosine_for", "descriptor_cosine_for", "measured_descriptor_cosine", "rule_for"]
+__all__ = ["DEFAULT_DESCRIPTOR_COSINE", "candidate_cosine_for", "descriptor_cosine_for", "measured_descriptor_cosine",
+           "rule_for"]

@@ -237,8 +237,7 @@ class Engine:
             existing = self.store.get(finding.duplicate_of)
             if existing is not None:  # else deleted since the search: add the upload after all
                 logger.info("skipped an upload (%s): duplicates image %d", label, existing.id)
-                return AddResult(existing, existing.id, finding.similarity, finding.exact, skipped=True,
-                                 verdict=finding.verdict)
+                return AddResult(existing, existing.id, finding.verdict, skipped=True)
         ext = upload_extension(data)
         path = self._write_upload(data, ext)
         try:
@@ -253,7 +252,7 @@ class Engine:
             logger.info("added image %d (%s) as %s", item.id, label, path)
         if finding is None:
             return AddResult(item)
-        return AddResult(item, finding.duplicate_of, finding.similarity, finding.exact, verdict=finding.verdict)
+        return AddResult(item, finding.duplicate_of, finding.verdict)
 
     def add_collection(self, data: LabelledImages, *, batch_size: int = 256, num_workers: int = 0,
                        progress: bool = True, source: str | None = None, duplicates: str = DEFAULT_POLICY,

@@ -60,10 +60,17 @@ class AddResult:
 
     item: ItemMeta
     duplicate_of: int | None = None
-    similarity: float | None = None
-    exact: bool = False
-    skipped: bool = False
     verdict: Verdict | None = None
+    skipped: bool = False
+
+    @property
+    def similarity(self) -> float | None:
+        """The embeddings' cosine with the duplicate, rounded to 6 digits; None without one."""
+        return None if self.verdict is None else round(self.verdict.cosine, 6)
+
+    @property
+    def exact(self) -> bool:
+        return self.verdict is not None and self.verdict.kind == "exact"
 
 
 @dataclass

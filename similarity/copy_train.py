@@ -230,8 +230,8 @@ def _against_start(embedder: Embedder, start_state: dict[str, torch.Tensor], val
     """The pretrained start's validation scores (copies, and classes where there are labels: what its
     features give off the shelf) beside the kept model's, from the same validation images and copies. Without
     score normalisation on either side: the background sample belongs to the kept weights."""
-    if best_epoch == 0:
-        start = {name: value for name, value in trained.items() if not name.endswith("_normalised")}
+    if best_epoch == 0:  # the kept model is the start
+        start = trained
     else:
         with loaded_weights(embedder.model, start_state):
             start = _final_scores(embedder, validation, np.zeros((0, 1), dtype=np.float32), config)

@@ -514,4 +514,5 @@ def save_run(path: Path, model: EmbeddingNet, config: TrainConfig, data: Labelle
 
 
 __all__ = ["DataSplit", "EpochCallback", "EpochStats", "TrainResult", "build_model", "build_optimizer", "build_schedule",
-           "evaluate", "has_start", "loaded_weights", "save_run", "seed_everything", "split_data", "start_run", "train", "train_one_epoch"]
+           "evaluate", "has_start", "loaded_weights", "save_run", "seed_everything", "split_data", "start_run", "train",
+           "train_one_epoch"]
