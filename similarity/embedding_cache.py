@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from durablefile import atomic_write
-from similarity.data import LabelledImages, SkippedFile
+from similarity.data import UNLABELLED, LabelledImages, SkippedFile
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,12 @@ def default_root() -> Path | None:
 
 
 def collection_key(data: LabelledImages) -> str:
-    """A digest of what names the images: their ids in order, and each one's class name."""
+    """A digest of what names the images: their ids in order, and each one's class name (none for an unlabelled
+    collection)."""
     digest = hashlib.sha256()
     for image_id, label in zip(data.ids, data.labels.tolist()):
-        digest.update(f"{image_id}\t{data.class_names[label]}\n".encode())
+        name = data.class_names[label] if label != UNLABELLED else ""
+        digest.update(f"{image_id}\t{name}\n".encode())
     return digest.hexdigest()[:32]
 
 

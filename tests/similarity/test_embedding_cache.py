@@ -122,3 +122,15 @@ def test_a_cache_that_cannot_be_written_costs_time_not_the_result(checkpoint_pat
     fresh = embedder.embed_data(fmnist_small, progress=False)
     np.testing.assert_array_equal(result.embeddings, fresh.embeddings)
     assert any("could not store" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unlabelled_collection_is_cached_and_indexed(copies_model, photos, tmp_path, monkeypatch):
+    """A flat folder (no labels) builds an index with the cache on, as users run it, and is read back."""
+    from simsearch.cli import main
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "cache"))
+    for n in (1, 2):
+        assert main(["index", "build", "--checkpoint", str(copies_model), "--data", str(photos),
+                     "--out", str(tmp_path / f"index{n}"), "--workers", "0", "--quiet"]) == 0
+    cached = list((tmp_path / "cache").glob("*/*.npz"))
+    assert len(cached) == 1  # the second build read what the first wrote
