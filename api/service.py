@@ -245,6 +245,7 @@ class SearchService:
             "label_counts": stats["label_counts"],
             "unlabelled_items": stats["unlabelled_items"],
             "model": model,
+            "copy_model": self._copy_model(),
             "index": {key: stats[key] for key in ("backend", "index_type", "factory", "index_params",
                                                    "bytes_per_vector", "expected_recall", "dim", "metric",
                                                    "created_at", "stored_vectors", "tombstones", "log_head",
@@ -257,6 +258,15 @@ class SearchService:
                        "max_batch": self.config.max_batch, "max_upload_bytes": self.config.max_upload_bytes,
                        "thumbnail_sizes": list(self.config.thumbnail_sizes)},
         }
+
+    def _copy_model(self) -> dict | None:
+        """The copy descriptor whose vector each item carries too (it finds the duplicates), or None."""
+        copy = self.engine.copy_checkpoint
+        if copy is None:
+            return None
+        info = copy.model_info()
+        return {key: info[key] for key in ("checkpoint_sha256", "embedding_dim", "backbone", "objective")
+                if key in info}
 
     def health(self) -> dict:
         problem = self._writable.problem()

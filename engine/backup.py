@@ -28,7 +28,7 @@ from pathlib import Path
 
 from durablefile import atomic_write, file_sha256, fsync_dir, fsync_file
 from engine.build import check_index
-from engine.layout import MODEL_FILE, UPLOADS_DIR
+from engine.layout import COPY_MODEL_FILE, MODEL_FILE, UPLOADS_DIR
 from index.backup import copy_store, paths_under, relocate_paths
 from index.db import DB_FILE
 from index.location import is_milvus
@@ -113,12 +113,14 @@ def backup_index(index: str | os.PathLike, dest: str | os.PathLike) -> BackupMan
     if not os.path.isfile(model):
         raise BackupError(f"{source} has no {MODEL_FILE}")
     started = time.perf_counter()
+    models = [name for name in (MODEL_FILE, COPY_MODEL_FILE) if os.path.isfile(os.path.join(source, name))]
     with _new_folder(dest) as folder:
         store = copy_store(source, folder)
-        shutil.copyfile(model, os.path.join(folder, MODEL_FILE))
+        for name in models:  # the copy descriptor's model too, for an index that keeps one
+            shutil.copyfile(os.path.join(source, name), os.path.join(folder, name))
         upload_folders = _upload_folders(source)
         copied, missing = _copy_uploads(os.path.join(folder, DB_FILE), upload_folders, folder)
-        files = {name: file_sha256(os.path.join(folder, name)) for name in (*store.files, MODEL_FILE, *copied)}
+        files = {name: file_sha256(os.path.join(folder, name)) for name in (*store.files, *models, *copied)}
         for name in files:
             fsync_file(os.path.join(folder, name))
         manifest = BackupManifest(source=source, log_head=store.head, items=store.items, uploads=len(copied),

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from durablefile import atomic_path
-from engine.duplicate_rule import rule_for
+from engine.duplicate_rule import COPIES_OBJECTIVE, rule_for
 from engine.ingestion import DuplicateCounts, apply_policy, check_policy, find_new_duplicates
-from engine.layout import MODEL_FILE, UPLOADS_DIR
+from engine.layout import COPY_MODEL_FILE, MODEL_FILE, UPLOADS_DIR
 from index import MODEL_FIELDS, NO_LABEL, IndexConfig, IndexStoreError, VectorStore
 from index.location import create_store, default_home, is_milvus, open_store
 from index.persist import check_model
 from similarity.checkpoint import Checkpoint, load_checkpoint
 from similarity.data import LabelledImages, SkippedFile
-from similarity.embedder import ImageEmbedder
+from similarity.embedder import EmbedResult, ImageEmbedder
 from similarity.embedding_cache import EmbeddingCache
 from similarity.hygiene import DuplicateRule
 from similarity.runtime import EmbedRuntime, load_embedder
@@ -61,6 +61,27 @@ def open_index(index: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     return store, ckpt
 
 
+def copy_checkpoint_of(store: VectorStore) -> Checkpoint | None:
+    """The copy descriptor whose vector every item of ``store`` carries beside its class embedding
+    (``copy_model.pt`` in its home, checked against the index's record of it), or None for an index without."""
+    space = store.descriptors
+    if space is None:
+        return None
+    ckpt = load_checkpoint(Path(store.home) / COPY_MODEL_FILE)
+    check_model(space.model_info, index_model_info(ckpt))
+    return ckpt
+
+
+def check_copy_checkpoint(checkpoint: Checkpoint, copy_checkpoint: Checkpoint) -> None:
+    """``ValueError`` unless ``copy_checkpoint`` is a copy descriptor and ``checkpoint`` is not (an index built
+    from a copy descriptor already searches with it: it needs no second one)."""
+    if copy_checkpoint.objective != COPIES_OBJECTIVE:
+        raise ValueError(f"--copy-model must be trained with --objective copies, got objective "
+                         f"{copy_checkpoint.objective!r}")
+    if checkpoint.objective == COPIES_OBJECTIVE:
+        raise ValueError("the index's model is a copy descriptor already; build without --copy-model")
+
+
 def check_index(index: str | os.PathLike) -> None:
     """Raise ``IndexStoreError`` saying why ``index`` is not a usable index (without its model)."""
     open_store(index).close()
@@ -82,28 +103,75 @@ def index_model_info(checkpoint: Checkpoint) -> dict:
     return {key: info[key] for key in MODEL_FIELDS}
 
 
+@dataclass(frozen=True)
+class Embedded:
+    """A collection embedded for an index: the rows ``kept`` (indices into it) with their class ``embeddings``
+    ``(m, d) float32`` and, for an index that keeps a copy descriptor, their ``descriptors`` ``(m, d2) float32``."""
+
+    kept: np.ndarray
+    embeddings: np.ndarray
+    descriptors: np.ndarray | None
+    skipped: list[SkippedFile]
+
+    def rows(self, rows: np.ndarray) -> "Embedded":
+        return Embedded(self.kept[rows], self.embeddings[rows],
+                        None if self.descriptors is None else self.descriptors[rows], self.skipped)
+
+    @property
+    def for_duplicates(self) -> np.ndarray:
+        """The vectors duplicates are searched with: the copy descriptors where there are, else the embeddings."""
+        return self.embeddings if self.descriptors is None else self.descriptors
+
+
+def embed_collection(embedder: ImageEmbedder, copy_embedder: ImageEmbedder | None, data: LabelledImages, *,
+                     batch_size: int = 256, num_workers: int = 0, progress: bool = True,
+                     cache: EmbeddingCache | None = None) -> Embedded:
+    """Embed ``data`` with the class model and, if given, the copy descriptor; a file either cannot read is left
+    out of both."""
+    first = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress, cache=cache)
+    if copy_embedder is None:
+        return Embedded(first.kept, first.embeddings, None, first.skipped)
+    second = copy_embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                                      cache=cache)
+    kept = np.intersect1d(first.kept, second.kept)
+    skipped = first.skipped + [s for s in second.skipped if s.path not in {f.path for f in first.skipped}]
+    return Embedded(kept, _rows_of(first, kept), _rows_of(second, kept), skipped)
+
+
+def _rows_of(result: EmbedResult, kept: np.ndarray) -> np.ndarray:
+    """``result``'s vectors of the indices ``kept`` (a subset of ``result.kept``), in that order."""
+    position = {int(i): row for row, i in enumerate(result.kept.tolist())}
+    return result.embeddings[[position[int(i)] for i in kept.tolist()]]
+
+
 def add_images(store: VectorStore, embedder: ImageEmbedder, data: LabelledImages, *, batch_size: int = 256,
                num_workers: int = 0, progress: bool = True, source: str | None = None, duplicates: str = "keep",
-               rule: DuplicateRule = DuplicateRule()) -> tuple[np.ndarray, list[SkippedFile], DuplicateCounts]:
-    """Embed ``data`` (file-backed) and append it to ``store`` under the ``duplicates`` policy (against the index
-    and within the batch, see :mod:`engine.ingestion`); returns (new ids, skipped files, duplicate counts)."""
+               rule: DuplicateRule = DuplicateRule(), copy_embedder: ImageEmbedder | None = None
+               ) -> tuple[np.ndarray, list[SkippedFile], DuplicateCounts]:
+    """Embed ``data`` (file-backed; with ``copy_embedder`` too, for an index that keeps a copy descriptor) and
+    append it to ``store`` under the ``duplicates`` policy (against the index and within the batch, see
+    :mod:`engine.ingestion`); returns (new ids, skipped files, duplicate counts)."""
     check_policy(duplicates)
     _require_files(data)
-    result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress)
-    kept, embeddings, counts = _screen(store, data, result.embeddings, result.kept, duplicates, rule)
-    return _append(store, data, embeddings, kept, source), result.skipped, counts
+    embedded = embed_collection(embedder, copy_embedder, data, batch_size=batch_size, num_workers=num_workers,
+                                progress=progress)
+    embedded, counts = _screen(store, data, embedded, duplicates, rule)
+    return _append(store, data, embedded, source), embedded.skipped, counts
 
 
-def _screen(store: VectorStore | None, data: LabelledImages, embeddings: np.ndarray, kept: np.ndarray, policy: str,
-            rule: DuplicateRule) -> tuple[np.ndarray, np.ndarray, DuplicateCounts]:
-    """The rows of ``kept`` (and their embeddings) to store under ``policy``, and the duplicate counts."""
-    if policy == "keep" or not len(kept):
-        return kept, embeddings, DuplicateCounts()
+def _screen(store: VectorStore | None, data: LabelledImages, embedded: Embedded, policy: str,
+            rule: DuplicateRule) -> tuple[Embedded, DuplicateCounts]:
+    """The rows of ``embedded`` to store under ``policy``, and the duplicate counts.  Candidates come from the
+    copy descriptors' own view where the index keeps them (:mod:`index.descriptors`)."""
+    if policy == "keep" or not len(embedded.kept):
+        return embedded, DuplicateCounts()
     assert data.paths is not None
-    findings = find_new_duplicates(store, embeddings, [os.path.abspath(data.paths[i]) for i in kept], rule=rule)
+    space = None if store is None else (store.descriptors or store)
+    findings = find_new_duplicates(space, embedded.for_duplicates,
+                                   [os.path.abspath(data.paths[i]) for i in embedded.kept], rule=rule)
     rows, counts = apply_policy(findings, policy)
     log.info("duplicates at ingestion (%s): %d exact, %d near", policy, counts.exact, counts.near)
-    return kept[rows], embeddings[rows], counts
+    return embedded.rows(rows), counts
 
 
 def _require_files(data: LabelledImages) -> None:
@@ -112,28 +180,30 @@ def _require_files(data: LabelledImages) -> None:
                          "similarity.data.export_to_folder")
 
 
-def _append(store: VectorStore, data: LabelledImages, embeddings: np.ndarray, kept: np.ndarray,
-            source: str | None = None) -> np.ndarray:
-    """Add the embeddings of ``data``'s rows ``kept`` with their labels (:data:`index.NO_LABEL` for an unlabelled
-    collection) and absolute paths; returns ids."""
+def _append(store: VectorStore, data: LabelledImages, embedded: Embedded, source: str | None = None) -> np.ndarray:
+    """Add ``embedded``'s rows of ``data`` with their labels (:data:`index.NO_LABEL` for an unlabelled collection)
+    and absolute paths; returns ids."""
+    kept = embedded.kept
     if not len(kept):
         return np.zeros(0, np.int64)
     assert data.paths is not None
     labels = [data.class_names[data.labels[i]] for i in kept] if data.labelled else [NO_LABEL] * len(kept)
-    return store.add(embeddings, labels=labels,
+    return store.add(embedded.embeddings, labels=labels,
                      paths=[os.path.abspath(data.paths[i]) for i in kept],
-                     sources=[source or data.source] * len(kept))
+                     sources=[source or data.source] * len(kept), descriptors=embedded.descriptors)
 
 
 def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: str | os.PathLike, *,
                 config: IndexConfig = IndexConfig(), batch_size: int = 256, num_workers: int = 0,
                 progress: bool = True, home: str | os.PathLike | None = None, duplicates: str = "flag",
-                rule: DuplicateRule | None = None, runtime: EmbedRuntime = EmbedRuntime()) -> BuildSummary:
+                rule: DuplicateRule | None = None, runtime: EmbedRuntime = EmbedRuntime(),
+                copy_checkpoint_path: str | os.PathLike | None = None) -> BuildSummary:
     """Embed every image of ``data`` (labelled or not) with the checkpoint and write a new index: a directory, or a
     Milvus collection whose ``model.pt`` and uploads go to ``home`` (default: :func:`index.location.default_home`).
     ``duplicates``: the policy for duplicates within ``data`` (see :mod:`engine.ingestion`) under ``rule`` (default:
     the checkpoint's, :func:`engine.duplicate_rule.rule_for`); ``runtime``: what runs the model (see
-    :func:`similarity.runtime.load_embedder`)."""
+    :func:`similarity.runtime.load_embedder`); ``copy_checkpoint_path``: a copy descriptor whose vector every item
+    carries too (``copy_model.pt``; an index directory only), which then finds the duplicates and sets the rule."""
     import time
 
     check_policy(duplicates)
@@ -145,7 +215,15 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: s
     if not milvus and home_dir.exists() and any(home_dir.iterdir()):
         raise FileExistsError(f"{home_dir} exists and is not empty; choose a new directory or delete it")
     checkpoint = load_checkpoint(checkpoint_path)
-    rule = rule if rule is not None else rule_for(checkpoint)
+    copy_checkpoint = copy_embedder = None
+    if copy_checkpoint_path is not None:
+        if milvus:
+            raise ValueError("a copy descriptor beside the class embedding needs an index directory: a Milvus "
+                             "collection keeps one vector per item (build the index from the copy model alone)")
+        copy_checkpoint = load_checkpoint(copy_checkpoint_path)
+        check_copy_checkpoint(checkpoint, copy_checkpoint)
+        copy_embedder = copy_checkpoint.embedder()
+    rule = rule if rule is not None else rule_for(copy_checkpoint or checkpoint)
     embedder = load_embedder(checkpoint, runtime)  # a bad ONNX file fails before anything is written
     if milvus:  # refuse an existing collection before spending minutes embedding
         from index.location import parse_location
@@ -158,17 +236,21 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: s
     home_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(home_dir / MODEL_FILE) as tmp:
         shutil.copyfile(checkpoint_path, tmp)
+    if copy_checkpoint_path is not None:
+        with atomic_path(home_dir / COPY_MODEL_FILE) as tmp:
+            shutil.copyfile(copy_checkpoint_path, tmp)
     started = time.perf_counter()
-    result = embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                                 cache=EmbeddingCache.from_environment())
+    embedded = embed_collection(embedder, copy_embedder, data, batch_size=batch_size, num_workers=num_workers,
+                                progress=progress, cache=EmbeddingCache.from_environment())
     seconds = time.perf_counter() - started
-    kept, embeddings, counts = _screen(None, data, result.embeddings, result.kept, duplicates, rule)
+    embedded, counts = _screen(None, data, embedded, duplicates, rule)
     if config.expected_size is None:
-        config = replace(config, expected_size=max(1, len(kept)))
+        config = replace(config, expected_size=max(1, len(embedded.kept)))
     store = create_store(os.fspath(out), checkpoint.config.model.embedding_dim, config=config,
-                         model_info=index_model_info(checkpoint), home=str(home_dir) if milvus else None)
+                         model_info=index_model_info(checkpoint), home=str(home_dir) if milvus else None,
+                         descriptor_model=None if copy_checkpoint is None else index_model_info(copy_checkpoint))
     try:
-        _append(store, data, embeddings, kept)
+        _append(store, data, embedded)
         if milvus:
             store.flush()  # seal the segments: a server restart does not replay them
         else:
@@ -177,7 +259,7 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: s
         location = store.location
     finally:
         store.close()
-    return BuildSummary(location, len(kept), result.skipped, index_type,
+    return BuildSummary(location, len(embedded.kept), embedded.skipped, index_type,
                         seconds, len(data) / seconds if seconds else 0.0, counts)
 
 
@@ -195,6 +277,9 @@ def copy_index(source: str | os.PathLike, target: str | os.PathLike, *, home: st
                          f"PATH.db), got {os.fspath(target)!r}")
     src = open_store(source)
     try:
+        if src.descriptors is not None:
+            log.warning("%s keeps a copy descriptor per item; the collection keeps one vector per item and finds "
+                        "duplicates with the class model", source)
         home_dir = Path(os.fspath(home) if home else default_home(target))
         model = Path(src.home) / MODEL_FILE
         if not model.is_file():

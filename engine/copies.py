@@ -1,6 +1,7 @@
 """Copies of outside files in an index (``simsearch index dedup INDEX --queries DIR``): each image file is decoded
-once, embedded with the index's model, searched, and each candidate judged by :func:`similarity.judge.judge`
-(the rule of ``index dedup`` and of ingestion).  Unreadable files are reported, not raised."""
+once, embedded with the model that finds the index's duplicates (its copy descriptor where it keeps one), searched,
+and each candidate judged by :func:`similarity.judge.judge` (the rule of ``index dedup`` and of ingestion).
+Unreadable files are reported, not raised."""
 
 from __future__ import annotations
 
@@ -90,10 +91,11 @@ def find_copies_of_files(engine: Engine, paths: Sequence[str], *, rule: Duplicat
                 results[row] = QueryCopies(paths[row], [], str(exc))
         if not rows:
             continue
-        xq = engine.embedder.embed_images(images)
+        xq = engine.duplicate_embedder.embed_images(images)
         signals = [ImageSignals(paths[row], image) for row, image in zip(rows, images)]
         images.clear()
-        for row, found in zip(rows, find_copies(engine.store, np.asarray(xq, np.float32), signals, rule=rule,
-                                                neighbours=neighbours, cache=cache)):
+        found_copies = find_copies(engine.duplicate_space, np.asarray(xq, np.float32), signals, rule=rule,
+                                   neighbours=neighbours, cache=cache)
+        for row, found in zip(rows, found_copies):
             results[row] = found
     return [results[row] for row in range(len(paths))]

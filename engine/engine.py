@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from durablefile import atomic_write, fsync_dir
-from engine.build import add_images, open_index
+from engine.build import add_images, copy_checkpoint_of, open_index
 from engine.dedup import DEFAULT_NEIGHBOURS, DuplicateReport, find_duplicates
 from engine.ingestion import DEFAULT_POLICY, AddResult, DuplicateCounts, check_policy, find_in_store
 from engine.layout import UPLOADS_DIR
@@ -75,13 +75,20 @@ class Engine:
     ``directory`` is the index's home: ``model.pt``, ``uploads/`` and ``report/`` (the index directory
     itself, or the folder a Milvus collection names)."""
 
-    def __init__(self, checkpoint: Checkpoint, store: VectorStore, embedder: ImageEmbedder | None = None) -> None:
+    def __init__(self, checkpoint: Checkpoint, store: VectorStore, embedder: ImageEmbedder | None = None,
+                 copy_checkpoint: Checkpoint | None = None) -> None:
         """``embedder``: what runs the model (default: torch, ``checkpoint.embedder()``); it must embed with
-        ``checkpoint`` (its ``model_id`` is the checkpoint's sha256)."""
+        ``checkpoint`` (its ``model_id`` is the checkpoint's sha256).  ``copy_checkpoint``: the copy descriptor
+        whose vector each item of ``store`` carries too (required by a store that keeps one)."""
         embedder = embedder if embedder is not None else checkpoint.embedder()
         if embedder.model_id != checkpoint.sha256:
             raise CheckpointError(f"the embedder runs model {embedder.model_id or '(unnamed)'}, the index's "
                                   f"checkpoint is {checkpoint.sha256}")
+        if (store.descriptors is None) != (copy_checkpoint is None):
+            raise CheckpointError(f"{store.location} keeps {'a' if store.descriptors else 'no'} copy descriptor per "
+                                  f"item, and {'one' if copy_checkpoint else 'none'} was given")
+        self.copy_checkpoint = copy_checkpoint
+        self.copy_embedder = copy_checkpoint.embedder() if copy_checkpoint is not None else None
         self.directory = store.home
         self.location = store.location
         self.checkpoint = checkpoint
@@ -98,7 +105,7 @@ class Engine:
         Raises ``CheckpointError`` (``OnnxModelError`` among them) / ``IndexStoreError``."""
         store, ckpt = open_index(index, checkpoint)
         try:
-            return cls(ckpt, store, load_embedder(ckpt, runtime))
+            return cls(ckpt, store, load_embedder(ckpt, runtime), copy_checkpoint_of(store))
         except BaseException:
             store.close()
             raise
@@ -111,10 +118,26 @@ class Engine:
         return self.checkpoint.model_info()
 
     @property
+    def duplicate_checkpoint(self) -> Checkpoint:
+        """The model whose vectors find duplicates: the copy descriptor where the index keeps one, else its model."""
+        return self.copy_checkpoint or self.checkpoint
+
+    @property
     def duplicate_rule(self) -> DuplicateRule:
-        """The duplicate rule of this index's model (:func:`engine.duplicate_rule.rule_for`): what ingestion,
-        ``index dedup`` and the report use unless given another."""
-        return rule_for(self.checkpoint)
+        """The duplicate rule of :attr:`duplicate_checkpoint` (:func:`engine.duplicate_rule.rule_for`): what
+        ingestion, ``index dedup`` and the report use unless given another."""
+        return rule_for(self.duplicate_checkpoint)
+
+    @property
+    def duplicate_embedder(self) -> ImageEmbedder:
+        """What runs :attr:`duplicate_checkpoint`."""
+        return self.copy_embedder or self.embedder
+
+    @property
+    def duplicate_space(self):
+        """Where duplicate candidates are searched: the copy descriptors' view (:mod:`index.descriptors`) where
+        the index keeps one, else the store itself."""
+        return self.store.descriptors or self.store
 
     def __len__(self) -> int:
         return len(self.store)
@@ -228,10 +251,12 @@ class Engine:
         rule = rule if rule is not None else self.duplicate_rule
         image = _decode(data, "image", max_pixels)
         xb = self.embedder.embed_images([image])
+        xd = self.copy_embedder.embed_images([image]) if self.copy_embedder is not None else None
         signals = functools.cache(lambda: ImageSignals.of_image(image, "upload"))  # only if a candidate needs it
         finding = None
         if duplicates != "keep":
-            finding = find_in_store(self.store, xb, lambda _row: signals(), rule=rule)[0]
+            finding = find_in_store(self.duplicate_space, xb if xd is None else xd, lambda _row: signals(),
+                                    rule=rule)[0]
         image = signals = None  # free the decoded pixels before the upload is written
         if finding is not None and duplicates == "skip":
             existing = self.store.get(finding.duplicate_of)
@@ -241,7 +266,7 @@ class Engine:
         ext = upload_extension(data)
         path = self._write_upload(data, ext)
         try:
-            ids = self.store.add(xb, labels=[label], paths=[path], sources=[source])
+            ids = self.store.add(xb, labels=[label], paths=[path], sources=[source], descriptors=xd)
         except BaseException:
             _remove_quietly(path)
             raise
@@ -263,7 +288,7 @@ class Engine:
         (ids, skipped files, duplicate counts)."""
         return add_images(self.store, self.embedder, data, batch_size=batch_size, num_workers=num_workers,
                           progress=progress, source=source, duplicates=duplicates,
-                          rule=rule if rule is not None else self.duplicate_rule)
+                          rule=rule if rule is not None else self.duplicate_rule, copy_embedder=self.copy_embedder)
 
     def delete(self, ids: Sequence[int]) -> list[ItemMeta]:
         """Delete items for good (durable when this returns); their uploaded files, if any, are removed."""
@@ -281,8 +306,8 @@ class Engine:
         confirmed members but the first of each group with ``delete(report.duplicates)``.  ``rule``: default
         :attr:`duplicate_rule`."""
         rule = rule if rule is not None else self.duplicate_rule
-        return find_duplicates(self.store, rule=rule, neighbours=neighbours, pixels=pixels, sample=sample, seed=seed,
-                               confirm=confirm, progress=progress)
+        return find_duplicates(self.duplicate_space, rule=rule, neighbours=neighbours, pixels=pixels, sample=sample,
+                               seed=seed, confirm=confirm, progress=progress)
 
     def compact(self, *, force: bool = False, orphan_grace_s: float = ORPHAN_GRACE_S) -> dict:
         """Compact the index, then remove the upload files that no item references and that are older than

@@ -1,6 +1,7 @@
 """Names inside an index directory that belong to the engine (the store's own files are ``index``'s business).
 
     <index_dir>/model.pt     the checkpoint the index was built with (a copy, fsynced)
+    <index_dir>/copy_model.pt  the copy descriptor whose vector each item carries too (an index that keeps one)
     <index_dir>/uploads/     images added through the API, referenced by their items
     <index_dir>/report/      the last report (served by the API at /report)
     <index_dir>/dedup/       the last ``simsearch index dedup`` listings (duplicates.json, duplicates.html; queries.json)
@@ -14,6 +15,7 @@ from report.config import HTML_FILE
 from similarity.checkpoint import CHECKPOINT_FILE
 
 MODEL_FILE = CHECKPOINT_FILE  # the index keeps its model under the name training gives it
+COPY_MODEL_FILE = "copy_model.pt"  # the model of the second vector (index.descriptors), beside MODEL_FILE
 UPLOADS_DIR = "uploads"
 REPORT_DIR = "report"
 REPORT_HTML = HTML_FILE

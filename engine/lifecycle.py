@@ -28,7 +28,7 @@ import numpy as np
 
 from durablefile import atomic_path, fsync_dir
 from engine.build import checkpoint_for, index_model_info
-from engine.layout import MODEL_FILE, UPLOADS_DIR
+from engine.layout import COPY_MODEL_FILE, MODEL_FILE, UPLOADS_DIR
 from index import IndexStoreError, ItemMeta, Maintainable, ReplicaState, VectorStore
 from index.alias import AliasEntry, create_alias, open_alias, previous_target
 from index.location import create_store, default_home, is_milvus, open_store, parse_location
@@ -118,8 +118,15 @@ class Replicator:
             self._failed.update(items[i].id for i in set(range(len(items))) - set(kept))
         else:
             kept, vectors, skipped = [], np.zeros((0, self.replica.dim), np.float32), []
+        descriptors = None
+        if self.replica.descriptors is not None:  # the copy descriptors are the same model's: carried, not re-run
+            have = self.source.descriptors.vectors([items[i].id for i in kept])
+            rows = [row for row, i in enumerate(kept) if items[i].id in have]  # else deleted meanwhile
+            kept, vectors = [kept[row] for row in rows], vectors[rows]
+            descriptors = np.stack([have[items[i].id] for i in kept]) if kept else None
         carried = [replace(items[i], path=paths[i]) for i in kept]
-        added, gone = self.replica.replicate(vectors, carried, deleted=list(deleted), state=state)
+        added, gone = self.replica.replicate(vectors, carried, deleted=list(deleted), state=state,
+                                             descriptors=descriptors)
         return SyncSummary(added, gone, 1, skipped)
 
     def copy_all(self, *, chunk: int = CHUNK, progress: bool = True) -> int:
@@ -270,11 +277,19 @@ def _open_or_create_replica(src: VectorStore, source_key: str, checkpoint_path: 
     os.makedirs(home_dir, exist_ok=True)
     with atomic_path(os.path.join(home_dir, MODEL_FILE)) as tmp:
         shutil.copyfile(checkpoint_path, tmp)
+    descriptor_model = None
+    if src.descriptors is not None and not milvus:  # the copy descriptors go along (a Milvus replica keeps none)
+        descriptor_model = src.descriptors.model_info
+        with atomic_path(os.path.join(home_dir, COPY_MODEL_FILE)) as tmp:
+            shutil.copyfile(os.path.join(src.home, COPY_MODEL_FILE), tmp)
+    elif src.descriptors is not None:
+        logger.warning("%s keeps a copy descriptor per item; the Milvus replica %s keeps one vector per item and "
+                       "finds duplicates with its class model", source_key, out)
     head = _head(src)  # before the first item is read: every later change is in the log after it
     config = replace(src.config, expected_size=max(1, len(src)),
                      index_type=index_type or src.index_type or src.config.index_type)
     dst = create_store(out, ckpt.config.model.embedding_dim, config=config, model_info=model_info,
-                       home=home_dir if milvus else None)
+                       home=home_dir if milvus else None, descriptor_model=descriptor_model)
     dst.set_replica_state(ReplicaState(source_key, head))
     return dst, False
 

@@ -19,6 +19,7 @@ from similarity.checkpoint import Checkpoint
 from similarity.data import LabelledImages, fashion_mnist_folder, load_labelled_images
 from similarity.embedding_cache import EmbeddingCache
 from similarity.runtime import EmbedRuntime
+from engine.duplicate_rule import rule_for
 from engine.engine import Engine
 from engine.layout import REPORT_DIR
 
@@ -85,8 +86,11 @@ def report_for_index(index_dir: str | os.PathLike, *, checkpoint: str | None = N
 def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | None, config: ReportConfig,
             progress: bool) -> ReportResult:
     ckpt, store = engine.checkpoint, engine.store
+    # the gallery's duplicate groups come from the model that finds duplicates (its copy descriptor where the
+    # index keeps one); leaks are judged on the neighbours of the class embeddings, so with the class model's rule
+    gallery_rule = config.duplicates or engine.duplicate_rule
     if config.duplicates is None:
-        config = replace(config, duplicates=engine.duplicate_rule)
+        config = replace(config, duplicates=rule_for(ckpt))
     labelled = any(label != NO_LABEL for label in store.label_counts())
     gallery = index_embeddings(store, ckpt.class_names if labelled else [])
     if not labelled and queries is not None:
@@ -116,7 +120,7 @@ def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | No
             "none: the images have no labels"}
     groups = None
     if config.hygiene:
-        duplicates = engine.find_duplicates(rule=config.duplicates, pixels=True, sample=config.hygiene_sample,
+        duplicates = engine.find_duplicates(rule=gallery_rule, pixels=True, sample=config.hygiene_sample,
                                             seed=config.seed, progress=progress)
         groups = [group.to_dict() for group in duplicates.groups]
         info["duplicate_search_s"] = round(duplicates.seconds, 2)

@@ -117,10 +117,12 @@ class VectorStore(Protocol):
     def factory(self) -> str | None: ...
     @property
     def model_info(self) -> dict: ...  # the model stamp: checkpoint sha256, dim, metric, preprocessing
+    @property
+    def descriptors(self): ...  # the second vector per item (index.descriptors.DescriptorSpace), or None
     def __len__(self) -> int: ...
 
     def add(self, vectors: np.ndarray, *, labels: list[str], paths: list[str],
-            sources: list[str] | None = None) -> np.ndarray: ...
+            sources: list[str] | None = None, descriptors: np.ndarray | None = None) -> np.ndarray: ...
     def remove(self, ids) -> list[ItemMeta]: ...
     def search(self, xq: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None,
                label: str | None = None) -> list[list[Neighbor]]: ...
@@ -196,10 +198,10 @@ class Replicable(Protocol):
     def set_replica_state(self, state: ReplicaState | None) -> None: ...  # durable when it returns
 
     def replicate(self, vectors: np.ndarray, items: list[ItemMeta], *, deleted=(),
-                  state: ReplicaState | None = None) -> tuple[int, int]:
-        """Add ``items`` with their own ids (ids already present are skipped) and ``vectors: (n, d) float32``,
-        delete the ids ``deleted``, and record ``state`` if given: one durable step, allowed on a replica.
-        Returns (added, deleted)."""
+                  state: ReplicaState | None = None, descriptors: np.ndarray | None = None) -> tuple[int, int]:
+        """Add ``items`` with their own ids (ids already present are skipped) and ``vectors: (n, d) float32``
+        (and ``descriptors``, for a store that keeps a second vector per item), delete the ids ``deleted``, and
+        record ``state`` if given: one durable step, allowed on a replica.  Returns (added, deleted)."""
         ...
 
     def log_tail(self, seq: int) -> LogTail | None: ...  # None: no log, or pruned past ``seq`` (diff the ids)

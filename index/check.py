@@ -23,7 +23,7 @@ from index.keeper import SNAPSHOT_DIR
 logger = logging.getLogger(__name__)
 
 QUICK_CHECK_ROWS = 20  # problems quick_check reports at most (it stops there)
-TABLES = ("settings", "items", "changes", "snapshots")
+TABLES = ("settings", "items", "changes", "snapshots", "descriptors")  # descriptors: format 5 on
 
 
 @dataclass(frozen=True)
@@ -144,12 +144,18 @@ def check_store(directory: str) -> CheckReport:
     return report
 
 
+def _tables_of(conn: sqlite3.Connection, schema: str) -> list[str]:
+    """The tables of :data:`TABLES` that database ``schema`` (``main`` or an attached name) holds."""
+    names = {row[0] for row in conn.execute(f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table'")}
+    return [table for table in TABLES if table in names]
+
+
 def _tables_readable(path: str) -> bool:
     """Whether every row of every table reads back by a full scan (not through an index)."""
     try:
         conn = _open_read_only(path)
         try:
-            for table in TABLES:
+            for table in _tables_of(conn, "main"):
                 for _row in conn.execute(f"SELECT * FROM {table} NOT INDEXED"):  # noqa: S608 - our names
                     pass
         finally:
@@ -162,7 +168,7 @@ def _tables_readable(path: str) -> bool:
 def rebuild_database(directory: str) -> str:
     """Copy every row of the (damaged, but readable by full scans) database into a new one with the schema and
     the log's sequence, then put it in place; the damaged files move to ``damaged-<time>/`` (returned).  A
-    database of format 3 comes out in format 4 (as :meth:`StoreDB.upgrade` makes it).  Only with no process
+    database of format 3 or 4 comes out in format 5 (as :meth:`StoreDB.upgrade` makes it).  Only with no process
     using the index."""
     path = db_path(directory)
     with atomic_path(path + ".rebuilt") as tmp:
@@ -172,13 +178,15 @@ def rebuild_database(directory: str) -> str:
             conn.executescript("BEGIN;" + SCHEMA + "COMMIT;")
             conn.execute("ATTACH DATABASE ? AS old", (f"file:{path}?mode=ro",))
             conn.execute("BEGIN")
-            for table in TABLES:  # label_counts is filled by its triggers as the items are copied
+            for table in _tables_of(conn, "old"):  # label_counts is filled by its triggers as the items are copied
                 names = ", ".join(row[1] for row in conn.execute(f"PRAGMA old.table_info({table})"))
                 # WHERE 1: no raw copy of b-trees (SQLite's transfer optimisation would read the damaged ones)
                 conn.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM old.{table} NOT INDEXED "
                              "WHERE 1")
-            if StoreDB.get_setting(conn, "format_version") == 3:
+            version = StoreDB.get_setting(conn, "format_version")
+            if version == 3:
                 conn.execute(FILL_LINEAGE)
+            if version in (3, 4):
                 StoreDB.set_setting(conn, "format_version", FORMAT_VERSION)
             conn.execute("DELETE FROM main.sqlite_sequence")
             conn.execute("INSERT INTO main.sqlite_sequence SELECT * FROM old.sqlite_sequence")

@@ -49,7 +49,9 @@ logger = logging.getLogger(__name__)
 
 DB_FILE = "store.sqlite"
 FORMAT = "simsearch-index"
-FORMAT_VERSION = 4  # 3: the snapshots table (called checkpoints in 2); 4: label_counts, snapshots.lineage
+# 3: the snapshots table (called checkpoints in 2); 4: label_counts, snapshots.lineage; 5: descriptors
+FORMAT_VERSION = 5
+UPGRADABLE_VERSIONS = (2, 3, 4)
 SYNCHRONOUS = ("full", "normal")
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
 MAX_IDLE = 8  # pooled connections kept open per process
@@ -92,6 +94,14 @@ CREATE TRIGGER label_counts_relabel AFTER UPDATE OF label ON items WHEN new.labe
     INSERT INTO label_counts VALUES (new.label, 1) ON CONFLICT (label) DO UPDATE SET n = n + 1;
 END;
 """
+# the second vector of an item (a copy descriptor), for an index built with one; it leaves with its item
+DESCRIPTORS_SCHEMA = """
+CREATE TABLE descriptors (id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TRIGGER descriptors_delete AFTER DELETE ON items BEGIN
+    DELETE FROM descriptors WHERE id = old.id;
+END;
+"""
+ITEMS, DESCRIPTORS = "items", "descriptors"  # the tables that hold vectors: (id, vector) rows
 FILL_LABEL_COUNTS = "INSERT INTO label_counts SELECT label, count(*) FROM items GROUP BY label"
 # each snapshot row of a format-3 database descends from the newest rebuilt row at or before it (0: none kept)
 FILL_LINEAGE = ("UPDATE snapshots SET lineage = coalesce((SELECT max(r.gen) FROM snapshots r "
@@ -128,7 +138,7 @@ CREATE TABLE snapshots (
     created_at REAL NOT NULL,
     lineage INTEGER NOT NULL DEFAULT 0
 );
-""" + LABEL_COUNTS_SCHEMA
+""" + LABEL_COUNTS_SCHEMA + DESCRIPTORS_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -306,22 +316,25 @@ class StoreDB:
             self._wal_retry_bytes = 0 if done else size + JOURNAL_SIZE_LIMIT_BYTES // 2
 
     def upgrade(self) -> bool:
-        """Bring a database of format version 2 or 3 to 4 in one transaction: 2 -> 3 renames the
+        """Bring a database of format version 2, 3 or 4 to 5 in one transaction: 2 -> 3 renames the
         ``checkpoints`` table to ``snapshots``; 3 -> 4 adds ``label_counts`` (filled from ``items``, then
         kept by its triggers) and ``snapshots.lineage`` (each row's newest rebuilt ancestor among the rows
-        kept).  Does nothing to any other version, so concurrent openers upgrade once.  Returns whether it
-        changed anything."""
+        kept); 4 -> 5 adds the (empty) ``descriptors`` table.  Does nothing to any other version, so
+        concurrent openers upgrade once.  Returns whether it changed anything."""
         with self.transaction() as conn:
             version = StoreDB.get_setting(conn, "format_version")
-            if StoreDB.get_setting(conn, "format") != FORMAT or version not in (2, 3):
+            if StoreDB.get_setting(conn, "format") != FORMAT or version not in UPGRADABLE_VERSIONS:
                 return False
             if version == 2:
                 conn.execute("ALTER TABLE checkpoints RENAME TO snapshots")
-            conn.execute("ALTER TABLE snapshots ADD COLUMN lineage INTEGER NOT NULL DEFAULT 0")
-            conn.execute(FILL_LINEAGE)
-            for statement in _statements(LABEL_COUNTS_SCHEMA):
+            if version in (2, 3):
+                conn.execute("ALTER TABLE snapshots ADD COLUMN lineage INTEGER NOT NULL DEFAULT 0")
+                conn.execute(FILL_LINEAGE)
+                for statement in _statements(LABEL_COUNTS_SCHEMA):
+                    conn.execute(statement)
+                conn.execute(FILL_LABEL_COUNTS)
+            for statement in _statements(DESCRIPTORS_SCHEMA):
                 conn.execute(statement)
-            conn.execute(FILL_LABEL_COUNTS)
             StoreDB.set_setting(conn, "format_version", FORMAT_VERSION)
         logger.info("upgraded %s from format version %d to %d", self.path, version, FORMAT_VERSION)
         return True
@@ -408,8 +421,9 @@ class StoreDB:
     # ------------------------------------------------------------------ writes
     @staticmethod
     def insert_items(conn: sqlite3.Connection, xb: np.ndarray, labels: Sequence[str], paths: Sequence[str],
-                     sources: Sequence[str | None]) -> np.ndarray:
-        """Inside a transaction: store ``xb: (n, d) float32`` and log their adds; returns the new ids."""
+                     sources: Sequence[str | None], descriptors: np.ndarray | None = None) -> np.ndarray:
+        """Inside a transaction: store ``xb: (n, d) float32`` (and each item's second vector, ``descriptors:
+        (n, d2) float32``, if given) and log their adds; returns the new ids."""
         n = len(xb)
         start = int(StoreDB.get_setting(conn, "next_id", 0))
         ids = np.arange(start, start + n, dtype=np.int64)
@@ -417,23 +431,30 @@ class StoreDB:
         conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
                          ((int(i), x.tobytes(), lab, p, now, s)
                           for i, x, lab, p, s in zip(ids, xb, labels, paths, sources, strict=True)))
+        if descriptors is not None:
+            conn.executemany("INSERT INTO descriptors VALUES (?, ?)",
+                             ((int(i), x.tobytes()) for i, x in zip(ids, descriptors, strict=True)))
         conn.executemany("INSERT INTO changes (op, item_id, at) VALUES ('add', ?, ?)",
                          ((int(i), now) for i in ids))
         StoreDB.set_setting(conn, "next_id", start + n)
         return ids
 
     @staticmethod
-    def insert_replicated(conn: sqlite3.Connection, xb: np.ndarray, items: Sequence[ItemMeta]) -> int:
-        """Inside a transaction: store ``items`` under their own ids with ``xb: (n, d) float32`` (a replica's
-        copy of another store's items; ids already present are left as they are) and log the adds; the id
-        counter moves past every id.  Returns how many were new."""
+    def insert_replicated(conn: sqlite3.Connection, xb: np.ndarray, items: Sequence[ItemMeta],
+                          descriptors: np.ndarray | None = None) -> int:
+        """Inside a transaction: store ``items`` under their own ids with ``xb: (n, d) float32`` (and
+        ``descriptors: (n, d2) float32``, if given: a replica's copy of another store's items; ids already
+        present are left as they are) and log the adds; the id counter moves past every id.  Returns how many
+        were new."""
         now = time.time()
         added = []
-        for x, item in zip(xb, items, strict=True):
+        for row, (x, item) in enumerate(zip(xb, items, strict=True)):
             cur = conn.execute("INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?, ?, ?)",
                                (int(item.id), x.tobytes(), item.label, item.path, float(item.added_at), item.source))
             if cur.rowcount:
                 added.append(int(item.id))
+                if descriptors is not None:
+                    conn.execute("INSERT INTO descriptors VALUES (?, ?)", (int(item.id), descriptors[row].tobytes()))
         conn.executemany("INSERT INTO changes (op, item_id, at) VALUES ('add', ?, ?)", ((i, now) for i in added))
         if items:
             top = max(int(item.id) for item in items) + 1
@@ -488,10 +509,11 @@ class StoreDB:
         return int(row[0] or 0), int(row[1] or 0)
 
     @staticmethod
-    def changes_since(conn: sqlite3.Connection, seq: int, dim: int) -> Changes:
-        """The resolved tail of the log after ``seq`` (call inside :meth:`snapshot`)."""
-        rows = conn.execute("SELECT c.op, c.item_id, i.vector FROM changes c LEFT JOIN items i ON i.id = c.item_id "
-                            "WHERE c.seq > ? ORDER BY c.seq", (seq,)).fetchall()
+    def changes_since(conn: sqlite3.Connection, seq: int, dim: int, table: str = ITEMS) -> Changes:
+        """The resolved tail of the log after ``seq`` (call inside :meth:`snapshot`), with the vectors of
+        ``table`` (:data:`ITEMS` or :data:`DESCRIPTORS`)."""
+        rows = conn.execute(f"SELECT c.op, c.item_id, i.vector FROM changes c LEFT JOIN {_vector_table(table)} i "
+                            "ON i.id = c.item_id WHERE c.seq > ? ORDER BY c.seq", (seq,)).fetchall()
         head = StoreDB.head(conn)
         added: dict[int, bytes] = {}
         deleted: list[int] = []
@@ -528,20 +550,22 @@ class StoreDB:
             except sqlite3.DatabaseError as exc:
                 raise _busy_or_error(exc, self.path) from None
 
-    def vectors(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
-        found, xb = self.vectors_of(np.asarray(sorted({int(i) for i in ids}), dtype=np.int64), dim)
+    def vectors(self, ids: Sequence[int], dim: int, table: str = ITEMS) -> dict[int, np.ndarray]:
+        found, xb = self.vectors_of(np.asarray(sorted({int(i) for i in ids}), dtype=np.int64), dim, table)
         return {int(i): x for i, x in zip(found, xb)}
 
-    def vectors_of(self, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(found (f,) int64 sorted, xb (f, d) float32)``: the stored vectors of the live ids among ``ids``
-        (one query per 900 ids; the exact re-ranking of :mod:`index.rerank` reads its candidates here)."""
+    def vectors_of(self, ids: np.ndarray, dim: int, table: str = ITEMS) -> tuple[np.ndarray, np.ndarray]:
+        """``(found (f,) int64 sorted, xb (f, d) float32)``: the stored vectors (of ``table``) of the live ids
+        among ``ids`` (one query per 900 ids; the exact re-ranking of :mod:`index.rerank` reads its candidates
+        here)."""
+        table = _vector_table(table)
         ids = [int(i) for i in ids]
         rows = []
         with self._borrow() as conn:
             try:
                 for start in range(0, len(ids), _CHUNK):
                     chunk = ids[start:start + _CHUNK]
-                    rows += conn.execute(f"SELECT id, vector FROM items WHERE id IN ({','.join('?' * len(chunk))})",
+                    rows += conn.execute(f"SELECT id, vector FROM {table} WHERE id IN ({','.join('?' * len(chunk))})",
                                          chunk).fetchall()
             except sqlite3.DatabaseError as exc:
                 raise _busy_or_error(exc, self.path) from None
@@ -614,24 +638,26 @@ class StoreDB:
             last = rows[-1][0]
 
     @staticmethod
-    def all_vectors(conn: sqlite3.Connection, dim: int, batch: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids (n,) int64, xb (n, d) float32)`` of every live item in id order (call inside a snapshot)."""
-        n = int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
+    def all_vectors(conn: sqlite3.Connection, dim: int, batch: int = 50_000,
+                    table: str = ITEMS) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids (n,) int64, xb (n, d) float32)`` of every live item (its vector in ``table``) in id order
+        (call inside a snapshot)."""
+        n = int(conn.execute(f"SELECT count(*) FROM {_vector_table(table)}").fetchone()[0])
         ids = np.empty(n, dtype=np.int64)
         xb = np.empty((n, dim), dtype=np.float32)
         filled = 0
-        for chunk_ids, chunk in StoreDB.iter_vectors(conn, dim, batch):
+        for chunk_ids, chunk in StoreDB.iter_vectors(conn, dim, batch, table):
             m = min(len(chunk_ids), n - filled)
             ids[filled:filled + m], xb[filled:filled + m] = chunk_ids[:m], chunk[:m]
             filled += m
         return ids[:filled], xb[:filled]
 
     @staticmethod
-    def iter_vectors(conn: sqlite3.Connection, dim: int,
-                     batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every live item as chunks ``(ids (c,) int64, xb (c, d) float32)`` in id order, ``batch`` rows each
-        (call inside a read transaction: the chunks are one consistent state)."""
-        return _vector_pages(lambda sql, params: conn.execute(sql, params).fetchall(), dim, batch)
+    def iter_vectors(conn: sqlite3.Connection, dim: int, batch: int = 50_000,
+                     table: str = ITEMS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every live item as chunks ``(ids (c,) int64, xb (c, d) float32)`` in id order, ``batch`` rows each,
+        with its vector in ``table`` (call inside a read transaction: the chunks are one consistent state)."""
+        return _vector_pages(lambda sql, params: conn.execute(sql, params).fetchall(), dim, batch, table)
 
     def vector_pages(self, dim: int, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """As :meth:`iter_vectors`, each chunk read on its own (no snapshot is held between chunks, so a long
@@ -732,16 +758,25 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-def _vector_pages(fetch: Callable[[str, Sequence], list[tuple]], dim: int,
-                  batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(ids, xb)`` chunks of the live items in id order, one ``fetch(sql, params)`` a chunk."""
+def _vector_pages(fetch: Callable[[str, Sequence], list[tuple]], dim: int, batch: int,
+                  table: str = ITEMS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(ids, xb)`` chunks of the live items (their vectors in ``table``) in id order, one ``fetch(sql, params)``
+    a chunk."""
+    sql = f"SELECT id, vector FROM {_vector_table(table)} WHERE id > ? ORDER BY id LIMIT ?"
     last = -1
     while True:
-        rows = fetch("SELECT id, vector FROM items WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
+        rows = fetch(sql, (last, batch))
         if not rows:
             return
         yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), _vector_block(rows, dim)
         last = rows[-1][0]
+
+
+def _vector_table(table: str) -> str:
+    """``table`` if it is one of the tables that hold vectors (the name goes into SQL text)."""
+    if table not in (ITEMS, DESCRIPTORS):
+        raise ValueError(f"no vectors in table {table!r}")
+    return table
 
 
 def _vector_block(rows: list[tuple], dim: int) -> np.ndarray:

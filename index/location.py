@@ -113,13 +113,18 @@ def open_store(location: str | os.PathLike, *, expect_model: dict | None = None)
 
 
 def create_store(location: str | os.PathLike, dim: int, *, config: IndexConfig, model_info: dict,
-                 home: str | None = None) -> VectorStore:
-    """Create an empty store at ``location``; ``home`` (Milvus only) defaults to :func:`default_home`."""
+                 home: str | None = None, descriptor_model: dict | None = None) -> VectorStore:
+    """Create an empty store at ``location``; ``home`` (Milvus only) defaults to :func:`default_home`;
+    ``descriptor_model``: a second vector per item (an index directory only, see :mod:`index.descriptors`)."""
     parsed = parse_location(os.fspath(location))
     if parsed is None:
         if home is not None and os.path.abspath(home) != os.path.abspath(os.fspath(location)):
             raise ValueError("an index directory is its own home: --home applies to Milvus indexes only")
-        return IndexStore.create(os.fspath(location), dim, config=config, model_info=model_info)
+        return IndexStore.create(os.fspath(location), dim, config=config, model_info=model_info,
+                                 descriptor_model=descriptor_model)
+    if descriptor_model is not None:
+        raise ValueError("a copy descriptor beside the class embedding needs an index directory: a Milvus "
+                         "collection keeps one vector per item (build the index from the copy model alone)")
     from index.milvus.store import MilvusStore
 
     return MilvusStore.create(parsed, dim, config=config, model_info=model_info,

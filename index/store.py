@@ -32,7 +32,8 @@ from index import factory, persist
 from index.base import CompactResult, ItemMeta, LogTail, Neighbor, ReplicaState, check_label_filter, check_labels
 from index.arrays import check_count, check_ids, check_positive_int, check_strings, check_vectors, normalized
 from index.config import IndexConfig, choose_index_type, expected_quality, setting_params
-from index.db import DB_FILE, FORMAT, FORMAT_VERSION, StoreDB, db_path, default_busy_timeout_s
+from index.db import DB_FILE, FORMAT, FORMAT_VERSION, UPGRADABLE_VERSIONS, StoreDB, db_path, default_busy_timeout_s
+from index.descriptors import DescriptorSpace
 from index.check import QUICK_CHECK_SQL, checked_at_open, quick_check_problems
 from index.errors import IndexDamagedError, IndexStoreError, IndexSupersededError
 from index.keeper import ViewKeeper, snapshot_folder
@@ -64,18 +65,27 @@ class IndexStore:
         self._config = IndexConfig.from_dict(settings["config"])
         self._keeper = ViewKeeper(directory, db, self._dim, self._config)
         self._label_filter = LabelFilter(db, self._dim, self._config.exact_filter_max)
+        second = settings.get("descriptor")
+        self._descriptors = (DescriptorSpace(db, int(second["dim"]), second["model"], self._config)
+                             if second else None)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, directory: str | os.PathLike, dim: int, *, config: IndexConfig = IndexConfig(),
-               model_info: dict, synchronous: str = "full") -> "IndexStore":
+               model_info: dict, synchronous: str = "full", descriptor_model: dict | None = None) -> "IndexStore":
         """A new, empty index in ``directory`` (created if missing; must not already hold an index).
         ``model_info`` needs ``checkpoint_sha256``, ``embedding_dim`` (== ``dim``), ``metric`` and
-        ``preprocess`` (a dict).  The database appears atomically (written aside, then renamed)."""
+        ``preprocess`` (a dict).  ``descriptor_model``: the same for a second model whose vector every item
+        carries too (a copy descriptor, see :mod:`index.descriptors`).  The database appears atomically
+        (written aside, then renamed)."""
         dim = check_positive_int(dim, "dim")
         if not isinstance(config, IndexConfig):
             raise ValueError(f"config must be an IndexConfig, got {type(config).__name__}")
         model = persist.validate_model_info(model_info, dim)
+        descriptor = None
+        if descriptor_model is not None:
+            second_dim = check_positive_int(descriptor_model.get("embedding_dim"), "descriptor embedding_dim")
+            descriptor = {"dim": second_dim, "model": persist.validate_model_info(descriptor_model, second_dim)}
         directory = os.fspath(directory)
         snapshot_folder(directory)
         for name in (DB_FILE, LEGACY_MANIFEST):
@@ -89,6 +99,8 @@ class IndexStore:
         settings = {"format": FORMAT, "format_version": FORMAT_VERSION, "dim": dim, "model": model,
                     "config": config.to_dict(), "index_type": index_type, "factory": fstring,
                     "created_at": _now(), "next_id": 0, "log_floor": 0}
+        if descriptor is not None:
+            settings["descriptor"] = descriptor
         with atomic_path(db_path(directory)) as tmp:
             StoreDB.create(tmp, settings, synchronous=synchronous).close()
         return cls.open(directory, synchronous=synchronous)
@@ -115,7 +127,7 @@ class IndexStore:
         db = StoreDB(db_path(directory), synchronous=synchronous, busy_timeout_s=busy_timeout_s)
         try:
             settings = db.settings()
-            if settings.get("format") == FORMAT and settings.get("format_version") in (2, 3):
+            if settings.get("format") == FORMAT and settings.get("format_version") in UPGRADABLE_VERSIONS:
                 snapshot_folder(directory)  # (2) checkpoints/ -> snapshots/ before the rows name files in it
                 db.upgrade()
                 settings = db.settings()
@@ -170,6 +182,11 @@ class IndexStore:
     def model_info(self) -> dict:
         return dict(self._settings["model"])
 
+    @property
+    def descriptors(self) -> DescriptorSpace | None:
+        """The second vector of every item (a copy descriptor) and its search, or None for an index without."""
+        return self._descriptors
+
     def __len__(self) -> int:
         self._keeper.refresh()
         return self._keeper.view.live
@@ -180,14 +197,17 @@ class IndexStore:
 
     # ------------------------------------------------------------------ writes
     def add(self, vectors: np.ndarray, *, labels: list[str], paths: list[str],
-            sources: list[str] | None = None) -> np.ndarray:
+            sources: list[str] | None = None, descriptors: np.ndarray | None = None) -> np.ndarray:
         """Append ``vectors: (n, d) float32`` with their labels and paths in one durable transaction;
-        returns their new ids, ``(n,) int64`` (never reused, even after deletes)."""
+        returns their new ids, ``(n,) int64`` (never reused, even after deletes).  ``descriptors: (n, d2)
+        float32``: each item's second vector, required by an index that keeps one (:attr:`descriptors`) and
+        refused by one that does not."""
         xb = check_vectors(vectors, self._dim, "vectors")
         n = len(xb)
         labels = check_labels(check_strings(labels, n, "labels"))
         paths = check_strings(paths, n, "paths")
         sources = check_strings(sources, n, "sources", optional=True)
+        xd = self._checked_descriptors(descriptors, n)
         if self._config.normalize and n:
             xb = normalized(xb, "vectors")
         if n == 0:
@@ -197,7 +217,7 @@ class IndexStore:
             if StoreDB.get_setting(conn, "factory") is None:
                 self._decide_index_type(conn, n)
             self._check_trainable(conn, n)
-            ids = StoreDB.insert_items(conn, xb, labels, paths, sources)
+            ids = StoreDB.insert_items(conn, xb, labels, paths, sources, xd)
         self._after_commit()
         return ids
 
@@ -214,6 +234,22 @@ class IndexStore:
         if gone:
             self._after_commit()
         return gone
+
+    def _checked_descriptors(self, descriptors: np.ndarray | None, n: int) -> np.ndarray | None:
+        """``descriptors`` checked against the index's second vector, ``(n, d2) float32`` L2-normalised; None
+        for an index without one.  ``ValueError`` when they are missing, unexpected or of the wrong shape."""
+        space = self._descriptors
+        if space is None:
+            if descriptors is not None:
+                raise ValueError(f"index {self._directory} keeps no second vector per item; pass no descriptors")
+            return None
+        if descriptors is None:
+            raise ValueError(f"index {self._directory} keeps a {space.dim}-d copy descriptor per item; "
+                             "pass descriptors (embedded with its copy model)")
+        xd = check_vectors(descriptors, space.dim, "descriptors")
+        if len(xd) != n:
+            raise ValueError(f"{n} vectors but {len(xd)} descriptors")
+        return normalized(xd, "descriptors") if n else xd
 
     def _check_primary(self, conn) -> None:
         """Refuse an ordinary write to a replica, inside the write's own transaction: a switch records the
@@ -233,12 +269,14 @@ class IndexStore:
             StoreDB.set_setting(conn, "replica_of", None if state is None else state.to_dict())
 
     def replicate(self, vectors: np.ndarray, items: list[ItemMeta], *, deleted=(),
-                  state: ReplicaState | None = None) -> tuple[int, int]:
-        """Add ``items`` under their own ids with ``vectors: (n, d) float32`` (ids already present are skipped),
-        delete ``deleted`` and record ``state`` (if given), in one durable transaction that a replica accepts."""
+                  state: ReplicaState | None = None, descriptors: np.ndarray | None = None) -> tuple[int, int]:
+        """Add ``items`` under their own ids with ``vectors: (n, d) float32`` (and ``descriptors``, as
+        :meth:`add`; ids already present are skipped), delete ``deleted`` and record ``state`` (if given), in one
+        durable transaction that a replica accepts."""
         xb = check_vectors(vectors, self._dim, "vectors") if len(items) else np.zeros((0, self._dim), np.float32)
         if len(xb) != len(items):
             raise ValueError(f"{len(items)} items but {len(xb)} vectors")
+        xd = self._checked_descriptors(descriptors, len(items)) if len(items) else None
         check_labels([item.label for item in items])
         if self._config.normalize and len(xb):
             xb = normalized(xb, "vectors")
@@ -246,7 +284,7 @@ class IndexStore:
         with self._db.transaction() as conn:
             if items and StoreDB.get_setting(conn, "factory") is None:
                 self._decide_index_type(conn, max(len(items), self._config.expected_size or 0))
-            added = StoreDB.insert_replicated(conn, xb, items)
+            added = StoreDB.insert_replicated(conn, xb, items, xd)
             gone = StoreDB.delete_items(conn, deleted) if len(deleted) else []
             if state is not None:
                 StoreDB.set_setting(conn, "replica_of", state.to_dict())
@@ -423,6 +461,7 @@ class IndexStore:
                 "snapshot": snapshot, "changes_since_snapshot": head - (row.seq if row else 0),
                 "created_at": self._settings["created_at"], "directory": self._directory,
                 "replica_of": replica, "compaction_due": bool(due), "compaction_reason": due or None,
+                "descriptors": None if self._descriptors is None else self._descriptors.stats(),
                 **self._quality(view)}
 
     def _quality(self, view: IndexView) -> dict:

@@ -1,7 +1,8 @@
 """``simsearch index ...``: build an index from images with a checkpoint, grow it, shrink it, inspect it.
 
     simsearch index build --checkpoint runs/x/model.pt --data IMAGES --out INDEX [--type auto|flat|hnsw|ivfpq]
-                          [--duplicates keep|skip|flag] [--runtime torch|onnx|auto [--onnx PATH]]
+                          [--copy-model runs/copies/model.pt] [--duplicates keep|skip|flag]
+                          [--runtime torch|onnx|auto [--onnx PATH]]
     simsearch index add INDEX --data IMAGES [--duplicates keep|skip|flag]   (class folders, a CSV or a flat folder)
     simsearch index remove INDEX ID [ID ...]
     simsearch index compact INDEX [--force] [--orphan-grace SECONDS]   (the index, then orphan upload files)
@@ -72,6 +73,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     build.add_argument("--home", default=None,
                        help="Milvus only: folder for model.pt and uploads that every API server reaches "
                             "(default: ./runs/milvus/COLLECTION, or PATH-files beside a Milvus Lite PATH.db)")
+    build.add_argument("--copy-model", default=None, metavar="MODEL.pt",
+                       help="a copy descriptor (train --objective copies) whose vector every item carries beside "
+                            "the class embedding; duplicates are then found with it (an index directory only)")
     build.add_argument("--type", default=defaults.index_type, choices=INDEX_TYPES,
                        help="auto: exact below 200k images, then HNSW within the memory budget, else IVF-PQ")
     build.add_argument("--memory-budget-gb", type=float, default=defaults.memory_budget_bytes / 2**30,
@@ -227,7 +231,8 @@ def _build(args: argparse.Namespace) -> int:
     config = IndexConfig(index_type=args.type, memory_budget_bytes=int(args.memory_budget_gb * 2**30))
     summary = build_index(args.checkpoint, data, args.out, config=config, batch_size=args.batch_size,
                           num_workers=args.workers, progress=not args.quiet, home=args.home,
-                          duplicates=args.duplicates, runtime=runtime_from_args(args))
+                          duplicates=args.duplicates, runtime=runtime_from_args(args),
+                          copy_checkpoint_path=args.copy_model)
     _report_skipped(summary.skipped)
     print(json.dumps({"index": summary.directory, "added": summary.added, "skipped": len(summary.skipped),
                       "type": summary.index_type, "embed_seconds": round(summary.embed_seconds, 1),
@@ -287,7 +292,7 @@ def _dedup(args: argparse.Namespace) -> int:
     pixels = args.pixels or args.remove  # a removal rests on pixel evidence
     engine = Engine.open(args.index)
     try:
-        rule = rule_for(engine.checkpoint, cosine=args.threshold, descriptor_cosine=args.descriptor_cosine,
+        rule = rule_for(engine.duplicate_checkpoint, cosine=args.threshold, descriptor_cosine=args.descriptor_cosine,
                         phash_bits=args.phash_bits, min_inliers=args.min_inliers or None)
         if args.queries is not None:
             return _dedup_queries(args, engine, rule)

@@ -47,10 +47,13 @@ class MilvusReplication:
                   properties={REPLICA_PROPERTY: value})
 
     def replicate(self, vectors: np.ndarray, items: list[ItemMeta], *, deleted=(),
-                  state: ReplicaState | None = None) -> tuple[int, int]:
+                  state: ReplicaState | None = None, descriptors: np.ndarray | None = None) -> tuple[int, int]:
         """Insert ``items`` under their own ids and times with ``vectors: (n, d) float32`` (ids already present
         are skipped), delete the ids ``deleted``, then record ``state`` (if given); allowed on a replica.  Not
-        one transaction (see the module docstring): repeat it after a failure.  Returns (added, deleted)."""
+        one transaction (see the module docstring): repeat it after a failure.  Returns (added, deleted).
+        ``descriptors``: refused, a collection keeps one vector per item."""
+        if descriptors is not None:
+            raise ValueError(f"{self.location} keeps no second vector per item; pass no descriptors")
         items = list(items)
         deleted = check_ids(list(deleted)) if len(deleted) else np.zeros(0, np.int64)
         new = np.zeros(0, np.int64)

@@ -208,13 +208,21 @@ class MilvusStore(MilvusReplication, MilvusLabels):
         return int(rows[0]["count(*)"]) if rows else 0
 
     # ------------------------------------------------------------------ writes
+    @property
+    def descriptors(self) -> None:
+        """A collection keeps one vector per item (Milvus 2.3 allows one vector field): no copy descriptor."""
+        return None
+
     def add(self, vectors: np.ndarray, *, labels: list[str], paths: list[str], sources: list[str] | None = None,
-            ids: np.ndarray | None = None, added_at: np.ndarray | None = None) -> np.ndarray:
+            ids: np.ndarray | None = None, added_at: np.ndarray | None = None,
+            descriptors: np.ndarray | None = None) -> np.ndarray:
         """Insert ``vectors: (n, d) float32`` with their labels and paths; returns their ids.  ``ids`` and
         ``added_at`` (only for :func:`engine.build.copy_items`) keep given ids and times instead of new ones.  A
         batch goes in chunks of ``INSERT_ROWS``; if one fails, every chunk tried is deleted again before the error
         is raised, the failed one included (an insert that timed out may still have been applied; a delete by
         primary key is safe to repeat), so a failed add leaves no item behind."""
+        if descriptors is not None:
+            raise ValueError(f"{self.location} keeps no second vector per item; pass no descriptors")
         xb, labels, paths, sources = self._rows(vectors, labels, paths, sources)
         n = len(xb)
         if n == 0:

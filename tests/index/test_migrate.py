@@ -14,6 +14,7 @@ import pytest
 
 from durablefile import file_sha256
 from index import IndexConfig, IndexStore, IndexStoreError
+from index.db import FORMAT_VERSION
 from index.migrate import migrate_legacy
 from tests.index.conftest import DIM, exact_ids, ids_of, model_info, vectors
 
@@ -114,8 +115,16 @@ def test_migrating_what_is_not_an_old_index_is_refused(tmp_path):
         migrate_legacy(tmp_path / "bad")
 
 
+def as_format_4(conn: sqlite3.Connection) -> None:
+    """Turn a database of the current format back into format version 4 (no descriptors table)."""
+    conn.execute("DROP TRIGGER descriptors_delete")
+    conn.execute("DROP TABLE descriptors")
+    conn.execute("UPDATE settings SET value = '4' WHERE key = 'format_version'")
+
+
 def as_format_3(conn: sqlite3.Connection) -> None:
     """Turn a database of the current format back into format version 3 (no label_counts, no lineage)."""
+    as_format_4(conn)
     for trigger in ("label_counts_add", "label_counts_delete", "label_counts_relabel"):
         conn.execute(f"DROP TRIGGER {trigger}")
     conn.execute("DROP TABLE label_counts")
@@ -164,7 +173,7 @@ def test_an_index_of_format_2_with_its_checkpoints_folder_opens_and_is_upgraded(
     version = json.loads(conn.execute("SELECT value FROM settings WHERE key = 'format_version'").fetchone()[0])
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
-    assert version == 4 and {"snapshots", "label_counts"} <= tables and "checkpoints" not in tables
+    assert version == FORMAT_VERSION and {"snapshots", "label_counts"} <= tables and "checkpoints" not in tables
     IndexStore.open(directory).close()  # a second open finds nothing to upgrade
 
 
@@ -198,4 +207,4 @@ def test_an_index_of_format_3_gains_label_counts_and_snapshot_lineage(tmp_path):
     version = json.loads(conn.execute("SELECT value FROM settings WHERE key = 'format_version'").fetchone()[0])
     lineages = conn.execute("SELECT gen, rebuilt, lineage FROM snapshots ORDER BY gen").fetchall()
     conn.close()
-    assert version == 4 and lineages == [(1, 1, 1), (2, 0, 1)]
+    assert version == FORMAT_VERSION and lineages == [(1, 1, 1), (2, 0, 1)]

@@ -1,0 +1,141 @@
+"""A class index with a copy descriptor beside it, against the same class index alone, in one run: which edited
+copies of indexed photos the duplicate check finds, how many outside photos it flags, and what the second vector
+costs at build, at each upload and in memory.
+
+* Index: every TrashNet-150 photo, built twice with ``engine.build.build_index`` from the same class checkpoint,
+  once with ``copy_checkpoint_path`` (``simsearch index build --copy-model``). The embedding cache is off, so both
+  builds embed.
+* Queries: ``--originals`` indexed photos (seeded), each edited once per family of :mod:`bench.copy_sets` (crop
+  up to 10% a side, resize x0.5-1.2, JPEG q30-90, brightness +-15%, flip, overlay, all of them at once), and
+  ``--outsiders`` Grocery-Store-160 photos, none of which is indexed. Each query is judged by
+  ``engine.copies.find_copies_of_files``, the path of ``simsearch index dedup --queries``, with the rule and the
+  judge of ingestion (``POST /api/images``).
+* Found: the query's original is among its copies. False: an outsider with any copy, or an edited copy matched to
+  another photo only.
+* Cost: the build's embedding time, ``Engine.add_image`` per upload (``--uploads`` outside photos, policy
+  ``flag``), and the descriptor view's bytes per item.
+
+    .venv/bin/python -m bench.second_vector --class-checkpoint runs/matrix/trashnet-150-native/model.pt \\
+        --copy-checkpoint runs/trashnet-copies/model.pt          # ~6 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict
+
+import numpy as np
+
+from bench.copy_sets import FAMILIES, edited_copy
+from bench.machine import emit
+from engine.build import build_index
+from engine.copies import find_copies_of_files
+from engine.engine import Engine
+from similarity.data import load_image_folder
+from similarity.imageio import open_image
+
+SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "datasets")
+
+
+def _queries(paths: list[str], outsiders: list[str], folder: str, originals: int, n_outside: int,
+             seed: int) -> list[tuple[str, str, str | None]]:
+    """``(query file, family or "outsider", the original's path or None)``, the files written under ``folder``."""
+    rng = np.random.default_rng(seed)
+    queries = []
+    for row in rng.choice(len(paths), originals, replace=False).tolist():
+        image = open_image(paths[row])
+        for family in FAMILIES:
+            out = os.path.join(folder, f"{row}-{family}.png")
+            edited_copy(image, family, rng).save(out)
+            queries.append((out, family, os.path.abspath(paths[row])))
+    for row in rng.choice(len(outsiders), n_outside, replace=False).tolist():
+        queries.append((outsiders[row], "outsider", None))
+    return queries
+
+
+def _score(engine: Engine, queries: list[tuple[str, str, str | None]]) -> dict:
+    started = time.perf_counter()
+    results = find_copies_of_files(engine, [q[0] for q in queries])
+    seconds = time.perf_counter() - started
+    found, false, total = Counter(), Counter(), Counter()
+    kinds = Counter()
+    for (_path, family, original), result in zip(queries, results):
+        total[family] += 1
+        matched = {c["path"] for c in result.copies}
+        if original is not None and original in matched:
+            found[family] += 1
+            kinds[next(c["verdict"]["kind"] for c in result.copies if c["path"] == original)] += 1
+        elif matched:
+            false[family] += 1
+    copies = [f for f in total if f != "outsider"]
+    return {"recall": {f: round(found[f] / total[f], 3) for f in copies},
+            "recall_all_families": round(sum(found[f] for f in copies) / sum(total[f] for f in copies), 3),
+            "outsiders_flagged": false["outsider"], "outsiders": total["outsider"],
+            "copies_matched_to_another_photo": sum(false[f] for f in copies),
+            "found_by_kind": dict(sorted(kinds.items())), "rule": asdict(engine.duplicate_rule),
+            "seconds": round(seconds, 1), "ms_per_query": round(1000 * seconds / len(queries), 1)}
+
+
+def _upload_ms(engine: Engine, files: list[str]) -> float:
+    payloads = [open(path, "rb").read() for path in files]
+    started = time.perf_counter()
+    for data in payloads:
+        engine.add_image(data, duplicates="flag")
+    return round(1000 * (time.perf_counter() - started) / len(payloads), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--class-checkpoint", required=True)
+    parser.add_argument("--copy-checkpoint", required=True)
+    parser.add_argument("--data", default=os.path.join(SHARED, "trashnet-150"))
+    parser.add_argument("--outside", default=os.path.join(SHARED, "grocery-store-160"))
+    parser.add_argument("--originals", type=int, default=100)
+    parser.add_argument("--outsiders", type=int, default=300)
+    parser.add_argument("--uploads", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="bench/results/second_vector.json")
+    args = parser.parse_args()
+    os.environ["SIMSEARCH_EMBEDDING_CACHE"] = "off"  # both builds embed
+
+    data = load_image_folder(args.data)
+    outside = load_image_folder(args.outside).paths
+    work = tempfile.mkdtemp(prefix="second-vector-")
+    try:
+        query_folder = os.path.join(work, "queries")
+        os.makedirs(query_folder)
+        queries = _queries(list(data.paths), list(outside), query_folder, args.originals, args.outsiders, args.seed)
+        used = {q[0] for q in queries}
+        uploads = [p for p in outside if p not in used][:args.uploads]
+        cases = {}
+        for name, copy_checkpoint in (("class_alone", None), ("class_and_copy_descriptor", args.copy_checkpoint)):
+            index = os.path.join(work, name)
+            started = time.perf_counter()
+            summary = build_index(args.class_checkpoint, data, index, progress=False, duplicates="keep",
+                                  copy_checkpoint_path=copy_checkpoint)
+            build_s = time.perf_counter() - started
+            engine = Engine.open(index)
+            try:
+                space = engine.store.descriptors
+                cases[name] = {"items": summary.added, "build_seconds": round(build_s, 1),
+                               "embed_seconds": round(summary.embed_seconds, 1),
+                               "descriptor_bytes_per_item": None if space is None else 4 * space.dim,
+                               **_score(engine, queries), "upload_ms": _upload_ms(engine, uploads)}
+            finally:
+                engine.close()
+            print(name, cases[name])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    emit({"benchmark": "second_vector", "class_checkpoint": args.class_checkpoint,
+          "copy_checkpoint": args.copy_checkpoint, "data": os.path.basename(args.data),
+          "outside": os.path.basename(args.outside), "originals": args.originals, "families": list(FAMILIES),
+          "outsiders": args.outsiders, "uploads": args.uploads, "seed": args.seed, "cases": cases}, args.out)
+
+
+if __name__ == "__main__":
+    main()
