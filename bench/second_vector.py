@@ -12,6 +12,9 @@ costs at build, at each upload and in memory.
   judge of ingestion (``POST /api/images``).
 * Found: the query's original is among its copies. False: an outsider with any copy, or an edited copy matched to
   another photo only.
+* Candidate floor: on the index with the copy descriptor, the same queries again with the rule's candidate cosine
+  (from which pairs are judged on their pixels) lowered to each of ``--candidate-cosines``; the descriptor-alone
+  cosine stays.
 * Cost: the build's embedding time, ``Engine.add_image`` per upload (``--uploads`` outside photos, policy
   ``flag``), and the descriptor view's bytes per item.
 
@@ -27,7 +30,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -58,9 +61,12 @@ def _queries(paths: list[str], outsiders: list[str], folder: str, originals: int
     return queries
 
 
-def _score(engine: Engine, queries: list[tuple[str, str, str | None]]) -> dict:
+def _score(engine: Engine, queries: list[tuple[str, str, str | None]], candidate_cosine: float | None = None) -> dict:
+    rule = engine.duplicate_rule
+    if candidate_cosine is not None:
+        rule = replace(rule, cosine=min(rule.cosine, candidate_cosine))
     started = time.perf_counter()
-    results = find_copies_of_files(engine, [q[0] for q in queries])
+    results = find_copies_of_files(engine, [q[0] for q in queries], rule=rule)
     seconds = time.perf_counter() - started
     found, false, total = Counter(), Counter(), Counter()
     kinds = Counter()
@@ -77,7 +83,7 @@ def _score(engine: Engine, queries: list[tuple[str, str, str | None]]) -> dict:
             "recall_all_families": round(sum(found[f] for f in copies) / sum(total[f] for f in copies), 3),
             "outsiders_flagged": false["outsider"], "outsiders": total["outsider"],
             "copies_matched_to_another_photo": sum(false[f] for f in copies),
-            "found_by_kind": dict(sorted(kinds.items())), "rule": asdict(engine.duplicate_rule),
+            "found_by_kind": dict(sorted(kinds.items())), "rule": asdict(rule),
             "seconds": round(seconds, 1), "ms_per_query": round(1000 * seconds / len(queries), 1)}
 
 
@@ -99,6 +105,7 @@ def main() -> None:
     parser.add_argument("--outsiders", type=int, default=300)
     parser.add_argument("--uploads", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--candidate-cosines", type=float, nargs="*", default=[0.5, 0.4, 0.3])
     parser.add_argument("--out", default="bench/results/second_vector.json")
     args = parser.parse_args()
     os.environ["SIMSEARCH_EMBEDDING_CACHE"] = "off"  # both builds embed
@@ -125,7 +132,11 @@ def main() -> None:
                 cases[name] = {"items": summary.added, "build_seconds": round(build_s, 1),
                                "embed_seconds": round(summary.embed_seconds, 1),
                                "descriptor_bytes_per_item": None if space is None else 4 * space.dim,
-                               **_score(engine, queries), "upload_ms": _upload_ms(engine, uploads)}
+                               **_score(engine, queries)}
+                if space is not None:
+                    cases[name]["candidate_floor"] = {str(c): _score(engine, queries, c)
+                                                      for c in args.candidate_cosines}
+                cases[name]["upload_ms"] = _upload_ms(engine, uploads)
             finally:
                 engine.close()
             print(name, cases[name])
@@ -134,7 +145,8 @@ def main() -> None:
     emit({"benchmark": "second_vector", "class_checkpoint": args.class_checkpoint,
           "copy_checkpoint": args.copy_checkpoint, "data": os.path.basename(args.data),
           "outside": os.path.basename(args.outside), "originals": args.originals, "families": list(FAMILIES),
-          "outsiders": args.outsiders, "uploads": args.uploads, "seed": args.seed, "cases": cases}, args.out)
+          "outsiders": args.outsiders, "uploads": args.uploads, "seed": args.seed,
+          "candidate_cosines": args.candidate_cosines, "cases": cases}, args.out)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ import numpy as np
 from index import NO_LABEL
 from report import EmbeddingSet, ReportConfig, ReportResult, build_report
 from report.config import NO_LABEL_NAME
+from report.hygiene import LeakNeighbours
 from report.duplicates import write_duplicates  # noqa: F401  (the CLI writes `index dedup` listings through here)
 from similarity.checkpoint import Checkpoint
 from similarity.data import LabelledImages, fashion_mnist_folder, load_labelled_images
 from similarity.embedding_cache import EmbeddingCache
 from similarity.runtime import EmbedRuntime
-from engine.duplicate_rule import rule_for
+from engine.dedup import DEFAULT_NEIGHBOURS
 from engine.engine import Engine
 from engine.layout import REPORT_DIR
 
@@ -59,6 +60,26 @@ def index_embeddings(store, class_names: list[str]) -> EmbeddingSet:
                         class_names=names, paths=[items[int(i)].path for i in ids], ids=ids)
 
 
+def descriptor_neighbours(engine: Engine, queries: LabelledImages, kept: np.ndarray, gallery: EmbeddingSet, *,
+                          k: int = DEFAULT_NEIGHBOURS, progress: bool = False) -> LeakNeighbours:
+    """The nearest ``gallery`` rows of each query row ``kept`` by the index's copy descriptor (its own view, as
+    ``index dedup`` searches it); a query the copy model could not read has none."""
+    result = engine.copy_embedder.embed_data(queries, progress=progress)
+    row_of = {int(i): row for row, i in enumerate(result.kept.tolist())}
+    gallery_row = {int(i): row for row, i in enumerate(gallery.ids.tolist())}
+    indices = np.zeros((len(kept), k), dtype=np.int64)
+    similarities = np.full((len(kept), k), -np.inf, dtype=np.float32)
+    found = [row_of.get(int(i)) for i in kept.tolist()]
+    readable = [q for q, row in enumerate(found) if row is not None]
+    if readable:
+        hits = engine.store.descriptors.search(result.embeddings[[found[q] for q in readable]], k)
+        for q, row in zip(readable, hits):
+            inside = [(gallery_row[h.id], h.similarity) for h in row if h.id in gallery_row]  # not a query itself
+            for column, (g, similarity) in enumerate(inside):
+                indices[q, column], similarities[q, column] = g, similarity
+    return LeakNeighbours(indices, similarities)
+
+
 def without_paths(gallery: EmbeddingSet, paths: set[str]) -> EmbeddingSet:
     """The gallery minus items whose file is one of the queries: a held-out query must not find itself."""
     if not paths or gallery.paths is None:
@@ -86,18 +107,15 @@ def report_for_index(index_dir: str | os.PathLike, *, checkpoint: str | None = N
 def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | None, config: ReportConfig,
             progress: bool) -> ReportResult:
     ckpt, store = engine.checkpoint, engine.store
-    # the gallery's duplicate groups come from the model that finds duplicates (its copy descriptor where the
-    # index keeps one); leaks are judged on the neighbours of the class embeddings, so with the class model's rule
-    gallery_rule = config.duplicates or engine.duplicate_rule
     if config.duplicates is None:
-        config = replace(config, duplicates=rule_for(ckpt))
+        config = replace(config, duplicates=engine.duplicate_rule)
     labelled = any(label != NO_LABEL for label in store.label_counts())
     gallery = index_embeddings(store, ckpt.class_names if labelled else [])
     if not labelled and queries is not None:
         log.info("the index has no labels: the report has no class metrics and searches no queries (%s)", queries)
         queries = None
     query_data = held_out_queries(ckpt, queries)
-    query_set = None
+    query_set = leak_neighbours = None
     if query_data is not None:
         result = engine.embedder.embed_data(query_data, progress=progress, cache=EmbeddingCache.from_environment())
         lookup = {name: i for i, name in enumerate(gallery.class_names)}
@@ -110,6 +128,8 @@ def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | No
         query_set = EmbeddingSet(embeddings=result.embeddings, labels=remap[query_data.labels[result.kept]],
                                  class_names=gallery.class_names,
                                  paths=[query_data.paths[i] for i in result.kept] if query_data.paths else None)
+        if engine.copy_embedder is not None:  # leaks are copies: found, as the gallery's groups, by the descriptor
+            leak_neighbours = descriptor_neighbours(engine, query_data, result.kept, gallery, progress=progress)
     stats = store.stats()
     info = {"gallery_items": len(gallery), "model": {"backbone": ckpt.config.model.backbone, "embedding_dim": ckpt.config.model.embedding_dim,
                       "loss": ckpt.config.loss.name, "sampler": ckpt.config.sampler.kind,
@@ -120,7 +140,7 @@ def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | No
             "none: the images have no labels"}
     groups = None
     if config.hygiene:
-        duplicates = engine.find_duplicates(rule=gallery_rule, pixels=True, sample=config.hygiene_sample,
+        duplicates = engine.find_duplicates(rule=config.duplicates, pixels=True, sample=config.hygiene_sample,
                                             seed=config.seed, progress=progress)
         groups = [group.to_dict() for group in duplicates.groups]
         info["duplicate_search_s"] = round(duplicates.seconds, 2)
@@ -128,4 +148,4 @@ def _report(engine: Engine, queries: str | None, out_dir: str | os.PathLike | No
     out = Path(out_dir) if out_dir else Path(engine.directory) / REPORT_DIR
     return build_report(gallery, query_set, out, config=config, info=info, history=ckpt.history,
                         progress=progress, duplicate_groups=groups, start=(ckpt.metrics or {}).get("start"),
-                        labelled=labelled)
+                        labelled=labelled, leak_neighbours=leak_neighbours)

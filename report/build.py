@@ -26,7 +26,7 @@ from report.cluster import cluster_quality
 from report.config import HTML_FILE, JSON_FILE, UNLABELLED_NOTE, EmbeddingSet, ReportConfig, ReportResult
 from report.examples import choose_examples, example_rows, render_grid
 from report.html import render_html, tsne_payload
-from report.hygiene import find_leaks, hygiene_metrics, hygiene_rows
+from report.hygiene import LeakNeighbours, find_leaks, hygiene_metrics, hygiene_rows
 from report.thumbnails import png_data_uri, thumbnail_uris
 from report.tsne import TsneMap, tsne_map
 from similarity.hygiene import DuplicateRule
@@ -42,7 +42,8 @@ def build_report(gallery: EmbeddingSet, queries: EmbeddingSet | None, out_dir: s
                  history: list[dict] | None = None, progress: bool = True,
                  title: str = "simsearch embedding report",
                  duplicate_groups: Sequence[Mapping] | None = None,
-                 start: Mapping[str, Any] | None = None, labelled: bool = True) -> ReportResult:
+                 start: Mapping[str, Any] | None = None, labelled: bool = True,
+                 leak_neighbours: LeakNeighbours | None = None) -> ReportResult:
     """Evaluate ``queries`` against ``gallery`` (leave-one-out within the gallery when ``queries`` is None)
     and write ``report.html``, ``report.json`` and the figures' PNGs into ``out_dir``.
 
@@ -53,7 +54,9 @@ def build_report(gallery: EmbeddingSet, queries: EmbeddingSet | None, out_dir: s
     ``start``: the trained model against its starting point (the checkpoint's ``metrics["start"]``), shown in the
     summary. ``labelled`` False: the gallery's images have no labels (one class, :data:`NO_LABEL_NAME`); the report
     then holds the t-SNE map in one colour, the duplicate groups and the training curves, no class metrics and no
-    queries (:data:`UNLABELLED_NOTE` says why). Returns the paths and the metrics (as written to ``report.json``).
+    queries (:data:`UNLABELLED_NOTE` says why). ``leak_neighbours``: the queries' candidates for the leak check by
+    a copy descriptor (default: their neighbours by these embeddings). Returns the paths and the metrics (as
+    written to ``report.json``).
     """
     _check_compatible(gallery, queries)
     if config.duplicates is None:
@@ -63,7 +66,7 @@ def build_report(gallery: EmbeddingSet, queries: EmbeddingSet | None, out_dir: s
             return _build_unlabelled(gallery, Path(out_dir), config=config, info=info, history=history,
                                      progress=progress, title=title, groups=duplicate_groups)
         return _build(gallery, queries, Path(out_dir), config=config, info=info, history=history, start=start,
-                      progress=progress, title=title, groups=duplicate_groups)
+                      progress=progress, title=title, groups=duplicate_groups, leak_neighbours=leak_neighbours)
 
 
 class _Steps:
@@ -100,7 +103,8 @@ class _Retrieval:
 
 def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, config: ReportConfig,
            info: Mapping[str, Any] | None, history: list[dict] | None, progress: bool, title: str,
-           groups: Sequence[Mapping] | None, start: Mapping[str, Any] | None = None) -> ReportResult:
+           groups: Sequence[Mapping] | None, start: Mapping[str, Any] | None = None,
+           leak_neighbours: LeakNeighbours | None = None) -> ReportResult:
     """Run the :data:`STEPS` in order (the RNG is drawn from by the thumbnails, then by the examples)."""
     out.mkdir(parents=True, exist_ok=True)
     evaluated = queries if queries is not None else gallery
@@ -117,7 +121,7 @@ def _build(gallery: EmbeddingSet, queries: EmbeddingSet | None, out: Path, *, co
     with steps("examples"):
         random_rows, failure_rows, pngs["examples"] = _examples(gallery, evaluated, found.scores, config, rng)
     with steps("hygiene"):
-        hygiene, hygiene_html = _hygiene(gallery, queries, evaluated, found, config, groups)
+        hygiene, hygiene_html = _hygiene(gallery, queries, evaluated, found, config, groups, leak_neighbours)
     metrics: dict[str, Any] = {
         "counts": {"gallery": len(gallery), "queries": len(evaluated), "classes": len(gallery.class_names),
                    "dim": int(gallery.embeddings.shape[1]),
@@ -277,9 +281,11 @@ def _examples(gallery: EmbeddingSet, evaluated: EmbeddingSet, scores: QueryScore
 
 
 def _hygiene(gallery: EmbeddingSet, queries: EmbeddingSet | None, evaluated: EmbeddingSet, found: _Retrieval,
-             config: ReportConfig, groups: Sequence[Mapping] | None) -> tuple[dict[str, Any], str]:
+             config: ReportConfig, groups: Sequence[Mapping] | None,
+             leak_neighbours: LeakNeighbours | None = None) -> tuple[dict[str, Any], str]:
     """Queries that leak from the gallery and the gallery's duplicate groups: (numbers, HTML rows)."""
-    leaks = None if queries is None else find_leaks(queries, gallery, found.scores, config.duplicates)
+    candidates = leak_neighbours if leak_neighbours is not None else found.scores
+    leaks = None if queries is None else find_leaks(queries, gallery, candidates, config.duplicates)
     metrics = hygiene_metrics(leaks, found.predicted, evaluated.labels, config.duplicates, groups,
                               queries=len(evaluated))
     rows = hygiene_rows(leaks or [], groups or [], evaluated, gallery, shown=config.hygiene_shown,

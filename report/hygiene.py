@@ -41,11 +41,21 @@ class Leak:
     inliers: int | None = None
 
 
-def find_leaks(queries: EmbeddingSet, gallery: EmbeddingSet, scores: QueryScores, rule: DuplicateRule,
-               signals: SignalCache | None = None) -> list[Leak]:
-    """Queries with a duplicate among their kept neighbours (``scores``: queries against ``gallery``); the first
-    neighbour the judge accepts, best first, is reported.  Without paths on both sides the embedding alone
-    decides."""
+@dataclass(frozen=True)
+class LeakNeighbours:
+    """Each query's nearest gallery rows by another vector than the report's embeddings (an index's copy
+    descriptor), for the leak check: ``indices (nq, m) int64`` gallery rows best first, ``similarities (nq, m)
+    float32`` their cosines (``-inf`` pads a short row)."""
+
+    indices: np.ndarray
+    similarities: np.ndarray
+
+
+def find_leaks(queries: EmbeddingSet, gallery: EmbeddingSet, scores: QueryScores | LeakNeighbours,
+               rule: DuplicateRule, signals: SignalCache | None = None) -> list[Leak]:
+    """Queries with a duplicate among their kept neighbours (``scores``: queries against ``gallery``, by the report's
+    embeddings or by :class:`LeakNeighbours`); the first neighbour the judge accepts, best first, is reported.
+    Without paths on both sides the embedding alone decides."""
     signals = signals if signals is not None else SignalCache()
     pixels = queries.paths is not None and gallery.paths is not None
     leaks = []

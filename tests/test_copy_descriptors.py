@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -18,9 +19,12 @@ from engine.backup import backup_index, restore_index
 from engine.duplicate_rule import rule_for
 from engine.engine import Engine
 from engine.lifecycle import reembed
+from engine.reporting import descriptor_neighbours, index_embeddings
 from engine.layout import COPY_MODEL_FILE
 from index import IndexMismatchError
 from similarity.checkpoint import load_checkpoint
+from similarity.data import load_labelled_images
+from similarity.imageio import open_image
 from simsearch.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -149,3 +153,37 @@ def test_the_report_groups_the_gallery_with_the_descriptors(two_vector_index, tm
     assert main(["report", "--index", two_vector_index, "--out", str(out), "--tsne-sample", "41", "--quiet"]) == 0
     groups = json.loads((out / "report.json").read_text())["metrics"]["hygiene"]["gallery_duplicates"]
     assert groups["groups"] >= 1 and groups["exact_groups"] >= 1  # copy-of-00.jpg and 00.jpg
+
+
+def test_report_leaks_are_searched_by_the_descriptor(checkpoint_path, copies_model, fmnist_folder, tmp_path):
+    root = Path(fmnist_folder.paths[0]).parent.parent
+    index = tmp_path / "index"
+    assert main(["index", "build", "--checkpoint", str(checkpoint_path), "--copy-model", str(copies_model),
+                 "--data", str(root), "--out", str(index), "--workers", "0", "--duplicates", "keep", "--quiet"]) == 0
+    queries = tmp_path / "queries"
+    labels = np.asarray(fmnist_folder.labels)
+    rows = [*np.flatnonzero(labels == 0)[:2], *np.flatnonzero(labels == 1)[:2]]  # a query class needs 2 images
+    originals = [fmnist_folder.paths[i] for i in rows]
+    for n, path in enumerate(originals):  # twice the size, re-encoded: copies of gallery images
+        folder = queries / Path(path).parent.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"copy-{n}.png").write_bytes(reencode(path, "PNG", size=(56, 56)))
+    engine = Engine.open(index)
+    try:
+        gallery = index_embeddings(engine.store, engine.checkpoint.class_names)
+        data = load_labelled_images(str(queries))
+        found = descriptor_neighbours(engine, data, np.arange(len(data)), gallery)
+        for q, path in enumerate(data.paths):
+            original = originals[int(Path(path).stem.split("-")[1])]
+            copy = engine.copy_embedder.embed_images([open_image(path)])[0]
+            row = int(found.indices[q, 0])
+            assert gallery.paths[row] == os.path.abspath(original)  # the copy's nearest item by descriptor
+            stored = engine.store.descriptors.vectors([int(gallery.ids[row])])[int(gallery.ids[row])]
+            assert found.similarities[q, 0] == pytest.approx(float(stored @ copy / np.linalg.norm(copy)), abs=1e-4)
+    finally:
+        engine.close()
+    out = tmp_path / "report"
+    assert main(["report", "--index", str(index), "--queries", str(queries), "--out", str(out), "--quiet"]) == 0
+    hygiene = json.loads((out / "report.json").read_text())["metrics"]["hygiene"]
+    assert hygiene["rule"]["descriptor_cosine"] is not None  # the copy model's rule
+    assert hygiene["leakage"]["queries_with_duplicate_in_gallery"] == 4
