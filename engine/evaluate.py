@@ -1,6 +1,6 @@
 """Shadow evaluation: an index served with one model (*old*) against the same items embedded with another (*new*).
 
-Two kinds of queries, one per run:
+Three kinds of queries, one per run:
 
 * **labelled images** (a folder of class folders or a CSV): each side embeds them with its own model and searches
   its own stored vectors by exact cosine (:mod:`similarity.metrics`), which gives each query's precision@1,
@@ -8,14 +8,17 @@ Two kinds of queries, one per run:
   95% confidence intervals come from one seeded bootstrap over the queries (each resample draws queries with
   replacement and scores both sides on that draw), for each side and for the difference new - old; the kNN
   queries gained and lost are counted, with McNemar's exact test (:func:`similarity.gain.compare_to_start`).
+* **edited copies of indexed images**, for indexes without labels (:mod:`engine.copy_evaluation`): each side
+  searches a seeded copy of each sampled item for its original, with the model that finds its duplicates; copy
+  recall@1 and reciprocal rank, compared paired as above.
 * **logged traffic** (images from :mod:`api.querylog`, replayed with their label filter): both sides answer each
   one through :meth:`Engine.search`; the top-``k`` overlap (the two indexes hold the same item ids), whether the
   votes agree, and the queries whose answer changed most.
 
 Each side's search latency (p50/p95 of ``timings_ms["total"]``) is measured on the same images, the two sides
-taking turns.  The verdict reads the interval of the kNN-accuracy difference: ``better`` when all of it is
-above 0, ``worse`` when all of it is below, else ``no significant difference``; ``unknown`` without labelled
-queries.
+taking turns.  The verdict reads the interval of the kNN-accuracy difference (of the copy recall@1 difference
+for copies): ``better`` when all of it is above 0, ``worse`` when all of it is below, else ``no significant
+difference``; ``unknown`` for logged traffic.
 
 Files: ``evaluation.json`` and a self-contained ``evaluation.html`` in ``--out`` (default
 ``<new home>/evaluation/``), and always ``<new home>/evaluations/<old model sha256>.json``, which
@@ -37,6 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from durablefile import atomic_write, file_sha256
+from engine.copy_evaluation import COPY_METRICS, copy_queries, score_copies
 from engine.engine import Engine, SearchResult
 from engine.layout import EVALUATION_DIR, MODEL_FILE, VERDICTS_DIR
 from engine.reporting import index_embeddings, without_paths
@@ -113,13 +117,14 @@ class EvaluationResult:
 def evaluate_indexes(old: str | os.PathLike, new: str | os.PathLike, *,
                      queries: str | os.PathLike | LabelledImages | None = None,
                      traffic: Sequence[TrafficQuery] | None = None, traffic_source: str | None = None,
-                     out_dir: str | os.PathLike | None = None, config: EvaluationConfig = EvaluationConfig(),
-                     runtime: EmbedRuntime = EmbedRuntime(), progress: bool = True) -> EvaluationResult:
+                     copies: int | None = None, out_dir: str | os.PathLike | None = None,
+                     config: EvaluationConfig = EvaluationConfig(), runtime: EmbedRuntime = EmbedRuntime(),
+                     progress: bool = True) -> EvaluationResult:
     """Open both indexes (``Engine.open``), evaluate ``new`` against ``old`` on labelled ``queries`` (a folder of
-    class folders or a CSV) or on logged ``traffic`` (read from ``traffic_source``), and write the files.
-    Raises :class:`EvaluationError` (a ``ValueError``), ``DatasetError``, ``CheckpointError``, ``IndexStoreError``."""
-    if (queries is None) == (traffic is None):
-        raise EvaluationError("give labelled queries or logged traffic (exactly one)")
+    class folders or a CSV), on logged ``traffic`` (read from ``traffic_source``) or on edited ``copies`` of that
+    many indexed items, and write the files.  Raises :class:`EvaluationError` (a ``ValueError``),
+    ``DatasetError``, ``CheckpointError``, ``IndexStoreError``."""
+    _check_one_source(queries, traffic, copies)
     if _same_location(old, new):
         raise EvaluationError(f"--old and --new name the same index ({old}); evaluate a re-embedded copy")
     data = queries if isinstance(queries, LabelledImages) or queries is None else load_labelled_images(
@@ -132,10 +137,11 @@ def evaluate_indexes(old: str | os.PathLike, new: str | os.PathLike, *,
         try:
             if os.path.realpath(old_engine.directory) == os.path.realpath(new_engine.directory):
                 raise EvaluationError(f"--old and --new open the same index ({new_engine.location})")
-            evaluation = evaluate(old_engine, new_engine, queries=data, traffic=traffic, config=config,
-                                  progress=progress)
-            evaluation["queries"]["source"] = (data.source if data is not None and data.source
-                                               else os.path.abspath(os.fspath(traffic_source or "")))
+            evaluation = evaluate(old_engine, new_engine, queries=data, traffic=traffic, copies=copies,
+                                  config=config, progress=progress)
+            if copies is None:
+                evaluation["queries"]["source"] = (data.source if data is not None and data.source
+                                                   else os.path.abspath(os.fspath(traffic_source or "")))
             out = out_dir if out_dir is not None else os.path.join(new_engine.directory, EVALUATION_DIR)
             return write_evaluation(evaluation, out, new_home=new_engine.directory)
         finally:
@@ -144,34 +150,47 @@ def evaluate_indexes(old: str | os.PathLike, new: str | os.PathLike, *,
         old_engine.close()
 
 
+def _check_one_source(queries, traffic, copies) -> None:
+    if sum(source is not None for source in (queries, traffic, copies)) != 1:
+        raise EvaluationError("give labelled queries, logged traffic or a number of copies (exactly one)")
+    if copies is not None and copies < 1:
+        raise EvaluationError(f"copies must be >= 1, got {copies}")
+
+
 def evaluate(old: Engine, new: Engine, *, queries: LabelledImages | None = None,
-             traffic: Sequence[TrafficQuery] | None = None, config: EvaluationConfig = EvaluationConfig(),
-             progress: bool = False) -> dict:
+             traffic: Sequence[TrafficQuery] | None = None, copies: int | None = None,
+             config: EvaluationConfig = EvaluationConfig(), progress: bool = False) -> dict:
     """The evaluation of ``new`` against ``old`` as a JSON-ready dict, what ``evaluation.json`` holds; exactly one
-    of ``queries`` and ``traffic``.  Raises :class:`EvaluationError` when nothing can be scored."""
-    if (queries is None) == (traffic is None):
-        raise EvaluationError("give labelled queries or logged traffic (exactly one)")
+    of ``queries``, ``traffic`` and ``copies``.  Raises :class:`EvaluationError` when nothing can be scored."""
+    _check_one_source(queries, traffic, copies)
     rng = np.random.default_rng(config.seed)
     evaluation = {"schema": SCHEMA, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "old": _side(old), "new": _side(new), "settings": asdict(config), "labelled": None, "traffic": None}
+                  "old": _side(old), "new": _side(new), "settings": asdict(config), "labelled": None, "traffic": None,
+                  "copies": None}
     if queries is not None:
         evaluation["labelled"], evaluation["latency_ms"], evaluation["queries"] = _labelled(
             old, new, queries, config, rng, progress)
+        evaluation["verdict"], evaluation["verdict_reason"] = verdict(evaluation["labelled"])
+    elif copies is not None:
+        evaluation["copies"], evaluation["latency_ms"], evaluation["queries"] = _copies(
+            old, new, copies, config, rng, progress)
+        evaluation["verdict"], evaluation["verdict_reason"] = verdict(evaluation["copies"], "copy_recall_at_1")
     else:
         assert traffic is not None
         evaluation["traffic"], evaluation["latency_ms"], evaluation["queries"] = _traffic(
             old, new, traffic, config, rng, progress)
-    evaluation["verdict"], evaluation["verdict_reason"] = verdict(evaluation["labelled"])
+        evaluation["verdict"], evaluation["verdict_reason"] = verdict(None)
     return evaluation
 
 
-def verdict(labelled: dict | None) -> tuple[str, str]:
-    """``(verdict, why)`` from the interval of the kNN-accuracy difference new - old."""
-    if not labelled:
+def verdict(scored: dict | None, metric: str = "knn_accuracy") -> tuple[str, str]:
+    """``(verdict, why)`` from the interval of the difference new - old of ``metric`` in ``scored`` (the labelled
+    or the copies section)."""
+    if not scored:
         return UNKNOWN, "no labelled queries: the overlap of logged traffic shows change, not quality"
-    diff = labelled["metrics"]["knn_accuracy"]["difference"]
-    found = (f"kNN accuracy new - old {diff['value']:+.4f}, {labelled['confidence']:.0%} CI "
-             f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}] over {labelled['queries']} queries")
+    diff = scored["metrics"][metric]["difference"]
+    found = (f"{scored['metrics'][metric].get('name', metric)} new - old {diff['value']:+.4f}, {scored['confidence']:.0%} CI "
+             f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}] over {scored['queries']} queries")
     if diff["ci_low"] > 0:
         return BETTER, found + ": all above 0"
     if diff["ci_high"] < 0:
@@ -320,6 +339,27 @@ def _source(data: LabelledImages, i: int) -> ImageSource:
     buffer = io.BytesIO()
     data.load(i).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- copies
+def _copies(old: Engine, new: Engine, n: int, config: EvaluationConfig, rng: np.random.Generator,
+            progress: bool) -> tuple[dict, dict, dict]:
+    """(the "copies" section, the latency, the "queries" section)."""
+    queries = copy_queries(old, new, n, rng)
+    if not len(queries.ids):
+        raise EvaluationError(f"none of {queries.sampled} sampled items could be read from both indexes")
+    old_scores, new_scores = (score_copies(side, queries, config.k) for side in (old, new))
+    metrics = {key: {"name": name, **paired_intervals(old_scores[key], new_scores[key], resamples=config.resamples,
+                                                      confidence=config.confidence, rng=rng)}
+               for key, name in COPY_METRICS.items()}
+    paired = compare_to_start(old_scores["copy_recall_at_1"] > 0.5, new_scores["copy_recall_at_1"] > 0.5,
+                              best_epoch=1)
+    section = {"queries": len(queries.ids), "confidence": config.confidence, "metrics": metrics,
+               "found_changes": {"gained": paired.only_trained, "lost": paired.only_start,
+                                 "mcnemar_p_value": _round(paired.p_value)}}
+    latency = _latency(old, new, queries.images[:config.latency_sample], config.k, progress)
+    return section, latency, {"kind": "copies", "found": queries.sampled, "sampled": queries.sampled,
+                              "used": len(queries.ids), "skipped": queries.sampled - len(queries.ids)}
 
 
 # ---------------------------------------------------------------------------------------------- logged traffic

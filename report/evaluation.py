@@ -22,9 +22,10 @@ def render_evaluation(evaluation: Mapping[str, Any], *, thumbnail_size: int = TH
     changed most are shown with thumbnails of the query and of each side's neighbours."""
     env = Environment(loader=PackageLoader("report", "templates"), autoescape=select_autoescape(["html"]))
     labelled = evaluation.get("labelled")
+    copies = evaluation.get("copies")
     metrics = []
-    if labelled:
-        for found in labelled["metrics"].values():
+    if labelled or copies:
+        for found in (labelled or copies)["metrics"].values():
             if found["old"] is not None:
                 metrics.append({"name": found["name"], "queries": found["queries"], "old": _interval(found["old"]),
                                 "new": _interval(found["new"]), "difference": _interval(found["difference"], "+")})
@@ -34,7 +35,7 @@ def render_evaluation(evaluation: Mapping[str, Any], *, thumbnail_size: int = TH
                 **{key: "n/a" if found[key] is None else f"{found[key]:.1f}" for key in ("p50", "p95")}}
                for side, found in evaluation["latency_ms"].items()]
     return env.get_template("evaluation.html").render(
-        evaluation=evaluation, metrics=metrics, labelled=labelled, traffic=traffic, changed=changed,
+        evaluation=evaluation, metrics=metrics, labelled=labelled, copies=copies, traffic=traffic, changed=changed,
         latency=latency, size=thumbnail_size, fmt=format_value)
 
 

@@ -1,4 +1,4 @@
-"""``simsearch evaluate --old INDEX --new INDEX (--queries DATA | --from-log DIR)``: shadow evaluation of a
+"""``simsearch evaluate --old INDEX --new INDEX (--queries DATA | --copies N | --from-log DIR)``: shadow evaluation of a
 re-embedded index against the index it copies (see :mod:`engine.evaluate`)."""
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     source.add_argument("--queries", metavar="DATA",
                         help="labelled query images: a folder with one sub-folder per class, a CSV of path,label, "
                              "or fashion-mnist-test (the 10k test images, with the data set's class names)")
+    source.add_argument("--copies", type=int, metavar="N",
+                        help="no labels needed: an edited copy of each of N sampled indexed images, searched for its "
+                             "original on both indexes (copy recall@1)")
     source.add_argument("--from-log", metavar="DIR",
                         help="images logged by `simsearch serve --log-queries DIR`, replayed on both indexes")
     p.add_argument("-k", "--k", type=int, default=DEFAULTS.k,
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if queries in FASHION_MNIST_SPLITS:  # the class names of the data set, as the index holds them
         queries = fashion_mnist_folder(FASHION_MNIST_SPLITS[queries])
     result = evaluate_indexes(args.old, args.new, queries=queries, traffic=traffic, traffic_source=args.from_log,
-                              out_dir=args.out, config=config, runtime=runtime_from_args(args),
+                              copies=args.copies, out_dir=args.out, config=config, runtime=runtime_from_args(args),
                               progress=not args.quiet)
     for line in summary_lines(result.evaluation):
         print(line)
@@ -71,17 +74,18 @@ def summary_lines(evaluation: dict) -> list[str]:
     lines.append(f"queries: {queries['used']} used ({queries['kind']}), {queries['skipped']} skipped"
                  + (f", {queries['label_not_in_index']} with a label not in both indexes"
                     if queries.get("label_not_in_index") else ""))
-    labelled = evaluation.get("labelled")
-    if labelled:
-        percent = f"{labelled['confidence']:.0%}"
-        for found in labelled["metrics"].values():
+    scored = evaluation.get("labelled") or evaluation.get("copies")
+    if scored:
+        percent = f"{scored['confidence']:.0%}"
+        for found in scored["metrics"].values():
             if found["old"] is None:
                 continue
             old, new, diff = found["old"], found["new"], found["difference"]
             lines.append(f"{found['name']}: {old['value']:.4f} -> {new['value']:.4f}  ({diff['value']:+.4f}, "
                          f"{percent} CI [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}])")
-        changes = labelled["knn_changes"]
-        lines.append(f"kNN queries gained {changes['gained']}, lost {changes['lost']} "
+        changes, what = ((scored["knn_changes"], "kNN queries") if "knn_changes" in scored
+                         else (scored["found_changes"], "copies found first"))
+        lines.append(f"{what} gained {changes['gained']}, lost {changes['lost']} "
                      f"(McNemar p = {changes['mcnemar_p_value']:.3g})")
     traffic = evaluation.get("traffic")
     if traffic:

@@ -13,6 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from api import ApiConfig, SearchService, create_app
@@ -151,3 +152,34 @@ def test_index_add_takes_a_flat_folder(unlabelled_index, photos, tmp_path, capsy
     assert main(["index", "stats", str(index)]) == 0  # people see the items without a label counted apart
     stats = json.loads(capsys.readouterr().out)
     assert stats["label_counts"] == {} and stats["unlabelled_items"] == stats["ntotal"] == 43
+
+
+def test_evaluate_compares_two_unlabelled_indexes_on_edited_copies(unlabelled_index, copies_model, tmp_path, capsys):
+    from engine.copy_evaluation import copy_queries, score_copies
+    from engine.evaluate import NO_DIFFERENCE
+    from engine.lifecycle import reembed
+
+    again = str(tmp_path / "again")
+    reembed(unlabelled_index, str(copies_model), again, progress=False)  # the same model: the same answers
+    capsys.readouterr()
+    assert main(["evaluate", "--old", unlabelled_index, "--new", again, "--copies", "20", "--out",
+                 str(tmp_path / "eval"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert evaluation["queries"]["kind"] == "copies" and evaluation["queries"]["used"] == 20
+    found = evaluation["copies"]["metrics"]["copy_recall_at_1"]
+    assert found["old"]["value"] == found["new"]["value"] and found["difference"]["value"] == 0
+    assert evaluation["verdict"] == NO_DIFFERENCE and "copy recall@1" in printed
+    assert 'id="copies"' in (tmp_path / "eval" / "evaluation.html").read_text()
+
+    old, new = Engine.open(unlabelled_index), Engine.open(again)
+    try:  # the per-query values: the nearest item of each copy, searched by hand
+        queries = copy_queries(old, new, 5, np.random.default_rng(3))
+        scores = score_copies(old, queries, k=5)
+        for row, data in enumerate(queries.images):
+            (result,) = old.search([data], k=1)
+            assert scores["copy_recall_at_1"][row] == float(result.neighbors[0].id == queries.ids[row])
+    finally:
+        old.close()
+        new.close()
+    assert main(["evaluate", "--old", unlabelled_index, "--new", again, "--copies", "0"]) == 2
