@@ -5,12 +5,11 @@ its own, so it has no ``descriptor`` tier). A copy descriptor (a checkpoint with
 cosines:
 
 - the **candidate** cosine, at or above which pairs are judged on their pixels (exact, pHash, local verification):
-  the cosine at which its training found 90% precision on held-out copies (``metrics["val"]["threshold_at_p90"]``,
-  else :data:`DEFAULT_DESCRIPTOR_COSINE`), where below 0.99, since a copy descriptor puts edited copies well under
-  0.99;
+  :data:`CANDIDATE_COSINE`, or the cosine at which its training found 90% precision on held-out copies
+  (``metrics["val"]["threshold_at_p90"]``) where that is lower;
 - the **descriptor** cosine, at or above which the descriptor alone makes a copy: :data:`DEFAULT_DESCRIPTOR_COSINE`,
   the cosine that ``python -m bench.dedup_quality`` measured at 1% false matches, or the candidate cosine where that
-  is higher (a descriptor whose 90% precision lies above it).
+  is higher.
 
 Values given on the command line win. Ingestion, ``index dedup`` (``--queries`` too) and the report all call
 :func:`rule_for`.
@@ -33,6 +32,10 @@ COPIES_OBJECTIVE = "copies"
 # matches over every family of edits at 0.741 (Fashion-MNIST) and 0.752 (TrashNet-150); SSCD uses its own
 # descriptors at 0.75 too (about 90% precision on DISC21)
 DEFAULT_DESCRIPTOR_COSINE = 0.75
+# the candidate cosine: python -m bench.dedup_quality kept pixel-confirmed candidates within 1% false matches over
+# every family from cosine 0.504 on TrashNet-150 (on Fashion-MNIST every candidate of the top 10 stayed within 1%);
+# python -m bench.second_vector found 95% of edited TrashNet copies from 0.50 and flagged none of 300 outside photos
+CANDIDATE_COSINE = 0.50
 
 
 def measured_descriptor_cosine(checkpoint: Checkpoint) -> float | None:
@@ -47,12 +50,13 @@ def measured_descriptor_cosine(checkpoint: Checkpoint) -> float | None:
 
 
 def candidate_cosine_for(checkpoint: Checkpoint) -> float | None:
-    """The cosine from which a copy descriptor's pairs are judged on their pixels: None for a class embedding; the
-    measured threshold at 90% precision (:func:`measured_descriptor_cosine`), else :data:`DEFAULT_DESCRIPTOR_COSINE`."""
+    """The cosine from which a copy descriptor's pairs are judged on their pixels: None for a class embedding;
+    :data:`CANDIDATE_COSINE`, or the measured threshold at 90% precision (:func:`measured_descriptor_cosine`)
+    where that is lower."""
     if checkpoint.objective != COPIES_OBJECTIVE:
         return None
     measured = measured_descriptor_cosine(checkpoint)
-    return measured if measured is not None else DEFAULT_DESCRIPTOR_COSINE
+    return CANDIDATE_COSINE if measured is None else min(CANDIDATE_COSINE, measured)
 
 
 def descriptor_cosine_for(checkpoint: Checkpoint) -> float | None:
@@ -78,5 +82,5 @@ def rule_for(checkpoint: Checkpoint, *, cosine: float | None = None, descriptor_
     return replace(base, cosine=cosine, descriptor_cosine=chosen)
 
 
-__all__ = ["DEFAULT_DESCRIPTOR_COSINE", "candidate_cosine_for", "descriptor_cosine_for", "measured_descriptor_cosine",
+__all__ = ["CANDIDATE_COSINE", "DEFAULT_DESCRIPTOR_COSINE", "candidate_cosine_for", "descriptor_cosine_for", "measured_descriptor_cosine",
            "rule_for"]

@@ -37,7 +37,7 @@ from engine.backup import BackupError, backup_index, restore_index
 from engine.build import build_index, copy_index, drop_index
 from engine.copies import find_copies_of_files, image_files
 from engine.dedup import DEFAULT_NEIGHBOURS
-from engine.duplicate_rule import DEFAULT_DESCRIPTOR_COSINE, rule_for
+from engine.duplicate_rule import CANDIDATE_COSINE, DEFAULT_DESCRIPTOR_COSINE, rule_for
 from engine.engine import ORPHAN_GRACE_S, Engine
 from engine.lifecycle import CHUNK, reembed
 from engine.live import LiveEngine
@@ -125,7 +125,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     dedup.add_argument("index", metavar="INDEX", help=INDEX_HELP)
     dedup.add_argument("--threshold", type=float, default=None, metavar="C",
                        help=f"embedding cosine at or above which two items are candidates (default: "
-                            f"{DuplicateRule().cosine}, or the descriptor cosine of a copy descriptor where lower)")
+                            f"{DuplicateRule().cosine}; {CANDIDATE_COSINE} for a copy descriptor, or the threshold its "
+                            "training measured at 90%% precision where lower)")
     dedup.add_argument("--neighbours", type=int, default=DEFAULT_NEIGHBOURS, metavar="K",
                        help="nearest neighbours examined per item")
     dedup.add_argument("--pixels", action="store_true",
@@ -138,9 +139,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="RANSAC inliers of local verification that make a candidate a copy (0: no verification)")
     dedup.add_argument("--descriptor-cosine", type=float, default=None, metavar="C",
                        help="for a model trained for copies: the cosine at or above which a pair is a copy on the "
-                            f"embedding alone (default: {DEFAULT_DESCRIPTOR_COSINE}, measured at 1%% false matches, or "
-                            "the threshold its training measured at 90%% precision where higher; none for a model "
-                            "trained on classes)")
+                            f"embedding alone (default: {DEFAULT_DESCRIPTOR_COSINE}, measured at 1%% false matches; "
+                            "none for a model trained on classes)")
     dedup.add_argument("--remove", action="store_true",
                        help="delete the confirmed duplicates (default: a dry run). Decodes the pixels even without "
                             "--pixels: what no pixel evidence confirms is listed as unconfirmed and kept")

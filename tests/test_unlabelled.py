@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from api import ApiConfig, SearchService, create_app
-from engine.duplicate_rule import DEFAULT_DESCRIPTOR_COSINE, descriptor_cosine_for, rule_for
+from engine.duplicate_rule import CANDIDATE_COSINE, DEFAULT_DESCRIPTOR_COSINE, descriptor_cosine_for, rule_for
 from engine.engine import Engine
 from similarity.checkpoint import load_checkpoint
 from similarity.hygiene import DuplicateRule
@@ -31,7 +31,8 @@ def test_a_copy_checkpoint_gives_its_index_a_descriptor_rule(copies_model, unlab
     checkpoint = load_checkpoint(copies_model)
     assert checkpoint.objective == "copies"
     measured = checkpoint.metrics["val"].get("threshold_at_p90")
-    candidate = measured if measured is not None and math.isfinite(measured) else DEFAULT_DESCRIPTOR_COSINE
+    candidate = (min(CANDIDATE_COSINE, measured) if measured is not None and math.isfinite(measured)
+                 else CANDIDATE_COSINE)
     engine = Engine.open(unlabelled_index)
     try:
         rule = engine.duplicate_rule
@@ -45,14 +46,15 @@ def test_a_copy_checkpoint_gives_its_index_a_descriptor_rule(copies_model, unlab
 def test_rule_for_takes_the_measured_threshold_then_the_constant_and_lets_the_command_line_win(copies_model,
                                                                                                checkpoint_path):
     copies = load_checkpoint(copies_model)
-    measured = replace(copies, metrics={"val": {"threshold_at_p90": 0.8}})  # precise above the 1%-false cosine
-    assert rule_for(measured) == replace(DuplicateRule(), cosine=0.8, descriptor_cosine=0.8)
-    loose = replace(copies, metrics={"val": {"threshold_at_p90": 0.6}})  # candidates from 0.6, alone from 0.75
-    assert rule_for(loose) == replace(DuplicateRule(), cosine=0.6, descriptor_cosine=DEFAULT_DESCRIPTOR_COSINE)
+    measured = replace(copies, metrics={"val": {"threshold_at_p90": 0.8}})  # candidates from the constant
+    assert rule_for(measured) == replace(DuplicateRule(), cosine=CANDIDATE_COSINE,
+                                         descriptor_cosine=DEFAULT_DESCRIPTOR_COSINE)
+    loose = replace(copies, metrics={"val": {"threshold_at_p90": 0.4}})  # candidates from 0.4, alone from 0.75
+    assert rule_for(loose) == replace(DuplicateRule(), cosine=0.4, descriptor_cosine=DEFAULT_DESCRIPTOR_COSINE)
     for metrics in ({}, {"val": {"threshold_at_p90": float("nan")}}):
         unmeasured = rule_for(replace(copies, metrics=metrics))
-        assert unmeasured.cosine == unmeasured.descriptor_cosine == DEFAULT_DESCRIPTOR_COSINE
-    assert rule_for(loose, descriptor_cosine=0.5).cosine == 0.5  # a lower given descriptor cosine lowers candidates
+        assert (unmeasured.cosine, unmeasured.descriptor_cosine) == (CANDIDATE_COSINE, DEFAULT_DESCRIPTOR_COSINE)
+    assert rule_for(measured, descriptor_cosine=0.3).cosine == 0.3  # a lower given descriptor cosine lowers them
     given = rule_for(measured, cosine=0.9, descriptor_cosine=0.95, min_inliers=None)
     assert (given.cosine, given.descriptor_cosine, given.min_inliers) == (0.9, 0.95, None)
     assert rule_for(load_checkpoint(checkpoint_path)) == DuplicateRule()  # a class embedding: no descriptor tier
