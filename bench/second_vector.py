@@ -13,8 +13,8 @@ costs at build, at each upload and in memory.
 * Found: the query's original is among its copies. False: an outsider with any copy, or an edited copy matched to
   another photo only.
 * Candidate floor: on the index with the copy descriptor, the same queries again with the rule's candidate cosine
-  (from which pairs are judged on their pixels) lowered to each of ``--candidate-cosines``; the descriptor-alone
-  cosine stays.
+  (from which pairs are judged on their pixels) set to each of ``--candidate-cosines`` (default: the copy
+  descriptor's 90%-precision cosine, and lower ones); the descriptor-alone cosine stays.
 * Cost: the build's embedding time, ``Engine.add_image`` per upload (``--uploads`` outside photos, policy
   ``flag``), and the descriptor view's bytes per item.
 
@@ -38,7 +38,9 @@ from bench.copy_sets import FAMILIES, edited_copy
 from bench.machine import emit
 from engine.build import build_index
 from engine.copies import find_copies_of_files
+from engine.duplicate_rule import measured_descriptor_cosine
 from engine.engine import Engine
+from similarity.checkpoint import load_checkpoint
 from similarity.data import load_image_folder
 from similarity.imageio import open_image
 
@@ -64,7 +66,7 @@ def _queries(paths: list[str], outsiders: list[str], folder: str, originals: int
 def _score(engine: Engine, queries: list[tuple[str, str, str | None]], candidate_cosine: float | None = None) -> dict:
     rule = engine.duplicate_rule
     if candidate_cosine is not None:
-        rule = replace(rule, cosine=min(rule.cosine, candidate_cosine))
+        rule = replace(rule, cosine=candidate_cosine)
     started = time.perf_counter()
     results = find_copies_of_files(engine, [q[0] for q in queries], rule=rule)
     seconds = time.perf_counter() - started
@@ -105,10 +107,14 @@ def main() -> None:
     parser.add_argument("--outsiders", type=int, default=300)
     parser.add_argument("--uploads", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--candidate-cosines", type=float, nargs="*", default=[0.5, 0.4, 0.3])
+    parser.add_argument("--candidate-cosines", type=float, nargs="*", default=None,
+                        help="default: the copy checkpoint's 90%%-precision cosine, 0.4 and 0.3")
     parser.add_argument("--out", default="bench/results/second_vector.json")
     args = parser.parse_args()
     os.environ["SIMSEARCH_EMBEDDING_CACHE"] = "off"  # both builds embed
+    if args.candidate_cosines is None:
+        measured = measured_descriptor_cosine(load_checkpoint(args.copy_checkpoint))
+        args.candidate_cosines = [round(c, 4) for c in (measured, 0.4, 0.3) if c is not None]
 
     data = load_image_folder(args.data)
     outside = load_image_folder(args.outside).paths
