@@ -244,7 +244,8 @@ class Engine:
         process dies in between, :meth:`compact` removes the unreferenced file.
 
         ``duplicates`` (see :mod:`engine.ingestion`): ``flag`` adds it and names the indexed item it duplicates,
-        ``skip`` adds nothing (no file written) when it duplicates one and returns that item, ``keep`` adds it
+        ``skip`` adds nothing (no file written) when its pixels confirm it duplicates one (exact, hash, verified) and
+        returns that item, ``keep`` adds it
         unchecked; ``rule``: default :attr:`duplicate_rule`.  ``label``: :data:`index.NO_LABEL` for an image without
         one.  Raises ``ValueError`` for another policy, ``ImageDecodeError`` for an unreadable image."""
         check_policy(duplicates)
@@ -258,7 +259,7 @@ class Engine:
             finding = find_in_store(self.duplicate_space, xb if xd is None else xd, lambda _row: signals(),
                                     rule=rule)[0]
         image = signals = None  # free the decoded pixels before the upload is written
-        if finding is not None and duplicates == "skip":
+        if finding is not None and duplicates == "skip" and finding.verdict.confirmed:
             existing = self.store.get(finding.duplicate_of)
             if existing is not None:  # else deleted since the search: add the upload after all
                 logger.info("skipped an upload (%s): duplicates image %d", label, existing.id)

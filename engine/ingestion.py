@@ -7,7 +7,8 @@ pixels, pHash, the descriptor cosine of an embedding trained for copies, local v
 be read, only a cosine that identical pixels give).  An exact copy wins, else the most similar copy.
 
 Policies: ``keep`` stores everything unchecked (no extra decoding), ``flag`` (the default) stores the item and
-reports what it duplicates, ``skip`` stores nothing for a duplicate.  The check and the add are two steps: two
+reports what it duplicates, ``skip`` stores nothing for a duplicate its pixels confirm (exact, hash, verified) and
+stores and flags one the descriptor alone found, as ``index dedup --remove`` deletes confirmed copies only.  The check and the add are two steps: two
 identical uploads racing each other may both be stored.
 """
 
@@ -199,9 +200,11 @@ def apply_policy(findings: list[DuplicateFinding | None], policy: str) -> tuple[
     counts = DuplicateCounts(exact=sum(1 for f in findings if f is not None and f.exact),
                              near=sum(1 for f in findings if f is not None and not f.exact))
     found = counts.exact + counts.near
-    if policy == "skip":
-        counts.skipped = found
-        return np.array([i for i, f in enumerate(findings) if f is None], dtype=np.int64), counts
+    if policy == "skip":  # a copy only the descriptor found is stored, and flagged
+        stored = [i for i, f in enumerate(findings) if f is None or not f.verdict.confirmed]
+        counts.skipped = len(findings) - len(stored)
+        counts.flagged = found - counts.skipped
+        return np.array(stored, dtype=np.int64), counts
     if policy == "flag":
         counts.flagged = found
     return np.arange(len(findings), dtype=np.int64), counts

@@ -178,3 +178,18 @@ def test_without_pixels_only_an_identical_embedding_counts():
     assert findings[0] is None and findings[1] is None
     assert findings[2].earlier_in_batch == 0 and not findings[2].exact
     assert findings[2].verdict.kind == "cosine-only" and not findings[2].verdict.confirmed
+
+
+def test_skip_leaves_out_confirmed_copies_only_and_flags_what_the_descriptor_alone_found():
+    from engine.ingestion import DuplicateFinding, apply_policy
+    from similarity.judge import Verdict
+
+    findings = [None, DuplicateFinding(Verdict("exact", 1.0, exact=True), duplicate_of=1),
+                DuplicateFinding(Verdict("hash", 0.9, phash_bits=0), duplicate_of=2),
+                DuplicateFinding(Verdict("descriptor", 0.8), duplicate_of=3),
+                DuplicateFinding(Verdict("cosine-only", 0.99999, readable=False), duplicate_of=4)]
+    rows, counts = apply_policy(findings, "skip")
+    assert rows.tolist() == [0, 3, 4]
+    assert counts.to_dict() == {"exact": 1, "near": 3, "skipped": 2, "flagged": 2}
+    rows, counts = apply_policy(findings, "flag")
+    assert rows.tolist() == [0, 1, 2, 3, 4] and counts.flagged == 4 and counts.skipped == 0
