@@ -15,6 +15,9 @@ costs at build, at each upload and in memory.
 * Candidate floor: on the index with the copy descriptor, the same queries again with the rule's candidate cosine
   (from which pairs are judged on their pixels) set to each of ``--candidate-cosines`` (default: the copy
   descriptor's 90%-precision cosine, and lower ones); the descriptor-alone cosine stays.
+* Descriptor margin (measured only, not the shipped rule): the shipped rule's matches again, a match of the descriptor
+  alone kept only when its cosine exceeds the query's cosine with its 10th nearest item by each of ``--margins``
+  (the index itself as SSCD's background set: a crowded neighbourhood asks for more).
 * Cost: the build's embedding time, ``Engine.add_image`` per upload (``--uploads`` outside photos, policy
   ``flag``), and the descriptor view's bytes per item.
 
@@ -63,30 +66,55 @@ def _queries(paths: list[str], outsiders: list[str], folder: str, originals: int
     return queries
 
 
-def _score(engine: Engine, queries: list[tuple[str, str, str | None]], candidate_cosine: float | None = None) -> dict:
+def _score(engine: Engine, queries: list[tuple[str, str, str | None]], candidate_cosine: float | None = None,
+           margins: list[float] | None = None) -> dict:
     rule = engine.duplicate_rule
     if candidate_cosine is not None:
         rule = replace(rule, cosine=candidate_cosine)
     started = time.perf_counter()
     results = find_copies_of_files(engine, [q[0] for q in queries], rule=rule)
     seconds = time.perf_counter() - started
+    scored = {**_tally(queries, results), "rule": asdict(rule), "seconds": round(seconds, 1),
+              "ms_per_query": round(1000 * seconds / len(queries), 1)}
+    if margins:
+        kth = _kth_cosine(engine, queries)
+        scored["descriptor_margin"] = {
+            str(m): _tally(queries, results, lambda q, c, m=m: c["verdict"]["kind"] != "descriptor"
+                           or c["verdict"]["cosine"] - kth[q] >= m) for m in margins}
+    return scored
+
+
+def _tally(queries: list[tuple[str, str, str | None]], results, keep=lambda _q, _c: True) -> dict:
+    """Recall per family and false matches, counting the copies ``keep(query row, copy)`` accepts."""
     found, false, total = Counter(), Counter(), Counter()
     kinds = Counter()
-    for (_path, family, original), result in zip(queries, results):
+    for q, ((_path, family, original), result) in enumerate(zip(queries, results)):
         total[family] += 1
-        matched = {c["path"] for c in result.copies}
+        copies = [c for c in result.copies if keep(q, c)]
+        matched = {c["path"] for c in copies}
         if original is not None and original in matched:
             found[family] += 1
-            kinds[next(c["verdict"]["kind"] for c in result.copies if c["path"] == original)] += 1
+            kinds[next(c["verdict"]["kind"] for c in copies if c["path"] == original)] += 1
         elif matched:
             false[family] += 1
-    copies = [f for f in total if f != "outsider"]
-    return {"recall": {f: round(found[f] / total[f], 3) for f in copies},
-            "recall_all_families": round(sum(found[f] for f in copies) / sum(total[f] for f in copies), 3),
+    families = [f for f in total if f != "outsider"]
+    return {"recall": {f: round(found[f] / total[f], 3) for f in families},
+            "recall_all_families": round(sum(found[f] for f in families) / sum(total[f] for f in families), 3),
             "outsiders_flagged": false["outsider"], "outsiders": total["outsider"],
-            "copies_matched_to_another_photo": sum(false[f] for f in copies),
-            "found_by_kind": dict(sorted(kinds.items())), "rule": asdict(rule),
-            "seconds": round(seconds, 1), "ms_per_query": round(1000 * seconds / len(queries), 1)}
+            "copies_matched_to_another_photo": sum(false[f] for f in families),
+            "found_by_kind": dict(sorted(kinds.items()))}
+
+
+def _kth_cosine(engine: Engine, queries: list[tuple[str, str, str | None]], k: int = 10) -> list[float]:
+    """Each query's cosine with its ``k``-th nearest item in the duplicate view: how crowded its neighbourhood is."""
+    from similarity.imageio import open_image as decode
+
+    kth = []
+    for start in range(0, len(queries), 64):
+        images = [decode(q[0]) for q in queries[start:start + 64]]
+        xq = np.asarray(engine.duplicate_embedder.embed_images(images), dtype=np.float32)
+        kth += [row[-1].similarity if len(row) >= k else -1.0 for row in engine.duplicate_space.search(xq, k)]
+    return kth
 
 
 def _upload_ms(engine: Engine, files: list[str]) -> float:
@@ -107,6 +135,9 @@ def main() -> None:
     parser.add_argument("--outsiders", type=int, default=300)
     parser.add_argument("--uploads", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--margins", type=float, nargs="*", default=[0.0, 0.05, 0.1, 0.15, 0.2],
+                        help="a descriptor-alone match kept only when its cosine exceeds the query's cosine with its "
+                             "10th nearest item by this much (measured, not the shipped rule)")
     parser.add_argument("--candidate-cosines", type=float, nargs="*", default=None,
                         help="default: the copy checkpoint's 90%%-precision cosine, 0.4 and 0.3")
     parser.add_argument("--out", default="bench/results/second_vector.json")
@@ -138,7 +169,7 @@ def main() -> None:
                 cases[name] = {"items": summary.added, "build_seconds": round(build_s, 1),
                                "embed_seconds": round(summary.embed_seconds, 1),
                                "descriptor_bytes_per_item": None if space is None else 4 * space.dim,
-                               **_score(engine, queries)}
+                               **_score(engine, queries, margins=args.margins if space is not None else None)}
                 if space is not None:
                     cases[name]["candidate_floor"] = {str(c): _score(engine, queries, c)
                                                       for c in args.candidate_cosines}
