@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 
 from bench.milvus_servers import MilvusLiteServer
@@ -36,6 +37,7 @@ def test_two_api_servers_share_one_milvus(new_milvus_index, built_index, tmp_pat
             server.stop()
 
 
+@pytest.mark.slow  # the harness's self-check: the slow tier (bash scripts/test.sh -m slow)
 def test_the_shared_check_can_fail(new_milvus_index, built_index, tmp_path):
     """Two servers on two different collections are not consistent, and the trial says so."""
     servers = []

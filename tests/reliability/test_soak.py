@@ -3,12 +3,15 @@ index over and over, then a restart."""
 
 from __future__ import annotations
 
+import pytest
+
 from bench.reliability.crash import kill_compactor, start_compactor
 from bench.reliability.soak import run_soak, verify_items
 
 SOAK_SECONDS = 15  # the bench runs 60 s: python -m bench.reliability
 
 
+@pytest.mark.slow  # a soak: the slow tier (bash scripts/test.sh -m slow)
 def test_soak_loses_nothing_and_resurrects_nothing(start_server, index_copy, token, tmp_path):
     server = start_server()
     compactor = start_compactor(index_copy, str(tmp_path / "compact.log"))

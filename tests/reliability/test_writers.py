@@ -35,6 +35,7 @@ def test_every_writer_at_once(start_server, index_copy, token, forty_images, ids
     assert verify_on_workers(restarted.url, ledger) == []
 
 
+@pytest.mark.slow  # the harness's self-check: the slow tier (bash scripts/test.sh -m slow)
 def test_the_checks_can_fail(start_server, index_copy, ids):
     """A phantom add and a delete that never happened are both reported, on the workers and on disk."""
     server = start_server()
