@@ -134,7 +134,8 @@ def embed_collection(embedder: ImageEmbedder, copy_embedder: ImageEmbedder | Non
     second = copy_embedder.embed_data(data, batch_size=batch_size, num_workers=num_workers, progress=progress,
                                       cache=cache)
     kept = np.intersect1d(first.kept, second.kept)
-    skipped = first.skipped + [s for s in second.skipped if s.path not in {f.path for f in first.skipped}]
+    seen = {f.path for f in first.skipped}
+    skipped = first.skipped + [s for s in second.skipped if s.path not in seen]
     return Embedded(kept, _rows_of(first, kept), _rows_of(second, kept), skipped)
 
 

@@ -124,7 +124,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str = "cpu") -> Ch
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__  # not torch's advice
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {reason}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a simsearch checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:
