@@ -246,6 +246,7 @@ class SearchService:
             "unlabelled_items": stats["unlabelled_items"],
             "model": model,
             "copy_model": self._copy_model(),
+            "duplicate_rule": self._duplicate_rule(),
             "index": {key: stats[key] for key in ("backend", "index_type", "factory", "index_params",
                                                    "bytes_per_vector", "expected_recall", "dim", "metric",
                                                    "created_at", "stored_vectors", "tombstones", "log_head",
@@ -267,6 +268,15 @@ class SearchService:
         info = copy.model_info()
         return {key: info[key] for key in ("checkpoint_sha256", "embedding_dim", "backbone", "objective")
                 if key in info}
+
+    def _duplicate_rule(self) -> dict:
+        """What makes an upload a copy of an indexed item: the rule's cosines and, for a copy descriptor, the index's
+        calibrated cosine it follows (engine.duplicate_rule)."""
+        engine = self.engine
+        rule = engine.duplicate_rule
+        calibration = engine.duplicate_calibration
+        return {"cosine": rule.cosine, "descriptor_cosine": rule.descriptor_cosine, "phash_bits": rule.phash_bits,
+                "min_inliers": rule.min_inliers, "calibration": None if calibration is None else calibration.to_dict()}
 
     def health(self) -> dict:
         problem = self._writable.problem()

@@ -12,12 +12,17 @@ costs at build, at each upload and in memory.
   judge of ingestion (``POST /api/images``).
 * Found: the query's original is among its copies. False: an outsider with any copy, or an edited copy matched to
   another photo only.
+* Calibration cosine: the shipped rule raises the descriptor-alone cosine to the index's calibrated cosine
+  (:func:`engine.duplicate_rule.calibrate`); the same queries are judged again with it fixed at the copy model's
+  own cosine (``fixed_descriptor_cosine``), the rule before it followed the index.
 * Candidate floor: on the index with the copy descriptor, the same queries again with the rule's candidate cosine
   (from which pairs are judged on their pixels) set to each of ``--candidate-cosines`` (default: the copy
   descriptor's 90%-precision cosine, and lower ones); the descriptor-alone cosine stays.
 * Descriptor margin (measured only, not the shipped rule): the shipped rule's matches again, a match of the descriptor
   alone kept only when its cosine exceeds the query's cosine with its 10th nearest item by each of ``--margins``
   (the index itself as SSCD's background set: a crowded neighbourhood asks for more).
+* ``--hold-out N``: the outside images are N images of the collection itself, left out of the index: distinct
+  images as like the indexed ones as any, the hardest test of false matches.
 * Cost: the build's embedding time, ``Engine.add_image`` per upload (``--uploads`` outside photos, policy
   ``flag``), and the descriptor view's bytes per item.
 
@@ -41,7 +46,7 @@ from bench.copy_sets import FAMILIES, edited_copy
 from bench.machine import emit
 from engine.build import build_index
 from engine.copies import find_copies_of_files
-from engine.duplicate_rule import measured_descriptor_cosine
+from engine.duplicate_rule import measured_descriptor_cosine, rule_for
 from engine.engine import Engine
 from similarity.checkpoint import load_checkpoint
 from similarity.data import load_image_folder
@@ -67,10 +72,12 @@ def _queries(paths: list[str], outsiders: list[str], folder: str, originals: int
 
 
 def _score(engine: Engine, queries: list[tuple[str, str, str | None]], candidate_cosine: float | None = None,
-           margins: list[float] | None = None) -> dict:
+           margins: list[float] | None = None, descriptor_cosine: float | None = None) -> dict:
     rule = engine.duplicate_rule
     if candidate_cosine is not None:
         rule = replace(rule, cosine=candidate_cosine)
+    if descriptor_cosine is not None:
+        rule = replace(rule, descriptor_cosine=descriptor_cosine)
     started = time.perf_counter()
     results = find_copies_of_files(engine, [q[0] for q in queries], rule=rule)
     seconds = time.perf_counter() - started
@@ -87,7 +94,7 @@ def _score(engine: Engine, queries: list[tuple[str, str, str | None]], candidate
 def _tally(queries: list[tuple[str, str, str | None]], results, keep=lambda _q, _c: True) -> dict:
     """Recall per family and false matches, counting the copies ``keep(query row, copy)`` accepts."""
     found, false, total = Counter(), Counter(), Counter()
-    kinds = Counter()
+    kinds, outsider_kinds = Counter(), Counter()
     for q, ((_path, family, original), result) in enumerate(zip(queries, results)):
         total[family] += 1
         copies = [c for c in result.copies if keep(q, c)]
@@ -97,10 +104,14 @@ def _tally(queries: list[tuple[str, str, str | None]], results, keep=lambda _q, 
             kinds[next(c["verdict"]["kind"] for c in copies if c["path"] == original)] += 1
         elif matched:
             false[family] += 1
+            if original is None:  # the strongest evidence against an outside image: pixels first, then cosine
+                best = max(copies, key=lambda c: (c["verdict"]["confirmed"], c["verdict"]["cosine"]))
+                outsider_kinds[best["verdict"]["kind"]] += 1
     families = [f for f in total if f != "outsider"]
     return {"recall": {f: round(found[f] / total[f], 3) for f in families},
             "recall_all_families": round(sum(found[f] for f in families) / sum(total[f] for f in families), 3),
             "outsiders_flagged": false["outsider"], "outsiders": total["outsider"],
+            "outsiders_flagged_by_kind": dict(sorted(outsider_kinds.items())),
             "copies_matched_to_another_photo": sum(false[f] for f in families),
             "found_by_kind": dict(sorted(kinds.items()))}
 
@@ -131,6 +142,9 @@ def main() -> None:
     parser.add_argument("--copy-checkpoint", required=True)
     parser.add_argument("--data", default=os.path.join(SHARED, "trashnet-150"))
     parser.add_argument("--outside", default=os.path.join(SHARED, "grocery-store-160"))
+    parser.add_argument("--hold-out", type=int, default=0, metavar="N",
+                        help="leave N images of --data (seeded) out of the index and use them as the outside images "
+                             "instead of --outside: distinct images of the same collection")
     parser.add_argument("--originals", type=int, default=100)
     parser.add_argument("--outsiders", type=int, default=300)
     parser.add_argument("--uploads", type=int, default=40)
@@ -148,7 +162,12 @@ def main() -> None:
         args.candidate_cosines = [round(c, 4) for c in (measured, 0.4, 0.3) if c is not None]
 
     data = load_image_folder(args.data)
-    outside = load_image_folder(args.outside).paths
+    if args.hold_out:
+        held = np.random.default_rng(args.seed + 1).permutation(len(data))
+        outside = [data.paths[i] for i in held[:args.hold_out]]
+        data = data.subset(np.sort(held[args.hold_out:]))
+    else:
+        outside = load_image_folder(args.outside).paths
     work = tempfile.mkdtemp(prefix="second-vector-")
     try:
         query_folder = os.path.join(work, "queries")
@@ -166,11 +185,21 @@ def main() -> None:
             engine = Engine.open(index)
             try:
                 space = engine.store.descriptors
+                started = time.perf_counter()
+                engine.duplicate_calibration  # measured once per process, before its first judgement
+                calibration_s = time.perf_counter() - started
                 cases[name] = {"items": summary.added, "build_seconds": round(build_s, 1),
                                "embed_seconds": round(summary.embed_seconds, 1),
                                "descriptor_bytes_per_item": None if space is None else 4 * space.dim,
                                **_score(engine, queries, margins=args.margins if space is not None else None)}
                 if space is not None:
+                    calibration = engine.duplicate_calibration
+                    cases[name]["calibration"] = None if calibration is None else {
+                        **calibration.to_dict(), "seconds": round(calibration_s, 2)}
+                    # the old way in the same run: the descriptor-alone cosine fixed, whatever the index holds
+                    fixed = rule_for(engine.copy_checkpoint).descriptor_cosine
+                    cases[name]["fixed_descriptor_cosine"] = {"descriptor_cosine": fixed,
+                                                              **_score(engine, queries, descriptor_cosine=fixed)}
                     cases[name]["candidate_floor"] = {str(c): _score(engine, queries, c)
                                                       for c in args.candidate_cosines}
                 cases[name]["upload_ms"] = _upload_ms(engine, uploads)
@@ -181,7 +210,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     emit({"benchmark": "second_vector", "class_checkpoint": args.class_checkpoint,
           "copy_checkpoint": args.copy_checkpoint, "data": os.path.basename(args.data),
-          "outside": os.path.basename(args.outside), "originals": args.originals, "families": list(FAMILIES),
+          "outside": f"{args.hold_out} held out" if args.hold_out else os.path.basename(args.outside), "originals": args.originals, "families": list(FAMILIES),
           "outsiders": args.outsiders, "uploads": args.uploads, "seed": args.seed,
           "candidate_cosines": args.candidate_cosines, "cases": cases}, args.out)
 

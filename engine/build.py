@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from durablefile import atomic_path
-from engine.duplicate_rule import COPIES_OBJECTIVE, rule_for
+from engine.duplicate_rule import COPIES_OBJECTIVE, MatrixSpace, calibrate, rule_for
 from engine.ingestion import DuplicateCounts, apply_policy, check_policy, find_new_duplicates
 from engine.layout import COPY_MODEL_FILE, MODEL_FILE, UPLOADS_DIR
 from index import MODEL_FIELDS, NO_LABEL, IndexConfig, IndexStoreError, VectorStore
@@ -224,7 +224,6 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: s
         copy_checkpoint = load_checkpoint(copy_checkpoint_path)
         check_copy_checkpoint(checkpoint, copy_checkpoint)
         copy_embedder = copy_checkpoint.embedder()
-    rule = rule if rule is not None else rule_for(copy_checkpoint or checkpoint)
     embedder = load_embedder(checkpoint, runtime)  # a bad ONNX file fails before anything is written
     if milvus:  # refuse an existing collection before spending minutes embedding
         from index.location import parse_location
@@ -244,6 +243,13 @@ def build_index(checkpoint_path: str | os.PathLike, data: LabelledImages, out: s
     embedded = embed_collection(embedder, copy_embedder, data, batch_size=batch_size, num_workers=num_workers,
                                 progress=progress, cache=EmbeddingCache.from_environment())
     seconds = time.perf_counter() - started
+    if rule is None:  # the rule the index will have: a copy descriptor's cosine calibrated on the collection
+        duplicates_by = copy_checkpoint or checkpoint
+        rule = rule_for(duplicates_by)
+        if duplicates != "keep" and duplicates_by.objective == COPIES_OBJECTIVE and len(embedded.kept):
+            assert data.paths is not None
+            collection = MatrixSpace(embedded.for_duplicates, [data.paths[i] for i in embedded.kept])
+            rule = rule_for(duplicates_by, calibration=calibrate(collection, rule))
     embedded, counts = _screen(None, data, embedded, duplicates, rule)
     if config.expected_size is None:
         config = replace(config, expected_size=max(1, len(embedded.kept)))

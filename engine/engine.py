@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -25,7 +26,7 @@ from engine.build import add_images, copy_checkpoint_of, open_index
 from engine.dedup import DEFAULT_NEIGHBOURS, DuplicateReport, find_duplicates
 from engine.ingestion import DEFAULT_POLICY, AddResult, DuplicateCounts, check_policy, find_in_store
 from engine.layout import UPLOADS_DIR
-from engine.duplicate_rule import rule_for
+from engine.duplicate_rule import COPIES_OBJECTIVE, Calibration, CalibrationCache, rule_for
 from index import (NO_LABEL, ItemMeta, Maintainable, Neighbor, ServerCompacted, VectorStore, Vote, majority_vote,
                    storage_error)
 from similarity.checkpoint import Checkpoint, CheckpointError
@@ -95,6 +96,9 @@ class Engine:
         self.store = store
         self.embedder = embedder
         self._uploads = os.path.join(os.path.abspath(self.directory), UPLOADS_DIR)  # stored absolute
+        # the index's calibrated cosine, for a copy descriptor's rule (engine.duplicate_rule): measured when first asked
+        self._calibration = (CalibrationCache(self.duplicate_space, rule_for(self.duplicate_checkpoint))
+                            if self.duplicate_checkpoint.objective == COPIES_OBJECTIVE else None)
 
     @classmethod
     def open(cls, index: str | os.PathLike, checkpoint: str | os.PathLike | None = None, *,
@@ -124,9 +128,21 @@ class Engine:
 
     @property
     def duplicate_rule(self) -> DuplicateRule:
-        """The duplicate rule of :attr:`duplicate_checkpoint` (:func:`engine.duplicate_rule.rule_for`): what
+        """The duplicate rule of :attr:`duplicate_checkpoint` and this index (:meth:`duplicate_rule_with`): what
         ingestion, ``index dedup`` and the report use unless given another."""
-        return rule_for(self.duplicate_checkpoint)
+        return self.duplicate_rule_with()
+
+    def duplicate_rule_with(self, **given: Any) -> DuplicateRule:
+        """:func:`engine.duplicate_rule.rule_for` of :attr:`duplicate_checkpoint`, a copy descriptor's cosine raised
+        to the index's calibrated cosine (:attr:`duplicate_calibration`); ``given``: values that win (``cosine``,
+        ``descriptor_cosine``, ``phash_bits``, ...)."""
+        return rule_for(self.duplicate_checkpoint, calibration=self.duplicate_calibration, **given)
+
+    @property
+    def duplicate_calibration(self) -> Calibration | None:
+        """The calibrated cosine of :attr:`duplicate_space` (:func:`engine.duplicate_rule.calibrate`) for a copy
+        descriptor, measured in this process when first asked; None for a class embedding."""
+        return None if self._calibration is None else self._calibration.get()
 
     @property
     def duplicate_embedder(self) -> ImageEmbedder:

@@ -625,6 +625,35 @@ class StoreDB:
         row = self.query("SELECT min(id), max(id) FROM items")[0]
         return None if row[0] is None else (int(row[0]), int(row[1]))
 
+    def random_ids(self, n: int, rng: np.random.Generator, live: int) -> np.ndarray:
+        """``min(n, live)`` distinct live ids drawn with ``rng`` (``live``: how many items are live) by seeking
+        random points of the id range: each draw is one O(log n) lookup (an id after a gap of deleted ids is a
+        little more likely)."""
+        bounds = self.id_range()
+        if bounds is None:
+            return np.zeros(0, dtype=np.int64)
+        want = min(n, live)
+        picked: dict[int, None] = {}
+        for _ in range(4 * n):
+            found = self.id_after(int(rng.integers(bounds[0], bounds[1] + 1)))
+            if found is not None:
+                picked.setdefault(found)
+            if len(picked) >= want:
+                break
+        # after long runs of deleted ids most draws land on the same few ids: take the rest by walking on
+        # from a random point (each step finds a new id or one of the < want already picked; one wrap-around)
+        cursor = int(rng.integers(bounds[0], bounds[1] + 1)) if len(picked) < want else bounds[0]
+        for _ in range(2 * want + 1):
+            if len(picked) >= want:
+                break
+            found = self.id_after(cursor)
+            if found is None:
+                cursor = bounds[0]
+                continue
+            picked.setdefault(found)
+            cursor = found + 1
+        return np.array(list(picked), dtype=np.int64)
+
     def iter_items(self, batch: int = 10_000) -> Iterator[ItemMeta]:
         """All live items in id order, ``batch`` rows per query (no transaction is held between batches)."""
         last = -1

@@ -103,6 +103,10 @@ class DescriptorSpace:
         """The descriptors of the live items among ``ids``, keyed by id."""
         return self._db.vectors([int(i) for i in ids], self.dim, DESCRIPTORS)
 
+    def random_ids(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``min(n, live items)`` distinct live ids drawn with ``rng`` (every item has its descriptor)."""
+        return self._db.random_ids(check_positive_int(n, "n"), rng, self._db.count())
+
     def get_many(self, ids) -> dict[int, ItemMeta]:
         return self._db.items([int(i) for i in ids])
 

@@ -80,6 +80,23 @@ class ViewKeeper:
         self._lineages: weakref.WeakKeyDictionary[IndexView, int] = weakref.WeakKeyDictionary()
         snapshot_folder(directory)  # e.g. only store.sqlite restored, or the folder of format version 2
         self._view: IndexView = self._load_view()
+        self._sweep_leftovers()
+
+    def _sweep_leftovers(self) -> None:
+        """Delete what a process stopped mid-snapshot left in the snapshot folder (a half-written file can be as
+        large as the index), unless another process holds the snapshot lock (it may be writing one now: its own
+        snapshot sweeps them). A read-only or busy folder is left as it is: the next snapshot sweeps it."""
+        folder = os.path.join(self._directory, SNAPSHOT_DIR)
+        try:
+            named = {r[0] for r in self._db.query("SELECT file FROM snapshots")}
+            if all(name == SNAPSHOT_LOCK or name in named for name in os.listdir(folder)):
+                return
+            with self._snapshot_lock(blocking=False) as got:
+                if got:
+                    self._remove_stale_snapshot_files(folder)
+        except (OSError, IndexStoreError) as exc:
+            logger.info("index %s: left the snapshot folder's leftovers for the next snapshot: %s",
+                        self._directory, exc)
 
     @property
     def view(self) -> IndexView:

@@ -392,33 +392,8 @@ class IndexStore:
         return self._db.label_counts()
 
     def random_ids(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``min(n, len(self))`` distinct live ids drawn with ``rng`` by seeking random points of the id range:
-        each draw is one O(log n) lookup (an id after a gap of deleted ids is a little more likely)."""
-        n = check_positive_int(n, "n")
-        bounds = self._db.id_range()
-        if bounds is None:
-            return np.zeros(0, dtype=np.int64)
-        want = min(n, len(self))
-        picked: dict[int, None] = {}
-        for _ in range(4 * n):
-            found = self._db.id_after(int(rng.integers(bounds[0], bounds[1] + 1)))
-            if found is not None:
-                picked.setdefault(found)
-            if len(picked) >= want:
-                break
-        # after long runs of deleted ids most draws land on the same few ids: take the rest by walking on
-        # from a random point (each step finds a new id or one of the < want already picked; one wrap-around)
-        cursor = int(rng.integers(bounds[0], bounds[1] + 1)) if len(picked) < want else bounds[0]
-        for _ in range(2 * want + 1):
-            if len(picked) >= want:
-                break
-            found = self._db.id_after(cursor)
-            if found is None:
-                cursor = bounds[0]
-                continue
-            picked.setdefault(found)
-            cursor = found + 1
-        return np.array(list(picked), dtype=np.int64)
+        """``min(n, len(self))`` distinct live ids drawn with ``rng`` (:meth:`StoreDB.random_ids`)."""
+        return self._db.random_ids(check_positive_int(n, "n"), rng, len(self))
 
     def iter_items(self) -> Iterator[ItemMeta]:
         """Every live item in id order."""
@@ -434,6 +409,10 @@ class IndexStore:
         """Every live item as chunks ``(ids (c,) int64, xb (c, d) float32)`` in id order, from the truth, one
         chunk in memory at a time (:meth:`StoreDB.vector_pages`)."""
         return self._db.vector_pages(self._dim, batch)
+
+    def vectors(self, ids) -> dict[int, np.ndarray]:
+        """The stored vectors (normalised) of the live items among ``ids``, keyed by id, from the truth."""
+        return self._db.vectors([int(i) for i in ids], self._dim)
 
     def reconstruct(self, item_id: int) -> np.ndarray:
         """The stored vector of one live item, ``(d,) float32``."""

@@ -37,7 +37,7 @@ from engine.backup import BackupError, backup_index, restore_index
 from engine.build import build_index, copy_index, drop_index
 from engine.copies import find_copies_of_files, image_files
 from engine.dedup import DEFAULT_NEIGHBOURS
-from engine.duplicate_rule import CANDIDATE_COSINE, DEFAULT_DESCRIPTOR_COSINE, rule_for
+from engine.duplicate_rule import CALIBRATION_QUANTILE, CANDIDATE_COSINE, DEFAULT_DESCRIPTOR_COSINE
 from engine.engine import ORPHAN_GRACE_S, Engine
 from engine.lifecycle import CHUNK, reembed
 from engine.live import LiveEngine
@@ -139,8 +139,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="RANSAC inliers of local verification that make a candidate a copy (0: no verification)")
     dedup.add_argument("--descriptor-cosine", type=float, default=None, metavar="C",
                        help="for a model trained for copies: the cosine at or above which a pair is a copy on the "
-                            f"embedding alone (default: {DEFAULT_DESCRIPTOR_COSINE}, measured at 1%% false matches; "
-                            "none for a model trained on classes)")
+                            f"embedding alone (default: {DEFAULT_DESCRIPTOR_COSINE}, measured at 1%% false matches, "
+                            f"or the index's calibrated cosine where higher: the {100 * CALIBRATION_QUANTILE:g}th "
+                            "percentile of its items' cosines to their nearest other item; none for a model trained "
+                            "on classes)")
     dedup.add_argument("--remove", action="store_true",
                        help="delete the confirmed duplicates (default: a dry run). Decodes the pixels even without "
                             "--pixels: what no pixel evidence confirms is listed as unconfirmed and kept")
@@ -292,8 +294,8 @@ def _dedup(args: argparse.Namespace) -> int:
     pixels = args.pixels or args.remove  # a removal rests on pixel evidence
     engine = Engine.open(args.index)
     try:
-        rule = rule_for(engine.duplicate_checkpoint, cosine=args.threshold, descriptor_cosine=args.descriptor_cosine,
-                        phash_bits=args.phash_bits, min_inliers=args.min_inliers or None)
+        rule = engine.duplicate_rule_with(cosine=args.threshold, descriptor_cosine=args.descriptor_cosine,
+                                          phash_bits=args.phash_bits, min_inliers=args.min_inliers or None)
         if args.queries is not None:
             return _dedup_queries(args, engine, rule)
         report = engine.find_duplicates(rule=rule, neighbours=args.neighbours, pixels=pixels, confirm=args.remove)

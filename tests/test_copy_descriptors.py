@@ -46,7 +46,11 @@ def test_every_item_carries_the_descriptor_of_its_copy_model(two_vector_index, c
     engine = Engine.open(two_vector_index)
     try:
         assert engine.copy_checkpoint.sha256 == load_checkpoint(copies_model).sha256
-        assert engine.duplicate_rule == rule_for(engine.copy_checkpoint)
+        calibration = engine.duplicate_calibration  # measured on the descriptors, every item sampled
+        assert calibration.items == calibration.sampled + calibration.copies == 41
+        assert engine.duplicate_rule == rule_for(engine.copy_checkpoint, calibration=calibration)
+        assert engine.duplicate_rule.descriptor_cosine == max(rule_for(engine.copy_checkpoint).descriptor_cosine,
+                                                              calibration.cosine)
         assert engine.duplicate_space is engine.store.descriptors
         ids, stored = engine.store.descriptors.all_vectors()
         assert len(ids) == len(engine) == 41
@@ -77,6 +81,8 @@ def test_an_upload_is_judged_on_its_descriptor_and_stored_with_it(two_vector_ind
         stats = client.get("/api/stats").get_json()
         assert stats["copy_model"]["checkpoint_sha256"] == engine.copy_checkpoint.sha256
         assert stats["copy_model"]["objective"] == "copies"
+        assert stats["duplicate_rule"]["descriptor_cosine"] == engine.duplicate_rule.descriptor_cosine
+        assert stats["duplicate_rule"]["calibration"]["items"] == 41  # measured at the upload, before it was stored
         (original,) = [m.id for m in engine.store.iter_items() if m.path.endswith("/12.jpg")]
         assert body["duplicate_of"] == original, body
         stored = engine.store.descriptors.vectors([original, body["id"]])

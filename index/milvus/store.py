@@ -440,6 +440,17 @@ class MilvusStore(MilvusReplication, MilvusLabels):
         if ids:
             yield np.array(ids, dtype=np.int64), np.stack(vectors)
 
+    def vectors(self, ids) -> dict[int, np.ndarray]:
+        """The stored vectors of the live items among ``ids``, keyed by id (one query per QUERY_IDS ids)."""
+        wanted = sorted({int(i) for i in ids if 0 <= int(i) < 2**63})
+        out: dict[int, np.ndarray] = {}
+        for start in range(0, len(wanted), QUERY_IDS):
+            for row in self._run("read vectors", self._client.query, self._location.collection,
+                                 filter=f"id in {_id_list(wanted[start:start + QUERY_IDS])}",
+                                 output_fields=["vector"], consistency_level="Strong"):
+                out[int(row["id"])] = np.asarray(row["vector"], dtype=np.float32)
+        return out
+
     def reconstruct(self, item_id: int) -> np.ndarray:
         rows = self._run("read a vector", self._client.query, self._location.collection,
                          filter=f"id == {int(item_id)}", output_fields=["vector"], consistency_level="Strong")

@@ -255,6 +255,30 @@ def test_stale_snapshot_files_are_removed_by_the_next_snapshot(tmp_path):
     assert on_disk == named and len(named) == 1
 
 
+def test_opening_sweeps_leftovers_unless_a_snapshot_is_being_written(tmp_path):
+    import fcntl
+
+    directory = tmp_path / "leftovers"
+    store = IndexStore.create(directory, DIM, config=manual("flat"), model_info=model_info())
+    add_items(store, vectors(50))
+    store.snapshot()
+    store.close()
+    folder = directory / "snapshots"
+    leftover = folder / ".view.90.0badf00d.faiss.0123456789abcdef.tmp"  # a server stopped mid-snapshot
+    leftover.write_bytes(b"half written")
+    with open(folder / ".lock", "a+b") as lock:  # another process writing a snapshot now: not touched
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        IndexStore.open(directory).close()
+        assert leftover.exists()
+    reopened = IndexStore.open(directory)
+    try:
+        on_disk, named = _snapshot_files(directory)
+        assert not leftover.exists() and on_disk == named and len(named) == 1
+        assert len(reopened) == 50
+    finally:
+        reopened.close()
+
+
 def test_sigkill_during_compaction_leaves_every_item(tmp_path):
     directory = tmp_path / "compact"
     store = IndexStore.create(directory, DIM, config=manual("hnsw"), model_info=model_info())

@@ -65,6 +65,9 @@ def test_add_search_get_remove(store):
     item = store.get(int(ids[4]))
     assert (item.label, item.path, item.source) == ("c1", "/img/4.png", None)
     np.testing.assert_allclose(store.reconstruct(int(ids[4])), xb[4] / np.linalg.norm(xb[4]), atol=1e-6)
+    found = store.vectors([int(ids[4]), int(ids[7]), 12345])
+    assert sorted(found) == sorted([int(ids[4]), int(ids[7])])
+    np.testing.assert_allclose(found[int(ids[7])], xb[7] / np.linalg.norm(xb[7]), atol=1e-6)
     gone = store.remove([int(ids[0]), int(ids[0]), 12345])
     assert [g.id for g in gone] == [int(ids[0])] and store.get(int(ids[0])) is None
     assert store.remove([int(ids[0])]) == []

@@ -227,6 +227,9 @@ def test_item_accessors(tmp_path, index_type):
     np.testing.assert_array_equal(all_ids, ids[1:])
     np.testing.assert_array_equal(all_xb, xb[1:])
     np.testing.assert_array_equal(store.reconstruct(int(ids[2])), xb[2])
+    found = store.vectors([int(ids[0]), int(ids[2]), int(ids[3])])  # ids[0] was removed
+    assert sorted(found) == [int(ids[2]), int(ids[3])]
+    np.testing.assert_array_equal(found[int(ids[3])], xb[3])
     with pytest.raises(KeyError):
         store.reconstruct(int(ids[0]))
     stats = store.stats()
