@@ -35,6 +35,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from engine.dedup import judge_pairs
+from index.arrays import normalized
 from index.base import ItemMeta
 from similarity.checkpoint import Checkpoint
 from similarity.hygiene import IDENTICAL_COSINE, DuplicateRule
@@ -130,8 +132,6 @@ def calibrate(space, rule: DuplicateRule | None = None, *, quantile: float = CAL
     and a pair the pixels confirm is left out with a twin of the same vector: a collection's own copies (shots of
     one scene, re-saves) are not the distinct images the calibration is about. None with fewer than two items, or
     when every sampled item has a copy."""
-    from engine.dedup import judge_pairs
-
     items = len(space)
     if items < 2:
         return None
@@ -181,8 +181,7 @@ class MatrixSpace:
 
         self._paths = list(paths) if paths is not None else None
 
-        self._xb = np.ascontiguousarray(vectors, dtype=np.float32)
-        self._xb = self._xb / np.maximum(np.linalg.norm(self._xb, axis=1, keepdims=True), 1e-12)
+        self._xb = normalized(np.asarray(vectors, dtype=np.float32))
         self._index = faiss.IndexFlatIP(self._xb.shape[1])
         self._index.add(self._xb)
 
