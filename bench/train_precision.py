@@ -2,7 +2,7 @@
 per second and the kNN accuracy reached after the same epochs (10k Fashion-MNIST test queries against the
 training gallery). bf16 runs first, so fp32 is not favoured by a warmer machine.
 
-    .venv/bin/python -m bench.train_precision [--epochs 3]
+    .venv/bin/python -m bench.train_precision [--epochs 3] [--out bench/results/train_precision.json]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from similarity.recipe import native_bf16
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "train_precision.json"))
     args = parser.parse_args()
     from similarity.train import train
 
@@ -38,12 +39,12 @@ def main() -> None:
                            "test_knn_accuracy@10": result.test_metrics["knn_accuracy@10"],
                            "test_precision_at_1": result.test_metrics["precision_at_1"]}
     emit({"figure": "small CNN on Fashion-MNIST: bf16 autocast forward pass vs fp32 (torch.compile, channels-last)",
-          "command": f"python -m bench.train_precision --epochs {args.epochs}",
+          "command": f"python -m bench.train_precision --epochs {args.epochs} --out {os.path.relpath(args.out, REPO)}",
           "native_bf16": native_bf16(),
           "evaluation": "10k test queries against the 58k training images (2k validated)",
           "results": rows,
           "speed_up": round(rows["bf16"]["train_images_per_second"] / rows["fp32"]["train_images_per_second"], 2)},
-         os.path.join(REPO, "bench", "results", "train_precision.json"))
+         args.out)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ def _evidence(member: DuplicateMember) -> str:
         facts.append(f"pHash {verdict['phash_bits']} bits")
     if verdict.get("inliers") is not None:
         facts.append(f"{verdict['inliers']} inliers")
+    if verdict.get("correlation") is not None:
+        facts.append(f"aligned correlation {verdict['correlation']:.3f}")
     return ", ".join(facts) + ("" if member.confirmed else " · unconfirmed, kept")
 
 

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 class Leak:
     """Query row ``query`` has gallery row ``gallery`` as a duplicate: ``kind`` is the judge's verdict (exact,
     hash, verified, descriptor, cosine-only); ``phash_bits`` is None when a file could not be read; ``exact``:
-    same decoded pixels; ``inliers``: of local verification (None when not run)."""
+    same decoded pixels; ``inliers``: of local verification, ``correlation``: of dense alignment (None when not
+    run)."""
 
     query: int
     gallery: int
@@ -39,6 +40,7 @@ class Leak:
     same_label: bool
     kind: str = "exact"
     inliers: int | None = None
+    correlation: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def find_leaks(queries: EmbeddingSet, gallery: EmbeddingSet, scores: QueryScores
             continue
         done.add(q)
         leaks.append(Leak(q, g, round(verdict.cosine, 6), verdict.phash_bits, verdict.exact,
-                          bool(queries.labels[q] == gallery.labels[g]), verdict.kind, verdict.inliers))
+                          bool(queries.labels[q] == gallery.labels[g]), verdict.kind, verdict.inliers,
+                               verdict.correlation))
     return leaks
 
 
@@ -125,7 +128,8 @@ def hygiene_rows(leaks: Sequence[Leak], groups: Sequence[Mapping], queries: Embe
                  gallery.paths[leak.gallery] if gallery.paths else None]
         q_uri, g_uri = uris(paths)
         how = {"exact": "same pixels", "hash": f"pHash {leak.phash_bits} bits",
-               "verified": f"{leak.inliers} inliers"}.get(leak.kind, leak.kind.replace("-", " "))
+               "verified": f"{leak.inliers} inliers" if leak.correlation is None
+               else f"aligned correlation {leak.correlation:.3f}"}.get(leak.kind, leak.kind.replace("-", " "))
         return {"caption": f"cos {leak.similarity:.4f}, {how}",
                 "tiles": [_tile(q_uri, f"query {queries.name_of(leak.query)} · "
                                        f"{queries.class_names[queries.labels[leak.query]]}"),

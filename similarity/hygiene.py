@@ -49,7 +49,10 @@ class DuplicateRule:
     RANSAC inliers (None: no local verification); ``ratio``: the ratio test of that matching;
     ``verify_min_side``: local verification runs only when both images' shorter sides reach this many pixels
     (on 28-px Fashion-MNIST images it finds 12% of copies for 5-10 ms a file, which an upload or a 60k build
-    would pay for every candidate).
+    would pay for every candidate); ``min_correlation``: below that size, a candidate the hashes miss is a copy
+    when dense alignment (:func:`similarity.verify.aligned_correlation`) reaches this correlation (None, the
+    default: no dense verification: among 60,000 Fashion-MNIST garments, distinct ones align as well as copies,
+    ``bench/dense_verify.py``).
     """
 
     phash_bits: int = 0
@@ -59,6 +62,7 @@ class DuplicateRule:
     min_inliers: int | None = DEFAULT_MIN_INLIERS
     ratio: float = 0.75
     verify_min_side: int = 64
+    min_correlation: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.phash_bits <= HASH_BITS:
@@ -74,6 +78,9 @@ class DuplicateRule:
             raise ValueError(f"ratio must be in (0, 1), got {self.ratio}")
         if self.verify_min_side < 1:
             raise ValueError(f"verify_min_side must be >= 1 pixel, got {self.verify_min_side}")
+        if self.min_correlation is not None and not -1.0 < self.min_correlation <= 1.0:
+            raise ValueError(f"min_correlation must be None (no dense verification) or in (-1, 1], "
+                             f"got {self.min_correlation}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ decides it (:class:`similarity.hygiene.DuplicateRule` holds the thresholds):
    re-saved copy's cosine;
 4. **verified**: local verification (:mod:`similarity.verify`) finds at least ``rule.min_inliers`` RANSAC inliers
    (the mirror image's keypoints too when ``rule.flips``), for the candidates the tiers above left undecided
-   whose images both have a shorter side of at least ``rule.verify_min_side`` pixels;
+   whose images both have a shorter side of at least ``rule.verify_min_side`` pixels; for smaller images, dense
+   alignment reaches a correlation of at least ``rule.min_correlation`` (the mirror image too when
+   ``rule.flips``; where the rule sets one);
 5. **cosine-only**: where a file cannot be read (or the pixels were not examined), the embedding alone decides:
    the descriptor tier, else only a cosine of at least :data:`similarity.hygiene.IDENTICAL_COSINE`.
 
@@ -30,7 +32,8 @@ from PIL import Image
 
 from similarity.hygiene import IDENTICAL_COSINE, DuplicateRule, ImageHashes, perceptual_hashes, phash_distance
 from similarity.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, open_image
-from similarity.verify import LocalFeatures, capped_gray, count_inliers, local_features, mirror_gray, working_gray
+from similarity.verify import (LocalFeatures, align_thumbnail, aligned_correlation, capped_gray, count_inliers,
+                               local_features, mirror_gray, working_gray)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class ImageSignals:
         self._gray = capped_gray(image) if image is not None else None
         self.short_side = min(image.size) if image is not None else 0  # of the decoded image, in pixels
         self._features: dict[bool, LocalFeatures] = {}
+        self._thumbnails: dict[bool, np.ndarray] = {}
 
     @classmethod
     def of_image(cls, image: Image.Image, name: str = "image") -> ImageSignals:
@@ -69,6 +73,14 @@ class ImageSignals:
             gray = working_gray(self._gray)
             self._features[mirrored] = local_features(mirror_gray(gray) if mirrored else gray)
         return self._features[mirrored]
+
+    def thumbnail(self, *, mirrored: bool = False) -> np.ndarray:
+        """The image (or its mirror image) as dense alignment sees it (:func:`similarity.verify.align_thumbnail`);
+        a blank square for an unreadable file."""
+        if mirrored not in self._thumbnails:
+            gray = np.zeros((1, 1), np.uint8) if self._gray is None else np.asarray(self._gray, dtype=np.uint8)
+            self._thumbnails[mirrored] = align_thumbnail(mirror_gray(gray) if mirrored else gray)
+        return self._thumbnails[mirrored]
 
 
 class SignalCache:
@@ -112,8 +124,8 @@ class Pair:
 class Verdict:
     """Whether a pair is a copy (``kind`` one of :data:`KINDS`, None: not a copy) and the evidence: ``exact``
     (same decoded pixels), ``phash_bits`` (mirror included when the rule allows flips; None without pixels),
-    the embeddings' ``cosine``, ``inliers`` of local verification (None when not run) and ``readable`` (both
-    files decoded; None when the pixels were not examined)."""
+    the embeddings' ``cosine``, ``inliers`` of local verification and ``correlation`` of dense alignment (None
+    when not run) and ``readable`` (both files decoded; None when the pixels were not examined)."""
 
     kind: str | None
     cosine: float
@@ -121,6 +133,7 @@ class Verdict:
     phash_bits: int | None = None
     inliers: int | None = None
     readable: bool | None = None
+    correlation: float | None = None
 
     @property
     def duplicate(self) -> bool:
@@ -132,7 +145,8 @@ class Verdict:
         return self.kind in CONFIRMED_KINDS
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "cosine": round(self.cosine, 6), "confirmed": self.confirmed}
+        return {**asdict(self), "cosine": round(self.cosine, 6), "confirmed": self.confirmed,
+                "correlation": None if self.correlation is None else round(self.correlation, 4)}
 
 
 def same_pixels(a: ImageSignals | None, b: ImageSignals | None) -> bool:
@@ -147,6 +161,15 @@ def verification_inliers(a: ImageSignals, b: ImageSignals, rule: DuplicateRule) 
     found = count_inliers(a.features(), b.features(), ratio=rule.ratio)
     if rule.flips and (rule.min_inliers is None or found < rule.min_inliers):
         found = max(found, count_inliers(a.features(), b.features(mirrored=True), ratio=rule.ratio))
+    return found
+
+
+def alignment_correlation(a: ImageSignals, b: ImageSignals, rule: DuplicateRule) -> float:
+    """Dense alignment of two readable images: ``a`` against ``b``, and when that falls short of
+    ``rule.min_correlation`` and ``rule.flips``, against ``b``'s mirror image; the larger."""
+    found = aligned_correlation(a.thumbnail(), b.thumbnail())
+    if rule.flips and (rule.min_correlation is None or found < rule.min_correlation):
+        found = max(found, aligned_correlation(a.thumbnail(), b.thumbnail(mirrored=True)))
     return found
 
 
@@ -170,10 +193,15 @@ def judge(pair: Pair, rule: DuplicateRule = DuplicateRule(), *, confirm: bool = 
         return Verdict("exact", cosine, True, bits, readable=True)
     if bits <= rule.phash_bits:
         return Verdict("hash", cosine, False, bits, readable=True)
-    inliers = None
-    verifiable = min(pair.a.short_side, pair.b.short_side) >= rule.verify_min_side
-    if rule.min_inliers is not None and verifiable and (not descriptor or confirm):
-        inliers = verification_inliers(pair.a, pair.b, rule)
-        if inliers >= rule.min_inliers:
-            return Verdict("verified", cosine, False, bits, inliers, True)
-    return Verdict("descriptor" if descriptor else None, cosine, False, bits, inliers, True)
+    inliers = correlation = None
+    if not descriptor or confirm:
+        if min(pair.a.short_side, pair.b.short_side) >= rule.verify_min_side:
+            if rule.min_inliers is not None:
+                inliers = verification_inliers(pair.a, pair.b, rule)
+                if inliers >= rule.min_inliers:
+                    return Verdict("verified", cosine, False, bits, inliers, True)
+        elif rule.min_correlation is not None:
+            correlation = alignment_correlation(pair.a, pair.b, rule)
+            if correlation >= rule.min_correlation:
+                return Verdict("verified", cosine, False, bits, readable=True, correlation=correlation)
+    return Verdict("descriptor" if descriptor else None, cosine, False, bits, inliers, True, correlation)

@@ -221,12 +221,17 @@ def _pixel_stats(images: list[Image.Image], channels: int) -> tuple[tuple[float,
 
 
 def native_bf16(device: str = "cpu") -> bool:
-    """Whether ``device`` computes bfloat16 in hardware (so autocast is faster, not an emulation)."""
+    """Whether ``device`` computes bfloat16 in hardware (so autocast is faster, not an emulation).  On a CPU that
+    takes bf16 instructions (AVX512-BF16 or AMX): oneDNN also "supports" bf16 on any AVX-512 CPU, by converting
+    to fp32 and back, which makes the small CNN slower than fp32 (``bench/train_precision.py``)."""
     import torch
 
     if device == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if not (torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())):
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(probe()) for probe in probes if probe is not None)
 
 
 def estimated_images_per_second(device: str = "cpu", threads: int | None = None) -> float:

@@ -3,6 +3,10 @@ a RANSAC similarity transform (``cv2.estimateAffinePartial2D``: rotation, unifor
 number of matches that transform explains (inliers) is the evidence: a crop, a resize, a re-save or a brightness
 change of one photo keeps its keypoints where the transform puts them; two different photos of one class do not.
 
+Below :data:`MIN_SIDE`'s reach (a 28-px image has a handful of keypoints), a pair is verified densely instead:
+:func:`aligned_correlation` warps one image onto the other (``cv2.findTransformECC``, an affine warp from a
+coarse-to-fine search) and measures how well their pixels agree where they overlap.
+
 Images are worked on in grayscale at a working size: a tiny image (Fashion-MNIST is 28 x 28) is upscaled so its
 shorter side reaches :data:`MIN_SIDE` (detectors find nothing at 28 px), a big one is capped at :data:`MAX_SIDE`
 on its longer side.  SIFT separates copies from distinct same-class pairs better than ORB on both the photos and
@@ -25,6 +29,13 @@ MAX_SIDE = 512  # px: the longer side a big image is shrunk to
 RATIO = 0.75  # Lowe's ratio test: best match distance < RATIO x second best
 RANSAC_PX = 4.0  # reprojection error (working-size px) of an inlier
 MAX_FEATURES = 1000  # keypoints kept per image (the strongest)
+ALIGN_SIDE = 32  # px: dense alignment works on both images resized to this square
+ALIGN_BLUR = 0.7  # px at ALIGN_SIDE: a Gaussian blur first, so that resampling and JPEG noise weigh less
+ALIGN_ITERATIONS = 100  # ECC iterations at most
+ALIGN_EPS = 1e-5  # ECC stops when the correlation improves less than this
+ALIGN_SCALE = (0.6, 1.6)  # the per-axis scale a plausible warp keeps within (crops up to 10% a side: 0.8-1.25)
+ALIGN_SHEAR = 0.3  # the off-diagonal terms a plausible warp keeps under (crops and resizes neither rotate nor shear)
+ALIGN_OVERLAP = 0.5  # the share of the first image the warped second must cover
 
 
 @dataclass(frozen=True)
@@ -102,3 +113,42 @@ def count_inliers(a: LocalFeatures, b: LocalFeatures, *, ratio: float = RATIO, r
     _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=ransac_px,
                                           maxIters=2000, confidence=0.99)
     return 0 if mask is None else int(mask.sum())
+
+
+def align_thumbnail(gray: np.ndarray) -> np.ndarray:
+    """A grayscale image ``(h, w) uint8`` as dense alignment sees it: :data:`ALIGN_SIDE` square, float32 in [0, 1]."""
+    small = cv2.resize(gray, (ALIGN_SIDE, ALIGN_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    return cv2.GaussianBlur(small, (0, 0), ALIGN_BLUR) if ALIGN_BLUR > 0 else small
+
+
+def _zncc(x: np.ndarray, y: np.ndarray) -> float:
+    x = x - x.mean()
+    y = y - y.mean()
+    scale = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum()) / scale if scale > 0 else 0.0
+
+
+def aligned_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """How well ``b`` explains ``a`` once warped onto it: both :func:`align_thumbnail` squares.  ECC finds the
+    affine warp; a warp that scales an axis outside :data:`ALIGN_SCALE`, shears or rotates past
+    :data:`ALIGN_SHEAR`, or covers less than :data:`ALIGN_OVERLAP` of ``a`` is no copy's (-1.0).  Otherwise the
+    zero-mean normalised correlation of the pixels where the warped ``b`` covers ``a``, in [-1, 1] (1: the same
+    pixels up to brightness and contrast)."""
+    warp = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ALIGN_ITERATIONS, ALIGN_EPS)
+    try:
+        _, warp = cv2.findTransformECC(a, b, warp, cv2.MOTION_AFFINE, criteria, None, 3)
+    except cv2.error:  # no convergence: the images do not correlate
+        return -1.0
+    linear = warp[:, :2]
+    scales = np.linalg.norm(linear, axis=0)
+    if (not (ALIGN_SCALE[0] < scales.min() and scales.max() < ALIGN_SCALE[1])
+            or abs(linear[0, 1]) + abs(linear[1, 0]) > ALIGN_SHEAR):
+        return -1.0
+    side = a.shape[::-1]
+    warped = cv2.warpAffine(b, warp, side, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    covered = cv2.warpAffine(np.ones_like(b), warp, side, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0.5
+    covered = cv2.erode(covered.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if covered.mean() < ALIGN_OVERLAP:
+        return -1.0
+    return _zncc(a[covered], warped[covered])

@@ -137,6 +137,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="most pHash bits (of 64) two copies may differ by")
     dedup.add_argument("--min-inliers", type=int, default=DuplicateRule().min_inliers, metavar="N",
                        help="RANSAC inliers of local verification that make a candidate a copy (0: no verification)")
+    dedup.add_argument("--min-correlation", type=float, default=None, metavar="R",
+                       help="verify candidates under 64 px densely: the aligned correlation (up to 1) that makes "
+                            "one a copy (default: off; distinct 28-px garments align at 0.99 and more, see "
+                            "docs/benchmarks.md#dense-verification-of-small-images)")
     dedup.add_argument("--descriptor-cosine", type=float, default=None, metavar="C",
                        help="for a model trained for copies: the cosine at or above which a pair is a copy on the "
                             f"embedding alone (default: {DEFAULT_DESCRIPTOR_COSINE}, measured at 1%% false matches, "
@@ -295,7 +299,8 @@ def _dedup(args: argparse.Namespace) -> int:
     engine = Engine.open(args.index)
     try:
         rule = engine.duplicate_rule_with(cosine=args.threshold, descriptor_cosine=args.descriptor_cosine,
-                                          phash_bits=args.phash_bits, min_inliers=args.min_inliers or None)
+                                          phash_bits=args.phash_bits, min_inliers=args.min_inliers or None,
+                                          min_correlation=args.min_correlation)
         if args.queries is not None:
             return _dedup_queries(args, engine, rule)
         report = engine.find_duplicates(rule=rule, neighbours=args.neighbours, pixels=pixels, confirm=args.remove)

@@ -106,6 +106,9 @@ def test_cli_dedup_is_a_dry_run_unless_told_to_remove(with_copies, tmp_path, cap
     assert main(args) == 0
     after = json.loads(capsys.readouterr().out)
     assert after["groups"] == 0 and after["items"] == 600
+    # dense verification (opt-in) must be a correlation; a bad one is a clear error, not a traceback
+    assert main([*args, "--min-correlation", "1.5"]) == 2
+    assert "min_correlation" in capsys.readouterr().err
     assert main(["index", "dedup", index, "--threshold", str(THRESHOLD)]) == 0  # default listing folder
     default = json.loads(capsys.readouterr().out)
     engine = Engine.open(index)

@@ -5,6 +5,7 @@ identical pixels give."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from similarity.hygiene import IDENTICAL_COSINE, DuplicateRule
 from similarity.imageio import open_image
 from similarity.judge import ImageSignals, Pair, SignalCache, judge, same_pixels
-from similarity.verify import count_inliers, features_of, working_gray
+from similarity.verify import align_thumbnail, aligned_correlation, count_inliers, features_of, working_gray
 
 TRASHNET = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "trashnet-150"
 RULE = DuplicateRule()
@@ -123,9 +124,56 @@ def test_images_below_the_size_gate_are_not_verified(fmnist_folder):
 
 def test_rule_validation():
     for bad, match in (({"min_inliers": 2}, "min_inliers"), ({"descriptor_cosine": 0.5}, "descriptor_cosine"),
-                       ({"ratio": 1.0}, "ratio"), ({"verify_min_side": 0}, "verify_min_side")):
+                       ({"ratio": 1.0}, "ratio"), ({"verify_min_side": 0}, "verify_min_side"),
+                       ({"min_correlation": -1.0}, "min_correlation"), ({"min_correlation": 1.5}, "min_correlation")):
         with pytest.raises(ValueError, match=match):
             DuplicateRule(**bad)
     assert DuplicateRule(min_inliers=None).min_inliers is None
     with pytest.raises(ValueError, match="finite"):
         judge(Pair(None, None, float("nan")))
+
+
+MIN_CORRELATION = 0.99  # opt-in (``index dedup --min-correlation``): what a user of a small-image set might ask
+
+
+def _small_copy(image: Image.Image) -> Image.Image:
+    """A 28-px garment cropped by 2-3 px a side, shrunk to 24 px, darkened and re-saved as JPEG q80."""
+    out = image.crop((2, 3, 26, 25)).resize((24, 22), Image.Resampling.LANCZOS)
+    return _roundtrip(ImageEnhance.Brightness(out).enhance(0.9), "JPEG", quality=80)
+
+
+def test_small_images_are_verified_densely_where_keypoints_are_too_few(fmnist_folder):
+    """Dense alignment confirms edited copies of 28-px garments and refuses their nearest distinct garments."""
+    rule = DuplicateRule(cosine=0.5, min_correlation=MIN_CORRELATION)  # a copy descriptor's candidates
+    images = [open_image(p) for p in fmnist_folder.paths[:200]]
+    pixels = np.stack([np.asarray(im.convert("L"), np.float32).ravel() for im in images])
+    pixels -= pixels.mean(1, keepdims=True)
+    pixels /= np.linalg.norm(pixels, axis=1, keepdims=True)
+    similar = pixels @ pixels.T
+    np.fill_diagonal(similar, -2)
+    copies = distinct = 0
+    for i in range(20):
+        original = ImageSignals.of_image(images[i])
+        verdict = judge(Pair(original, ImageSignals.of_image(_small_copy(images[i])), 0.8), rule)
+        copies += verdict.kind == "verified"
+        assert verdict.inliers is None and (verdict.correlation is not None or verdict.kind == "hash")
+        nearest = ImageSignals.of_image(images[int(np.argmax(similar[i]))])
+        distinct += judge(Pair(original, nearest, 0.8), rule).duplicate
+    assert copies >= 18 and distinct <= 1
+    # the mirror image only when the rule allows flips; nothing without a min_correlation
+    original = ImageSignals.of_image(images[0])
+    mirrored = ImageSignals.of_image(ImageOps.mirror(_small_copy(images[0])))
+    assert judge(Pair(original, mirrored, 0.8), rule).kind == "verified"
+    refused = judge(Pair(original, mirrored, 0.8), replace(rule, flips=False))
+    assert refused.kind is None and refused.correlation < MIN_CORRELATION
+    off = judge(Pair(original, ImageSignals.of_image(_small_copy(images[0])), 0.8), replace(rule, min_correlation=None))
+    assert off.kind is None and off.correlation is None
+
+
+def test_dense_alignment_refuses_implausible_warps():
+    rng = np.random.default_rng(0)
+    texture = align_thumbnail((rng.random((28, 28)) * 255).astype(np.uint8))
+    assert aligned_correlation(texture, texture) == pytest.approx(1.0, abs=1e-4)
+    assert aligned_correlation(texture, align_thumbnail(np.full((28, 28), 128, np.uint8))) == -1.0  # nothing to align
+    rotated = np.ascontiguousarray(np.rot90(texture))
+    assert aligned_correlation(texture, rotated) < 0.5  # a quarter turn is no crop or resize

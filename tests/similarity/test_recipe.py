@@ -67,6 +67,19 @@ def test_small_grayscale_images_get_the_small_cnn_at_their_size_and_statistics(g
     assert any(reason.startswith(("bfloat16", "fp32")) for reason in recipe.reasons)
 
 
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True),
+                                                        (False, True, True)])
+def test_bf16_counts_as_native_only_with_bf16_instructions(monkeypatch, avx512_bf16, amx, expected):
+    # oneDNN reports bf16 support on any AVX-512 CPU (it emulates it); only AVX512-BF16 or AMX make it pay
+    import torch
+
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert native_bf16("cpu") is expected
+
+
 def test_fashion_mnist_gets_the_small_cnn_from_the_data_alone(fmnist_small):
     recipe = choose_recipe(inspect_data(fmnist_small), 15.0)
     assert recipe.config.model.backbone == "smallcnn" and recipe.config.preprocess.image_size == 28
