@@ -7,7 +7,8 @@ indexed images (seeded), each edited once per family of ``bench.copy_sets`` (cro
 overlay, all at once), and ``--outsiders`` test images, which are in no way copies of an indexed image.  Each query's
 ``--neighbours`` nearest items at the rule's candidate cosine or more are judged by the shipped rule (the
 descriptor-alone cosine calibrated on the index) with dense verification off; the same pairs' aligned correlation
-is measured once, and the rule is then scored at each ``min_correlation`` of a sweep.  A copy is found when its
+is measured once, and the rule is then scored at each ``min_correlation`` of a sweep, and with a ratio test over each
+query's candidates (measured only: the judge rules on one pair at a time).  A copy is found when its
 original is accepted; an outside image is flagged when any of its candidates is.  The figure per threshold: recall
 per family, outside images flagged, and how many of them dense verification alone flagged.
 
@@ -33,6 +34,8 @@ from similarity.data import load_fashion_mnist
 from similarity.judge import ImageSignals, Pair, alignment_correlation, judge
 
 THRESHOLDS = [0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.9925, 0.995, 0.9975, 0.999]
+RATIO_THRESHOLDS = [0.99, 0.993, 0.995]
+RATIOS = [2.0, 4.0, 6.0]
 MAX_FALSE = 0.01
 BATCH = 512
 
@@ -103,12 +106,31 @@ def main(argv: list[str] | None = None) -> None:
     family_a = np.asarray(family)
     outside = family_a == "outsider"
 
-    def score(threshold: float | None) -> dict:
+    # each query's best-aligned pair and the runner-up's correlation, for a ratio test over its candidates
+    best_pair: dict[int, int] = {}
+    runner_up: dict[int, float] = {}
+    for n, (q, _ref, _accepted, correlation) in enumerate(pairs):
+        if correlation is None:
+            continue
+        if q not in best_pair or correlation > pairs[best_pair[q]][3]:
+            if q in best_pair:
+                runner_up[q] = max(runner_up.get(q, -1.0), pairs[best_pair[q]][3])
+            best_pair[q] = n
+        else:
+            runner_up[q] = max(runner_up.get(q, -1.0), correlation)
+
+    def passes(n: int, threshold: float | None, ratio: float | None) -> bool:
+        q, _ref, _accepted, correlation = pairs[n]
+        if threshold is None or correlation is None or correlation < threshold:
+            return False
+        return ratio is None or (best_pair[q] == n and 1 - runner_up.get(q, -1.0) >= ratio * (1 - correlation))
+
+    def score(threshold: float | None, ratio: float | None = None) -> dict:
         found = np.zeros(len(queries), bool)
         wrong = np.zeros(len(queries), bool)
         dense_only = np.zeros(len(queries), bool)
-        for q, ref, accepted, correlation in pairs:
-            dense = threshold is not None and correlation is not None and correlation >= threshold
+        for n, (q, ref, accepted, correlation) in enumerate(pairs):
+            dense = passes(n, threshold, ratio)
             if not (accepted or dense):
                 continue
             if ref == truth_a[q]:
@@ -117,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                 wrong[q] = True
                 dense_only[q] |= dense and not accepted
         flagged = wrong & outside
-        return {"min_correlation": threshold,
+        return {"min_correlation": threshold, **({} if ratio is None else {"ratio": ratio}),
                 "recall": {f: round(float(found[family_a == f].mean()), 3) for f in FAMILIES},
                 "recall_all_families": round(float(found[~outside].mean()), 4),
                 "outsiders_flagged": int(flagged.sum()),
@@ -131,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
                  correlation=np.array([np.nan if p[3] is None else p[3] for p in pairs]), truth=truth_a,
                  family=family_a)
     sweep = [score(t) for t in THRESHOLDS]
+    # measured, not in the rule (the judge rules on one pair at a time): the best-aligned candidate of a query
+    # accepted only when its misalignment (1 - correlation) is under 1/ratio of the runner-up's
+    ratio_test = [score(t, r) for t in RATIO_THRESHOLDS for r in RATIOS]
     within = [row for row in sweep if row["outsiders_flagged_share"] <= MAX_FALSE]
     best = max(within, key=lambda row: row["recall_all_families"]) if within else None
     correlations = [c for _q, _r, _a, c in pairs if c is not None]
@@ -144,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
           "pairs_accepted_without_dense": sum(1 for _q, _r, accepted, _c in pairs if accepted),
           "correlation_quantiles": {str(p): round(float(np.quantile(correlations, p)), 4)
                                     for p in (0.5, 0.9, 0.99)} if correlations else None,
-          "without_dense_verification": score(None), "sweep": sweep,
+          "without_dense_verification": score(None), "sweep": sweep, "ratio_test": ratio_test,
           "best_within_1_percent": best,
           "seconds": round(time.perf_counter() - started, 1)}, args.out)
 
