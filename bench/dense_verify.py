@@ -8,7 +8,9 @@ overlay, all at once), and ``--outsiders`` test images, which are in no way copi
 ``--neighbours`` nearest items at the rule's candidate cosine or more are judged by the shipped rule (the
 descriptor-alone cosine calibrated on the index) with dense verification off; the same pairs' aligned correlation
 is measured once, and the rule is then scored at each ``min_correlation`` of a sweep, and with a ratio test over each
-query's candidates (measured only: the judge rules on one pair at a time).  A copy is found when its
+query's candidates; ``with_dense_verification`` is the judge itself with ``min_correlation``
+:data:`engine.duplicate_rule.DENSE_MIN_CORRELATION` (:func:`similarity.judge.dense_tier`, what ``index dedup
+--min-correlation`` runs).  A copy is found when its
 original is accepted; an outside image is flagged when any of its candidates is.  The figure per threshold: recall
 per family, outside images flagged, and how many of them dense verification alone flagged.
 
@@ -27,11 +29,11 @@ from tqdm.auto import tqdm
 from bench.copy_sets import FAMILIES, edited_copy
 from bench.machine import emit
 from engine.dedup import DEFAULT_NEIGHBOURS
-from engine.duplicate_rule import MatrixSpace, calibrate, rule_for
+from engine.duplicate_rule import DENSE_MIN_CORRELATION, MatrixSpace, calibrate, rule_for
 from index.arrays import normalized
 from similarity.checkpoint import load_checkpoint
 from similarity.data import load_fashion_mnist
-from similarity.judge import ImageSignals, Pair, alignment_correlation, judge
+from similarity.judge import ImageSignals, Pair, alignment_correlation, dense_tier, judge
 
 THRESHOLDS = [0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.9925, 0.995, 0.9975, 0.999]
 RATIO_THRESHOLDS = [0.99, 0.993, 0.995]
@@ -83,16 +85,23 @@ def main(argv: list[str] | None = None) -> None:
 
     # (query, reference, accepted with dense verification off, aligned correlation or None when not needed)
     pairs: list[tuple[int, int, bool, float | None]] = []
+    # the judge with dense verification on (judge_candidates' tiers): each query's items it accepts
+    dense_rule = replace(rule, min_correlation=DENSE_MIN_CORRELATION)
+    shipped: list[set[int]] = []
+    shipped_seconds = 0.0
     signals: dict[int, ImageSignals] = {}
     align_seconds, aligned = 0.0, 0
     cosines: list[float] = []
     for q, row in enumerate(tqdm(hits, desc="judging", unit="query", leave=False)):
         query = ImageSignals.of_image(queries[q])
+        candidates, verdicts = [], []
         for hit in row:
             if hit.similarity < rule.cosine:
                 break
             ref = signals.setdefault(hit.id, ImageSignals.of_image(references[hit.id]))
             verdict = judge(Pair(query, ref, hit.similarity), rule)
+            candidates.append(Pair(query, ref, hit.similarity))
+            verdicts.append(verdict)
             correlation = None
             if verdict.kind not in ("exact", "hash", "descriptor"):
                 t0 = time.perf_counter()
@@ -101,6 +110,10 @@ def main(argv: list[str] | None = None) -> None:
                 aligned += 1
             pairs.append((q, hit.id, verdict.duplicate, correlation))
             cosines.append(hit.similarity)
+        t0 = time.perf_counter()
+        dense = dense_tier(candidates, verdicts, dense_rule)
+        shipped_seconds += time.perf_counter() - t0
+        shipped.append({hit.id for hit, v in zip(row, dense) if v.duplicate})
 
     truth_a = np.asarray(truth)
     family_a = np.asarray(family)
@@ -153,8 +166,17 @@ def main(argv: list[str] | None = None) -> None:
                  correlation=np.array([np.nan if p[3] is None else p[3] for p in pairs]), truth=truth_a,
                  family=family_a)
     sweep = [score(t) for t in THRESHOLDS]
-    # measured, not in the rule (the judge rules on one pair at a time): the best-aligned candidate of a query
-    # accepted only when its misalignment (1 - correlation) is under 1/ratio of the runner-up's
+    found = np.array([truth_a[q] in accepted for q, accepted in enumerate(shipped)])
+    wrong = np.array([bool(accepted - {int(truth_a[q])}) for q, accepted in enumerate(shipped)])
+    with_dense = {"min_correlation": DENSE_MIN_CORRELATION, "dense_ratio": dense_rule.dense_ratio,
+                  "recall": {f: round(float(found[family_a == f].mean()), 3) for f in FAMILIES},
+                  "recall_all_families": round(float(found[~outside].mean()), 4),
+                  "outsiders_flagged": int((wrong & outside).sum()),
+                  "outsiders_flagged_share": round(float((wrong & outside).sum() / max(1, outside.sum())), 4),
+                  "copies_matched_to_another_image": int((wrong & ~outside & ~found).sum()),
+                  "dense_ms_per_query": round(1000 * shipped_seconds / len(queries), 2)}
+    # the best-aligned candidate of a query accepted only when its misalignment (1 - correlation) is under 1/ratio of
+    # the runner-up's, at other thresholds and ratios
     ratio_test = [score(t, r) for t in RATIO_THRESHOLDS for r in RATIOS]
     within = [row for row in sweep if row["outsiders_flagged_share"] <= MAX_FALSE]
     best = max(within, key=lambda row: row["recall_all_families"]) if within else None
@@ -169,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
           "pairs_accepted_without_dense": sum(1 for _q, _r, accepted, _c in pairs if accepted),
           "correlation_quantiles": {str(p): round(float(np.quantile(correlations, p)), 4)
                                     for p in (0.5, 0.9, 0.99)} if correlations else None,
-          "without_dense_verification": score(None), "sweep": sweep, "ratio_test": ratio_test,
+          "without_dense_verification": score(None), "with_dense_verification": with_dense, "sweep": sweep,
+          "ratio_test": ratio_test,
           "best_within_1_percent": best,
           "seconds": round(time.perf_counter() - started, 1)}, args.out)
 

@@ -18,7 +18,7 @@ from engine.engine import Engine
 from index import VectorStore
 from similarity.hygiene import DuplicateRule
 from similarity.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, is_image_path, open_image
-from similarity.judge import ImageSignals, Pair, SignalCache, judge
+from similarity.judge import ImageSignals, Pair, SignalCache, judge_candidates
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,10 @@ def find_copies(store: VectorStore, xq: np.ndarray, queries: Sequence[ImageSigna
     for start in range(0, len(xq), SEARCH_BATCH):
         for query, row in zip(queries[start:start + SEARCH_BATCH], store.search(xq[start:start + SEARCH_BATCH],
                                                                                   neighbours)):
-            copies = []
-            for hit in row:
-                if hit.similarity < rule.cosine:
-                    break  # best first
-                verdict = judge(Pair(query, cache.get(hit.path), hit.similarity), rule)
-                if verdict.duplicate:
-                    copies.append({"id": hit.id, "label": hit.label, "path": hit.path, "verdict": verdict.to_dict()})
+            hits = [hit for hit in row if hit.similarity >= rule.cosine]  # best first
+            verdicts = judge_candidates([Pair(query, cache.get(hit.path), hit.similarity) for hit in hits], rule)
+            copies = [{"id": hit.id, "label": hit.label, "path": hit.path, "verdict": verdict.to_dict()}
+                      for hit, verdict in zip(hits, verdicts) if verdict.duplicate]
             found.append(QueryCopies(query.name, copies))
     return found
 

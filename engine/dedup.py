@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from index import VectorStore
 from similarity.hygiene import DuplicateRule, group_pairs
-from similarity.judge import ImageSignals, Pair, SignalCache, Verdict, judge
+from similarity.judge import ImageSignals, Pair, SignalCache, Verdict, dense_tier, judge
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ def judge_pairs(store: VectorStore, pairs: np.ndarray, cosines: np.ndarray, rule
                 ) -> list[Verdict]:
     """The judge's verdict on each candidate pair (``pairs (m, 2)`` ids, ``cosines (m,)``); with ``pixels`` the
     files are decoded through ``cache`` (each once), else the embedding alone decides.  An item deleted meanwhile
-    has no file to read."""
+    has no file to read.  Dense verification (:func:`similarity.judge.dense_tier`, where the rule asks for it)
+    takes each item's pairs as that item's candidates: a pair is a copy when it passes from either side."""
     cache = cache if cache is not None else SignalCache()
     metas = store.get_many(np.unique(pairs).tolist()) if pixels and len(pairs) else {}
 
@@ -158,9 +159,25 @@ def judge_pairs(store: VectorStore, pairs: np.ndarray, cosines: np.ndarray, rule
         meta = metas.get(item_id)
         return cache.get(meta.path) if meta is not None else ImageSignals(str(item_id), error="deleted")
 
-    return [judge(Pair(signals(a), signals(b), float(c)), rule, confirm=confirm)
-            for (a, b), c in tqdm(zip(pairs.tolist(), cosines.tolist()), total=len(pairs), desc="duplicates: judge",
-                                  unit="pair", disable=not progress, leave=False)]
+    verdicts = [judge(Pair(signals(a), signals(b), float(c)), rule, confirm=confirm)
+                for (a, b), c in tqdm(zip(pairs.tolist(), cosines.tolist()), total=len(pairs),
+                                      desc="duplicates: judge", unit="pair", disable=not progress, leave=False)]
+    if rule.min_correlation is None or not pixels:
+        return verdicts
+    # dense verification looks at a query's candidates together: each item's pairs, from its side
+    by_item: dict[int, list[int]] = {}
+    for n, (a, b) in enumerate(pairs.tolist()):
+        by_item.setdefault(a, []).append(n)
+        by_item.setdefault(b, []).append(n)
+    out = list(verdicts)
+    for item, rows in by_item.items():
+        oriented = [Pair(signals(item), signals(int(pairs[n, 1] if pairs[n, 0] == item else pairs[n, 0])),
+                         float(cosines[n])) for n in rows]
+        for n, verdict in zip(rows, dense_tier(oriented, [verdicts[n] for n in rows], rule, confirm=confirm)):
+            if (verdict.duplicate and not out[n].duplicate) or (out[n].correlation is None
+                                                                and verdict.correlation is not None):
+                out[n] = verdict
+    return out
 
 
 def _links(group: list[int], edges: list[tuple[int, int, Verdict]]

@@ -50,9 +50,10 @@ class DuplicateRule:
     ``verify_min_side``: local verification runs only when both images' shorter sides reach this many pixels
     (on 28-px Fashion-MNIST images it finds 12% of copies for 5-10 ms a file, which an upload or a 60k build
     would pay for every candidate); ``min_correlation``: below that size, a candidate the hashes miss is a copy
-    when dense alignment (:func:`similarity.verify.aligned_correlation`) reaches this correlation (None, the
-    default: no dense verification: among 60,000 Fashion-MNIST garments, distinct ones align as well as copies,
-    ``bench/dense_verify.py``).
+    when dense alignment (:func:`similarity.verify.aligned_correlation`) reaches this correlation and the
+    candidate's misalignment (1 - correlation) is at most ``1 / dense_ratio`` of the query's next-best candidate's
+    (:func:`similarity.judge.judge_candidates`; None, the default: no dense verification, which aligns every
+    undecided small candidate; ``engine.duplicate_rule.DENSE_MIN_CORRELATION`` is the measured value).
     """
 
     phash_bits: int = 0
@@ -63,6 +64,7 @@ class DuplicateRule:
     ratio: float = 0.75
     verify_min_side: int = 64
     min_correlation: float | None = None
+    dense_ratio: float = 4.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.phash_bits <= HASH_BITS:
@@ -81,6 +83,8 @@ class DuplicateRule:
         if self.min_correlation is not None and not -1.0 < self.min_correlation <= 1.0:
             raise ValueError(f"min_correlation must be None (no dense verification) or in (-1, 1], "
                              f"got {self.min_correlation}")
+        if not self.dense_ratio >= 1.0:
+            raise ValueError(f"dense_ratio must be >= 1, got {self.dense_ratio}")
 
 
 @dataclass(frozen=True)

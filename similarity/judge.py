@@ -13,19 +13,26 @@ decides it (:class:`similarity.hygiene.DuplicateRule` holds the thresholds):
 4. **verified**: local verification (:mod:`similarity.verify`) finds at least ``rule.min_inliers`` RANSAC inliers
    (the mirror image's keypoints too when ``rule.flips``), for the candidates the tiers above left undecided
    whose images both have a shorter side of at least ``rule.verify_min_side`` pixels; for smaller images, dense
-   alignment reaches a correlation of at least ``rule.min_correlation`` (the mirror image too when
-   ``rule.flips``; where the rule sets one);
+   alignment, which compares a candidate with the query's other candidates (:func:`judge_candidates`);
 5. **cosine-only**: where a file cannot be read (or the pixels were not examined), the embedding alone decides:
    the descriptor tier, else only a cosine of at least :data:`similarity.hygiene.IDENTICAL_COSINE`.
 
 ``confirmed`` verdicts rest on pixel evidence (exact, hash, verified); ``descriptor`` and ``cosine-only`` ones do
 not.  With ``confirm=True`` a descriptor match is verified too, so that it can be confirmed.
+
+Dense verification (where ``rule.min_correlation`` is set) is the one tier that looks past the pair: among one
+query's candidates that the other tiers leave undecided and that are too small for keypoints, the best-aligned one
+is a copy when its correlation reaches ``rule.min_correlation`` and its misalignment (1 - correlation) is at most
+``1 / rule.dense_ratio`` of the runner-up's.  A copy aligns far better with its original than with anything else;
+a plain 28-px garment aligns about as well with several distinct ones (``bench/dense_verify.py``).  Every caller
+with a query's candidates uses :func:`judge_candidates`; :func:`judge` alone rules on one pair without it.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -193,15 +200,49 @@ def judge(pair: Pair, rule: DuplicateRule = DuplicateRule(), *, confirm: bool = 
         return Verdict("exact", cosine, True, bits, readable=True)
     if bits <= rule.phash_bits:
         return Verdict("hash", cosine, False, bits, readable=True)
-    inliers = correlation = None
-    if not descriptor or confirm:
-        if min(pair.a.short_side, pair.b.short_side) >= rule.verify_min_side:
-            if rule.min_inliers is not None:
-                inliers = verification_inliers(pair.a, pair.b, rule)
-                if inliers >= rule.min_inliers:
-                    return Verdict("verified", cosine, False, bits, inliers, True)
-        elif rule.min_correlation is not None:
+    inliers = None
+    verifiable = min(pair.a.short_side, pair.b.short_side) >= rule.verify_min_side
+    if rule.min_inliers is not None and verifiable and (not descriptor or confirm):
+        inliers = verification_inliers(pair.a, pair.b, rule)
+        if inliers >= rule.min_inliers:
+            return Verdict("verified", cosine, False, bits, inliers, True)
+    return Verdict("descriptor" if descriptor else None, cosine, False, bits, inliers, True)
+
+
+def _densely_verifiable(pair: Pair, verdict: Verdict, rule: DuplicateRule, confirm: bool) -> bool:
+    """A candidate the other tiers left undecided (a descriptor match too, with ``confirm``), both images
+    readable and one of them under ``rule.verify_min_side``."""
+    return (verdict.readable is True and verdict.cosine >= rule.cosine
+            and (verdict.kind is None or (confirm and verdict.kind == "descriptor"))
+            and min(pair.a.short_side, pair.b.short_side) < rule.verify_min_side)
+
+
+def dense_tier(pairs: Sequence[Pair], verdicts: Sequence[Verdict], rule: DuplicateRule, *,
+               confirm: bool = False) -> list[Verdict]:
+    """``verdicts`` (of ``pairs``: one query's candidates, the query as ``a``) with dense verification applied
+    (the module docstring): unchanged without ``rule.min_correlation``; each aligned candidate's verdict carries its
+    ``correlation``, and the best one becomes ``verified`` when it passes.  A query that another tier has matched
+    already is left as it is."""
+    out = list(verdicts)
+    if rule.min_correlation is None or any(v.confirmed or (v.duplicate and not confirm) for v in verdicts):
+        return out  # only a query no other tier has matched
+    aligned = []
+    for n, (pair, verdict) in enumerate(zip(pairs, verdicts)):
+        if _densely_verifiable(pair, verdict, rule, confirm):
             correlation = alignment_correlation(pair.a, pair.b, rule)
-            if correlation >= rule.min_correlation:
-                return Verdict("verified", cosine, False, bits, readable=True, correlation=correlation)
-    return Verdict("descriptor" if descriptor else None, cosine, False, bits, inliers, True, correlation)
+            out[n] = replace(verdict, correlation=correlation)
+            aligned.append((correlation, n))
+    if aligned:
+        aligned.sort(reverse=True)
+        best, n = aligned[0]
+        runner_up = aligned[1][0] if len(aligned) > 1 else -1.0
+        if best >= rule.min_correlation and 1.0 - runner_up >= rule.dense_ratio * (1.0 - best):
+            out[n] = replace(out[n], kind="verified")
+    return out
+
+
+def judge_candidates(pairs: Sequence[Pair], rule: DuplicateRule = DuplicateRule(), *,
+                     confirm: bool = False) -> list[Verdict]:
+    """The verdicts on one query's candidates (``pairs``, the query as ``a``): :func:`judge` on each, then
+    :func:`dense_tier`."""
+    return dense_tier(pairs, [judge(pair, rule, confirm=confirm) for pair in pairs], rule, confirm=confirm)

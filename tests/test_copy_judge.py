@@ -8,13 +8,16 @@ from __future__ import annotations
 import io
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from engine.copies import find_copies_of_files
 from engine.dedup import find_duplicates
+from engine.duplicate_rule import DENSE_MIN_CORRELATION
 from engine.engine import Engine
 from engine.ingestion import find_new_duplicates
 from report.config import EmbeddingSet
@@ -30,7 +33,13 @@ from imagecopies import outsider_png, reencode
 TRASHNET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "trashnet-150"
 # the fixture's model was trained on 28-px garments: a photo and its crop are candidates at this cosine
 RULE = DuplicateRule(cosine=0.95)
-EXACT, NEAR = 10, 250  # fmnist_folder rows
+EXACT, NEAR, SMALL = 10, 250, 405  # fmnist_folder rows
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _crop(photo: bytes) -> bytes:
@@ -86,29 +95,34 @@ def _files(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.rglob("*") if p.is_file())
 
 
-def test_ingestion_dedup_and_report_give_the_same_verdicts(scene):
-    index, folder, expected = scene
+def _verdicts_everywhere(index: str, folder: Path, rule: DuplicateRule) -> dict[str, dict]:
+    """``{caller: {file name: (indexed id or None, kind or None)}}`` for the files of ``folder``, judged by the
+    duplicate check at ingestion, ``index dedup --queries``, the report's leakage and ``index dedup`` (after the
+    files are added), all under ``rule``; and the ``index dedup`` report itself under ``"in_index"``."""
     paths = _files(folder)
     names = [os.path.basename(p) for p in paths]
     engine = Engine.open(index)
     try:
         xb = engine.embed(paths)
-        at_ingestion = find_new_duplicates(engine.store, xb, paths, rule=RULE)
+        at_ingestion = find_new_duplicates(engine.store, xb, paths, rule=rule)
+        queried = find_copies_of_files(engine, paths, rule=rule)
         ids, gallery_xb = engine.store.all_vectors()
         metas = engine.store.get_many(ids.tolist())
         engine.add_collection(load_labelled_images(folder.parent, min_per_class=1), duplicates="keep",
                               progress=False)
-        in_index = find_duplicates(engine.store, rule=RULE, pixels=True)
+        in_index = find_duplicates(engine.store, rule=rule, pixels=True)
         new_ids = {os.path.basename(item.path): item.id for item in engine.store.iter_items()
                    if item.path.startswith(str(folder))}
     finally:
         engine.close()
     ingestion = {n: (f.duplicate_of, f.verdict.kind) if f else (None, None) for n, f in zip(names, at_ingestion)}
+    queries_found = {n: (r.copies[0]["id"], r.copies[0]["verdict"]["kind"]) if r.copies else (None, None)
+                     for n, r in zip(names, queried)}
     # the report: the new files as held-out queries against the gallery as it was
     gallery = EmbeddingSet(gallery_xb, np.zeros(len(ids), np.int64), ["any"], [metas[i].path for i in ids.tolist()])
     queries = EmbeddingSet(xb, np.zeros(len(paths), np.int64), ["any"], paths)
     scores = score_queries(queries.embeddings, queries.labels, gallery.embeddings, gallery.labels, keep=10)
-    leaks = {names[leak.query]: (int(ids[leak.gallery]), leak.kind) for leak in find_leaks(queries, gallery, scores, RULE)}
+    leaks = {names[leak.query]: (int(ids[leak.gallery]), leak.kind) for leak in find_leaks(queries, gallery, scores, rule)}
     report = {n: leaks.get(n, (None, None)) for n in names}
     # index dedup: the group of each new file and the evidence of its link
     dedup = {}
@@ -119,9 +133,23 @@ def test_ingestion_dedup_and_report_give_the_same_verdicts(scene):
             continue
         member = next(m for m in group.members if m.id == new_ids[name])
         dedup[name] = (member.evidence["with"], member.evidence["kind"])
-    assert ingestion == expected, ingestion
-    assert report == expected, report
-    assert dedup == expected, dedup
+    return {"ingestion": ingestion, "queries": queries_found, "report": report, "dedup": dedup, "in_index": in_index}
+
+
+def test_ingestion_dedup_and_report_give_the_same_verdicts(scene, fmnist_folder):
+    """Every caller gives the same verdicts, with dense verification on too: an edited 28-px copy that neither
+    pHash nor keypoints confirm is verified by its aligned pixels, among its candidates, by every caller alike."""
+    index, folder, expected = scene
+    garment = open_image(fmnist_folder.paths[SMALL])
+    (folder / "f_small_crop.png").write_bytes(_png(garment.crop((1, 1, 27, 27)).resize((26, 26),
+                                                                                       Image.Resampling.LANCZOS)))
+    found = _verdicts_everywhere(index, folder, replace(RULE, min_correlation=DENSE_MIN_CORRELATION))
+    item, kind = found["ingestion"].pop("f_small_crop.png")
+    assert kind == "verified" and item is not None
+    for caller in ("ingestion", "queries", "report", "dedup"):
+        assert found[caller].pop("f_small_crop.png", (item, kind)) == (item, kind), caller
+        assert found[caller] == expected, (caller, found[caller])
+    in_index = found["in_index"]
     damaged = next(g for g in in_index.groups if expected["d_of_damaged.png"][0] in [m.id for m in g.members])
     assert [m.confirmed for m in damaged.members] == [True, False] and damaged.remove == []
     assert in_index.unreadable and all(p.endswith(".png") for p in in_index.unreadable)
