@@ -276,7 +276,8 @@ class SearchService:
         rule = engine.duplicate_rule
         calibration = engine.duplicate_calibration
         return {"cosine": rule.cosine, "descriptor_cosine": rule.descriptor_cosine, "phash_bits": rule.phash_bits,
-                "min_inliers": rule.min_inliers, "min_correlation": rule.min_correlation, "calibration": None if calibration is None else calibration.to_dict()}
+                "min_inliers": rule.min_inliers, "min_correlation": rule.min_correlation,
+                "calibration": None if calibration is None else calibration.to_dict()}
 
     def health(self) -> dict:
         problem = self._writable.problem()

@@ -25,7 +25,7 @@ from engine.dedup import DEFAULT_NEIGHBOURS, SEARCH_BATCH
 from index import ItemMeta, VectorStore
 from index.milvus import MilvusStore
 from similarity.hygiene import DuplicateRule
-from similarity.judge import ImageSignals, Pair, SignalCache, Verdict, dense_tier, judge, same_pixels
+from similarity.judge import ImageSignals, Pair, SignalCache, Verdict, first_copy, judge, same_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -111,23 +111,16 @@ def _pick(new: ImageSignals, hits: list[tuple[int, float, ImageSignals]], rule: 
           ) -> tuple[int, Verdict] | None:
     """The copy among ``hits`` (``(key, cosine, signals)``, best cosine first, all candidates): the first exact
     one, else the most similar one the judge accepts, else the one dense verification picks among them
-    (:func:`similarity.judge.dense_tier`); None."""
-    pairs, verdicts = [], []
-    for position, (key, cosine, old) in enumerate(hits):
-        verdict = judge(Pair(new, old, cosine), rule)
-        if verdict.kind == "exact":
-            return key, verdict
-        if verdict.duplicate:  # a later exact copy still wins; only the first tier is asked of the rest
-            for later_key, later_cosine, later in hits[position + 1:]:
-                if same_pixels(new, later):
-                    return later_key, judge(Pair(new, later, later_cosine), rule)
-            return key, verdict
-        pairs.append(Pair(new, old, cosine))
-        verdicts.append(verdict)
-    for (key, _cosine, _old), verdict in zip(hits, dense_tier(pairs, verdicts, rule)):
-        if verdict.duplicate:
-            return key, verdict
-    return None
+    (:func:`similarity.judge.first_copy`); None."""
+    found = first_copy((Pair(new, old, cosine) for _key, cosine, old in hits), rule)
+    if found is None:
+        return None
+    position, verdict = found
+    if verdict.kind != "exact":  # a later exact copy still wins; only the first tier is asked of the rest
+        for later_key, later_cosine, later in hits[position + 1:]:
+            if same_pixels(new, later):
+                return later_key, judge(Pair(new, later, later_cosine), rule)
+    return hits[position][0], verdict
 
 
 def find_in_store(store: VectorStore, xq: np.ndarray, signals_of: SignalsOf, *,

@@ -171,7 +171,8 @@ def rebuild_database(directory: str) -> str:
     database of format 3 or 4 comes out in format 5 (as :meth:`StoreDB.upgrade` makes it).  Only with no process
     using the index."""
     path = db_path(directory)
-    with atomic_path(path + ".rebuilt") as tmp:
+    kept = os.path.join(directory, time.strftime("damaged-%Y%m%dT%H%M%S"))
+    with atomic_path(path) as tmp:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # as StoreDB.create: before the first table
@@ -195,13 +196,11 @@ def rebuild_database(directory: str) -> str:
             conn.execute("PRAGMA journal_mode=WAL")
         finally:
             conn.close()
-    kept = os.path.join(directory, time.strftime("damaged-%Y%m%dT%H%M%S"))
-    os.makedirs(kept, exist_ok=True)
-    for suffix in ("", "-wal", "-shm"):  # the old log must never be replayed into the new file
-        if os.path.exists(path + suffix):
-            os.replace(path + suffix, os.path.join(kept, DB_FILE + suffix))
-    os.replace(path + ".rebuilt", path)
-    fsync_dir(directory)
+        os.makedirs(kept, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):  # the old log must never be replayed into the new file
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, os.path.join(kept, DB_FILE + suffix))
+        fsync_dir(kept)
     logger.warning("index %s: database rebuilt from its rows; the damaged files are in %s", directory, kept)
     return kept
 

@@ -19,7 +19,7 @@ import numpy as np
 from report.config import EmbeddingSet
 from report.thumbnails import thumbnail_uris
 from similarity.hygiene import DuplicateRule
-from similarity.judge import Pair, SignalCache, dense_tier, judge
+from similarity.judge import Pair, SignalCache, first_copy
 from similarity.metrics import QueryScores
 
 log = logging.getLogger(__name__)
@@ -65,22 +65,14 @@ def find_leaks(queries: EmbeddingSet, gallery: EmbeddingSet, scores: QueryScores
     starts = np.flatnonzero(np.diff(rows, prepend=-1)).tolist()  # where each query's neighbours begin
     for start, end in zip(starts, starts[1:] + [len(rows)]):
         q = int(rows[start])
-        pairs, verdicts, found = [], [], None
-        for c in cols[start:end].tolist():
-            g = int(scores.indices[q, c])
-            pair = Pair(signals.get(queries.paths[q]) if pixels else None,
-                        signals.get(gallery.paths[g]) if pixels else None, float(scores.similarities[q, c]))
-            verdict = judge(pair, rule)
-            if verdict.duplicate:
-                found = (g, verdict)
-                break
-            pairs.append((g, pair))
-            verdicts.append(verdict)
-        if found is None:  # dense verification, among the query's candidates
-            dense = dense_tier([pair for _, pair in pairs], verdicts, rule)
-            found = next(((g, v) for (g, _), v in zip(pairs, dense) if v.duplicate), None)
+        neighbours = [int(scores.indices[q, c]) for c in cols[start:end].tolist()]
+        cosines = scores.similarities[q, cols[start:end]].tolist()
+        found = first_copy((Pair(signals.get(queries.paths[q]) if pixels else None,
+                                 signals.get(gallery.paths[g]) if pixels else None, cosine)
+                            for g, cosine in zip(neighbours, cosines)), rule)
         if found is not None:
-            g, verdict = found
+            position, verdict = found
+            g = neighbours[position]
             leaks.append(Leak(q, g, round(verdict.cosine, 6), verdict.phash_bits, verdict.exact,
                               bool(queries.labels[q] == gallery.labels[g]), verdict.kind, verdict.inliers,
                               verdict.correlation))

@@ -31,7 +31,7 @@ with a query's candidates uses :func:`judge_candidates`; :func:`judge` alone rul
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -239,6 +239,20 @@ def dense_tier(pairs: Sequence[Pair], verdicts: Sequence[Verdict], rule: Duplica
         if best >= rule.min_correlation and 1.0 - runner_up >= rule.dense_ratio * (1.0 - best):
             out[n] = replace(out[n], kind="verified")
     return out
+
+
+def first_copy(pairs: Iterable[Pair], rule: DuplicateRule = DuplicateRule()) -> tuple[int, Verdict] | None:
+    """The first of one query's candidates (``pairs``, best first, the query as ``a``; taken one at a time, so a
+    lazy iterable decodes no more files than needed) that the judge accepts, with its position and verdict; else
+    the one :func:`dense_tier` picks among them all; else None."""
+    seen, verdicts = [], []
+    for position, pair in enumerate(pairs):
+        verdict = judge(pair, rule)
+        if verdict.duplicate:
+            return position, verdict
+        seen.append(pair)
+        verdicts.append(verdict)
+    return next(((n, v) for n, v in enumerate(dense_tier(seen, verdicts, rule)) if v.duplicate), None)
 
 
 def judge_candidates(pairs: Sequence[Pair], rule: DuplicateRule = DuplicateRule(), *,
