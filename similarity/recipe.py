@@ -20,7 +20,8 @@ sample) into a :class:`DataProfile`; :func:`choose_recipe` turns a profile, a ti
 - **Small CNN width** from speed: the full width (``SMALL_CNN_WIDTHS[0]``) where a short probe of its training
   steps (:func:`measure_small_cnn_speed`, about 2 s) says ``MIN_WIDE_EPOCHS`` epochs fit the budget, else the
   narrower one, which runs about 3x the images per second (a 1-3 minute budget, or a slow CPU: one epoch of
-  Fashion-MNIST at width 16 reaches 89% kNN where width 32 would not finish its first).
+  Fashion-MNIST at width 16 reaches 89% kNN where width 32 would not finish its first). The copy objective probes
+  its own step instead (:func:`similarity.copy_recipe.measure_copy_speed`): two edited copies of each image.
 - **Flips** (augmentation and test-time): on unless :func:`similarity.flips.check_flips` measures that a
   mirror image loses its class (digits, text).
 - **Batch size** from the training-set size (about 20 steps an epoch at least), the **learning rate** scaled
@@ -398,7 +399,7 @@ def recipe_for(data: LabelledImages, budget_minutes: float = DEFAULT_BUDGET_MINU
     (for photos on a CPU with a budget) this machine's speed. ``objective`` (see
     :data:`similarity.config.OBJECTIVES`): by default "classes" for labelled data and "copies" for unlabelled
     data (:func:`similarity.copy_recipe.for_copies`); "classes" on unlabelled data is a :class:`DatasetError`."""
-    from similarity.copy_recipe import for_copies
+    from similarity.copy_recipe import for_copies, measure_copy_speed, with_copy_speed
     from similarity.flips import check_flips
 
     objective = objective or ("classes" if data.labelled else "copies")
@@ -422,7 +423,12 @@ def recipe_for(data: LabelledImages, budget_minutes: float = DEFAULT_BUDGET_MINU
     # each step trains on two copies of every image: the depth and size are chosen for twice the images
     recipe = choose_recipe(replace(profile, num_images=2 * profile.num_images), budget_minutes, device,
                            images_per_second=ips, speed=speed, small_cnn_speed=small)
-    return for_copies(replace(recipe, profile=profile), labelled=data.labelled)
+    copies = for_copies(replace(recipe, profile=profile), labelled=data.labelled)
+    if small is None:
+        return copies
+    # the width from the copy step itself: its edits and two views cost more than the class probe measures
+    widest = replace(copies.config, model=replace(copies.config.model, width=SMALL_CNN_WIDTHS[0]))
+    return with_copy_speed(copies, measure_copy_speed(data, widest))
 
 
 def _with_flips(config: TrainConfig, flips: FlipCheck | None, reasons: list[str]) -> TrainConfig:
