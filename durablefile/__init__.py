@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-__all__ = ["atomic_path", "atomic_write", "bytes_sha256", "file_sha256", "folder_write_problem", "free_bytes",
-           "fsync_dir", "fsync_file"]
+__all__ = ["FOLDER_MISSING", "atomic_path", "atomic_write", "bytes_sha256", "file_sha256", "folder_write_problem",
+           "free_bytes", "fsync_dir", "fsync_file"]
 
 TEMP_SUFFIX = ".tmp"
 CHUNK_BYTES = 1 << 22  # 4 MiB: file_sha256 reads in blocks this size
@@ -42,12 +42,17 @@ def fsync_dir(directory: str | os.PathLike) -> None:
     fsync_file(directory)
 
 
+FOLDER_MISSING = "the folder does not exist"  # what folder_write_problem says of a deleted (or moved) folder
+
+
 def folder_write_problem(folder: str | os.PathLike) -> str | None:
     """Why files cannot be written in ``folder`` (a read-only file system, or no write permission), or None.
     Cheap (one ``statvfs`` and one ``access``); a full disk is not seen here (see :func:`free_bytes`)."""
     try:
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
             return "the file system is read-only"
+    except FileNotFoundError:
+        return FOLDER_MISSING
     except OSError:
         return "the folder cannot be read"
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -197,6 +197,7 @@ class StoreDB:
         self._pool_lock = threading.Lock()
         self._closed = False
         self._wal_retry_bytes = 0  # the log size at which an over-limit log that could not be truncated is retried
+        self._file_id: tuple[int, int] | None = None  # (device, inode) of the file this process opened first
 
     # ------------------------------------------------------------------ connections
     @classmethod
@@ -227,6 +228,9 @@ class StoreDB:
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             conn.execute(f"PRAGMA journal_size_limit={int(JOURNAL_SIZE_LIMIT_BYTES)}")
             conn.execute(f"PRAGMA wal_autocheckpoint={int(WAL_AUTOCHECKPOINT_PAGES)}")
+            if self._file_id is None:
+                stat = os.stat(self.path)
+                self._file_id = (stat.st_dev, stat.st_ino)
         except sqlite3.DatabaseError as exc:
             error = _busy_or_error(exc, self.path, "cannot open")
             if isinstance(error, IndexReadOnlyError):
@@ -294,6 +298,7 @@ class StoreDB:
             except sqlite3.OperationalError as exc:
                 raise _busy_or_error(exc, self.path) from None
             try:
+                self._check_same_file()
                 yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
@@ -303,6 +308,21 @@ class StoreDB:
                     raise _busy_or_error(exc, self.path) from None
                 raise
         self._bound_wal()
+
+    def _check_same_file(self) -> None:
+        """Raise :class:`IndexStoreError` when the database file this process opened is no longer at ``path``
+        (the file or its folder was deleted, moved or replaced): a write through the open connection would go to a
+        file nobody opens again, so it is refused rather than acknowledged and lost."""
+        try:
+            stat = os.stat(self.path)
+            same = (stat.st_dev, stat.st_ino) == self._file_id
+        except FileNotFoundError:
+            same = False
+        except OSError:  # cannot tell (e.g. no permission on the folder): SQLite itself reports what it meets
+            return
+        if self._file_id is not None and not same:
+            raise IndexStoreError(f"the index database {self.path} was removed or replaced after this process "
+                                  "opened it; nothing was written (open the index again: restart the server)")
 
     def _bound_wal(self) -> None:
         """After a commit: truncate the log if it has outgrown ``JOURNAL_SIZE_LIMIT_BYTES`` (see the module

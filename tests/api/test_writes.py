@@ -116,6 +116,24 @@ def test_health_and_stats_say_when_compaction_is_due(make_writable_app, ids):
     assert index["compaction_due"] is False and index["compaction_reason"] is None and index["tombstones"] == 0
 
 
+@pytest.mark.embedded_only
+def test_an_index_folder_removed_under_the_server_refuses_writes(make_writable_app, png_bytes, index_copy):
+    """The index folder moved away while the server runs: /api/health says writes cannot be stored, and an upload
+    is refused with 503 instead of being acknowledged into a file that nobody will open again."""
+    from api.errors import INDEX_UNUSABLE
+    from api.writable import REMOVED
+
+    app = make_writable_app()
+    client = app.test_client()
+    assert add(client, png_bytes).status_code == 201
+    os.rename(index_copy, index_copy + "-moved")
+    health = client.get("/api/health").get_json()
+    assert health["writable"] is False and health["write_problem"] == REMOVED
+    refused = add(client, png_bytes)
+    assert refused.status_code == 503 and refused.get_json()["error"] == INDEX_UNUSABLE, refused.get_data(as_text=True)
+    assert client.delete("/api/images/0", headers=AUTH).status_code == 503
+
+
 def test_writes_are_visible_across_processes(make_writable_app, png_bytes):
     """Two services on one directory (as two gunicorn workers): each reloads what the other saved."""
     a, b = make_writable_app().test_client(), make_writable_app().test_client()

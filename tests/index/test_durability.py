@@ -4,6 +4,7 @@ and the model-compatibility guard.  Child processes are real (``sys.executable -
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 
@@ -359,6 +360,31 @@ def test_missing_database_or_directory_gives_clear_errors(tmp_path):
     os.remove(tmp_path / "idx" / "store.sqlite")
     with pytest.raises(IndexStoreError, match="store.sqlite is missing"):
         IndexStore.open(tmp_path / "idx")
+
+
+@pytest.mark.parametrize("how", ["folder deleted", "database replaced"])
+def test_a_write_to_a_database_removed_under_an_open_store_is_refused(tmp_path, how):
+    """An open store keeps its SQLite connection to a file that was deleted or replaced on disk: writing through
+    it would acknowledge a write that no later open sees.  It is refused with a clear error, and the file now at
+    the path is untouched."""
+    store = IndexStore.create(tmp_path / "idx", DIM, config=manual("flat"), model_info=model_info())
+    add_items(store, vectors(5))
+    if how == "folder deleted":
+        shutil.rmtree(tmp_path / "idx")
+    else:
+        other = IndexStore.create(tmp_path / "other", DIM, config=manual("flat"), model_info=model_info())
+        other.close()
+        target = db_path(str(tmp_path / "idx"))
+        for sidecar in ("-wal", "-shm"):  # as a restore does: the old file's log must not meet the new file
+            os.remove(target + sidecar)
+        os.replace(db_path(str(tmp_path / "other")), target)
+    with pytest.raises(IndexStoreError, match="was removed or replaced after this process opened it"):
+        add_items(store, vectors(3, seed=1))
+    with pytest.raises(IndexStoreError, match="was removed or replaced"):
+        store.remove([0])
+    store.close()
+    if how == "database replaced":
+        assert len(IndexStore.open(tmp_path / "idx")) == 0
 
 
 def _damage_database(path: str, damage: str) -> None:
