@@ -8,17 +8,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from similarity.checkpoint import load_checkpoint
 from similarity.config import ModelConfig, PreprocessSpec, TrainConfig
 from similarity.copies import (CopyObjective, background_offsets, copy_retrieval_metrics, koleo,
                                normalise_scores)
 from similarity.copy_augment import collate_pairs, make_copy, two_views
+from similarity.copy_recipe import measure_copy_speed, with_copy_speed
 from similarity.copy_train import BACKGROUND_ARRAY
 from similarity.data import UNLABELLED, DatasetError, load_images, load_labelled_images
 from similarity.models import AvgPool, GeMPool
-from similarity.recipe import recipe_for
+from similarity.recipe import MIN_WIDE_EPOCHS, SMALL_CNN_WIDTHS, recipe_for
 from similarity.train import train
 from simsearch.cli import main
 
@@ -155,6 +156,27 @@ def test_copies_on_labelled_data_keep_the_labels_for_scoring(fmnist_small, tmp_p
     assert {"recall_at_1", "micro_ap", "micro_ap_normalised", "classes_precision_at_1"} <= set(result.val_metrics)
     checkpoint = load_checkpoint(result.checkpoint_path)
     assert checkpoint.objective == "copies" and checkpoint.class_names == data.class_names
+    # flip test-time augmentation (cheap on the small CNN): an image and its mirror image get one descriptor
+    assert checkpoint.preprocess.flip_tta
+    image = data.load(0)
+    plain, mirrored = checkpoint.embedder().embed_images([image, ImageOps.mirror(image)])
+    assert float(plain @ mirrored) > 0.9999
+
+
+def test_the_small_cnn_copy_width_comes_from_the_copy_step(fmnist_small):
+    """The copy recipe's width follows the measured speed of its own step (edits, two views): the widest where
+    MIN_WIDE_EPOCHS epochs fit the budget, else the narrower, with the reason; photos keep their recipe."""
+    data = fmnist_small.subset(np.arange(0, 600, 6))
+    recipe = recipe_for(data, 0, objective="copies")
+    recipe = replace(recipe, config=replace(recipe.config, budget_minutes=1.0))
+    speed = measure_copy_speed(data, replace(recipe.config, batch_size=16), steps=1)
+    assert np.isfinite(speed) and speed > 0
+    n_train = 100 - round(recipe.config.val_fraction * 100)
+    fast = with_copy_speed(recipe, images_per_second=MIN_WIDE_EPOCHS * n_train / 60)
+    slow = with_copy_speed(recipe, images_per_second=0.9 * MIN_WIDE_EPOCHS * n_train / 60)
+    assert (fast.config.model.width, slow.config.model.width) == (SMALL_CNN_WIDTHS[0], SMALL_CNN_WIDTHS[-1])
+    widths = [r for r in slow.reasons if r.startswith("width ")]
+    assert len(widths) == 1 and "copy step" in widths[0] and "3.6 epochs" in widths[0]
 
 
 def test_a_copy_descriptor_is_compared_with_its_pretrained_start(flat_folder, tmp_path):
@@ -167,6 +189,7 @@ def test_a_copy_descriptor_is_compared_with_its_pretrained_start(flat_folder, tm
     config = replace(recipe.config, epochs=1, threads=2, num_workers=0, precision="fp32", val_fraction=0.25,
                      preprocess=replace(recipe.config.preprocess, image_size=64, resize=None))
     result = train(data, config, tmp_path / "run", progress=False)
+    assert not recipe.config.preprocess.flip_tta  # it would double the ImageNet backbone's cost
     comparison = load_checkpoint(result.checkpoint_path).metrics["start"]
     start, trained = comparison["start"], comparison["trained"]
     assert comparison["best_epoch"] == result.best_epoch
