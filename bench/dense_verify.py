@@ -15,6 +15,7 @@ original is accepted; an outside image is flagged when any of its candidates is.
 per family, outside images flagged, and how many of them dense verification alone flagged.
 
     .venv/bin/python -m bench.dense_verify --copy-checkpoint runs/fmnist-copies/model.pt
+    .venv/bin/python -m bench.dense_verify --copy-checkpoint OLD.pt --flip-tta --out OUT.json  # TTA added afterwards
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--originals", type=int, default=200)
     parser.add_argument("--outsiders", type=int, default=2000)
     parser.add_argument("--neighbours", type=int, default=DEFAULT_NEIGHBOURS)
+    parser.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="embed with (or without) flip test-time augmentation whatever the checkpoint says: what "
+                             "it adds to a checkpoint trained without it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/results/dense_verify.json")
     parser.add_argument("--pairs-out", default=None, metavar="NPZ",
@@ -62,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     checkpoint = load_checkpoint(args.copy_checkpoint)
+    if args.flip_tta is not None:
+        preprocess = replace(checkpoint.preprocess, flip_tta=args.flip_tta)
+        checkpoint.config = replace(checkpoint.config, preprocess=preprocess)
     embedder = checkpoint.embedder()
     train, test = load_fashion_mnist(None, "train"), load_fashion_mnist(None, "test")
     references = [train.load(i) for i in range(len(train.ids))]
@@ -181,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     within = [row for row in sweep if row["outsiders_flagged_share"] <= MAX_FALSE]
     best = max(within, key=lambda row: row["recall_all_families"]) if within else None
     correlations = [c for _q, _r, _a, c in pairs if c is not None]
-    emit({"benchmark": "dense_verify", "copy_checkpoint": args.copy_checkpoint, "index_items": len(references),
+    emit({"benchmark": "dense_verify", "copy_checkpoint": args.copy_checkpoint,
+          "flip_tta": checkpoint.preprocess.flip_tta, "index_items": len(references),
           "originals": args.originals, "families": list(FAMILIES), "outsiders": args.outsiders,
           "neighbours": args.neighbours, "seed": args.seed,
           "rule": {"cosine": rule.cosine, "descriptor_cosine": rule.descriptor_cosine, "phash_bits": rule.phash_bits,
