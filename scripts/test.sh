@@ -23,7 +23,7 @@ OMP_NUM_THREADS=1 .venv/bin/python -m pytest -m "not slow" -p no:cacheprovider -
   tests/test_engine.py tests/test_reporting.py tests/test_dedup.py "$@" >"$work/milvus.log" 2>&1 &
 milvus_pid=$!
 main_rc=0
-.venv/bin/python -m pytest -m "not slow" -p no:cacheprovider --basetemp "$work/main" "$@" || main_rc=$?
+.venv/bin/python -m pytest -m "not slow" -p no:cacheprovider --durations=25 --basetemp "$work/main" "$@" || main_rc=$?
 milvus_rc=0
 wait "$milvus_pid" || milvus_rc=$?
 echo "[test] the Milvus pass (--backend milvus):"
