@@ -1,7 +1,7 @@
 """``WritableState``: whether this process can store writes now, and why not (for ``GET /api/health``).
 
-Two signals: a cheap probe of the index's home (a read-only file system, no permission, the folder removed), and the outcome of this
-process's last write (a full disk is only seen by writing).  A full disk counts as cleared once a write succeeds
+Two signals: a cheap probe of the index's home (a read-only file system, no permission, the folder removed), and
+the outcome of this process's last write (a full disk is only seen by writing).  A full disk counts as cleared once a write succeeds
 or the free space has grown by :data:`FREED_BYTES` since the failure.  Each server worker keeps its own state.
 """
 

@@ -53,10 +53,10 @@ DEFAULT_DESCRIPTOR_COSINE = 0.75
 # python -m bench.second_vector found 95% of edited TrashNet copies from 0.50 and flagged none of 300 outside photos
 CANDIDATE_COSINE = 0.50
 # dense verification of candidates under verify_min_side, when asked for (index dedup --min-correlation): python -m
-# bench.dense_verify found 63% of edited Fashion-MNIST copies among 60,000 (50% without) for 4 more of 2,000 outside
-# images flagged, at correlation 0.993 with a misalignment under a quarter of the runner-up's; a threshold alone
-# flags far more (0.99: 36%). Off by default: it aligns every undecided small candidate (3 ms each; a 60k build
-# checks about 600,000 candidate pairs)
+# bench.dense_verify found 69.5% of edited Fashion-MNIST copies among 60,000 (56.6% without) for 4 more of 2,000
+# outside images flagged, at correlation 0.993 with a misalignment under a quarter of the runner-up's; a threshold
+# alone flags far more (0.99: 36%). Off by default: it aligns every undecided small candidate (about 4 ms each; a
+# 60k build checks about 600,000 candidate pairs)
 DENSE_MIN_CORRELATION = 0.993
 # the calibrated cosine: the quantile of the items' nearest-other-item cosines, over a seeded sample of the index
 CALIBRATION_QUANTILE = 0.99

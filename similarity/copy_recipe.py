@@ -119,7 +119,7 @@ def measure_copy_speed(data: LabelledImages, config: TrainConfig, steps: int = 3
 def with_copy_speed(recipe: Recipe, images_per_second: float) -> Recipe:
     """A small-CNN copy recipe's width chosen from ``images_per_second``, the widest copy step's measured speed
     (:func:`measure_copy_speed`): the widest where ``MIN_WIDE_EPOCHS`` epochs fit the budget, else the narrower,
-    as the class recipe chooses from its own probe (whose reason this one replaces). Other recipes unchanged."""
+    as the class recipe chooses from its own probe. Other recipes unchanged."""
     config = recipe.config
     if config.model.backbone != "smallcnn" or not config.budget_minutes or recipe.profile is None:
         return recipe
@@ -129,9 +129,8 @@ def with_copy_speed(recipe: Recipe, images_per_second: float) -> Recipe:
     reason = (f"width {width}: the width-{SMALL_CNN_WIDTHS[0]} CNN's copy step (two edited copies of each image) "
               f"trains {images_per_second:.0f} images/s here, {epochs:.1f} epochs in the budget ({MIN_WIDE_EPOCHS} "
               "wanted for that width)")
-    reasons = [reason if r.startswith("width ") else r for r in recipe.reasons]
-    if reason not in reasons:
-        reasons.insert(1, reason)
+    reasons = list(recipe.reasons)
+    reasons.insert(1, reason)
     return replace(recipe, config=replace(config, model=replace(config.model, width=width)), reasons=tuple(reasons))
 
 

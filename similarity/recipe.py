@@ -410,7 +410,8 @@ def recipe_for(data: LabelledImages, budget_minutes: float = DEFAULT_BUDGET_MINU
     profile = inspect_data(data)
     flips = check_flips(data) if objective == "classes" else None  # a mirror image is a copy
     speed = ips = small = None
-    if profile.is_small_grayscale and budget_minutes and device == "cpu":
+    probe_small_cnn = profile.is_small_grayscale and budget_minutes and device == "cpu"
+    if probe_small_cnn and objective == "classes":  # the copy objective probes its own step below
         small = measure_small_cnn_speed(preprocess_for(ModelConfig(backbone="smallcnn"), profile).image_size)
     if not profile.is_small_grayscale and budget_minutes:
         if device == "cpu":
@@ -424,7 +425,7 @@ def recipe_for(data: LabelledImages, budget_minutes: float = DEFAULT_BUDGET_MINU
     recipe = choose_recipe(replace(profile, num_images=2 * profile.num_images), budget_minutes, device,
                            images_per_second=ips, speed=speed, small_cnn_speed=small)
     copies = for_copies(replace(recipe, profile=profile), labelled=data.labelled)
-    if small is None:
+    if not probe_small_cnn:
         return copies
     # the width from the copy step itself: its edits and two views cost more than the class probe measures
     widest = replace(copies.config, model=replace(copies.config.model, width=SMALL_CNN_WIDTHS[0]))
