@@ -13,20 +13,33 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null) \
     || echo "[test] could not install chromium: the browser test will be skipped"
 fi
-# The two passes run at once: each is one process that often waits (servers starting, fsyncs, Milvus), so together
-# they keep both cores busy. Each has its own temporary root; the Milvus pass prints its log when both are done.
+# Two processes at once: the main pass, and beside it the API, bad-input, writer, engine, report and dedup suites on
+# Milvus followed by the reliability suites (real servers, kills, faults) on the embedded store. Each process often
+# waits (servers starting, fsyncs, Milvus), so together they keep both cores busy and take about as long as each
+# other. Each pass has its own temporary root; the second process prints its logs when both are done.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "[test] the API, bad-input, writer, engine, report and dedup suites again, on Milvus (--backend milvus), beside the main pass"
-OMP_NUM_THREADS=1 .venv/bin/python -m pytest -m "not slow" -p no:cacheprovider --backend milvus \
-  --basetemp "$work/milvus" tests/api tests/reliability/test_bad_inputs.py tests/reliability/test_writers.py \
-  tests/test_engine.py tests/test_reporting.py tests/test_dedup.py "$@" >"$work/milvus.log" 2>&1 &
-milvus_pid=$!
+echo "[test] beside the main pass: the API, bad-input, writer, engine, report and dedup suites on Milvus" \
+  "(--backend milvus), then tests/reliability"
+(
+  rc=0
+  OMP_NUM_THREADS=1 .venv/bin/python -m pytest -m "not slow" -p no:cacheprovider --backend milvus \
+    --basetemp "$work/milvus" tests/api tests/reliability/test_bad_inputs.py tests/reliability/test_writers.py \
+    tests/test_engine.py tests/test_reporting.py tests/test_dedup.py "$@" >"$work/milvus.log" 2>&1 || rc=1
+  .venv/bin/python -m pytest -m "not slow" -p no:cacheprovider --basetemp "$work/reliability" tests/reliability \
+    "$@" >"$work/reliability.log" 2>&1 || rc=$((rc + 2))
+  exit "$rc"
+) &
+beside_pid=$!
 main_rc=0
-.venv/bin/python -m pytest -m "not slow" -p no:cacheprovider --durations=25 --basetemp "$work/main" "$@" || main_rc=$?
-milvus_rc=0
-wait "$milvus_pid" || milvus_rc=$?
+.venv/bin/python -m pytest -m "not slow" -p no:cacheprovider --durations=25 --ignore=tests/reliability \
+  --basetemp "$work/main" "$@" || main_rc=$?
+beside_rc=0
+wait "$beside_pid" || beside_rc=$?
 echo "[test] the Milvus pass (--backend milvus):"
 cat "$work/milvus.log"
-echo "[test] main pass exit $main_rc, Milvus pass exit $milvus_rc"
-[ "$main_rc" = 0 ] && [ "$milvus_rc" = 0 ]
+echo "[test] the reliability pass (tests/reliability):"
+cat "$work/reliability.log"
+echo "[test] main pass exit $main_rc; beside it: $([ $((beside_rc & 1)) = 0 ] && echo ok || echo failed) on" \
+  "Milvus, $([ $((beside_rc & 2)) = 0 ] && echo ok || echo failed) in tests/reliability"
+[ "$main_rc" = 0 ] && [ "$beside_rc" = 0 ]
